@@ -24,7 +24,7 @@ import numpy as np
 import tokenizers
 
 from bner import io
-from bner.metadata import TOKENIZER_FILE, TaggerMetadata, read_metadata, write_metadata
+from bner.metadata import METADATA_FILE, TOKENIZER_FILE, TaggerMetadata, read_metadata, write_metadata
 from bner.model import build_tagger
 
 log = logging.getLogger(__name__)
@@ -92,15 +92,14 @@ class CheckpointManager:
 
 def save_tagger(model: keras.Model, metadata: TaggerMetadata, tokenizer: tokenizers.Tokenizer, folder: str) -> None:
     """Write the tagger folder atomically: weights, metadata.json, tokenizer.json."""
-    with io.staged_directory(folder) as staging:
+    with io.staged_directory(folder, publish_last=(METADATA_FILE,)) as staging:
         model.save_weights(os.path.join(staging, WEIGHTS_FILE))
         tokenizer.save(os.path.join(staging, TOKENIZER_FILE))
         write_metadata(metadata, staging)
 
 
 def load_tokenizer(folder: str, metadata: TaggerMetadata) -> tokenizers.Tokenizer:
-    with io.local_copy(io.join(folder, metadata.tokenizer_file)) as path:
-        return tokenizers.Tokenizer.from_file(path)
+    return tokenizers.Tokenizer.from_str(io.read_text(io.join(folder, metadata.tokenizer_file)))
 
 
 def load_tagger(folder: str) -> tuple[keras.Model, TaggerMetadata, tokenizers.Tokenizer]:

@@ -21,21 +21,30 @@ import keras
 
 from bner import io
 from bner.checkpoints import load_tagger
-from bner.metadata import TOKENIZER_FILE, write_metadata
+from bner.metadata import METADATA_FILE, TOKENIZER_FILE, write_metadata
 
 SIGNATURE = "serving_default"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def versions(model_base: str) -> list[int]:
-    """Complete versions under ``<export_dir>/<model_name>`` (temporary names are not numbers)."""
+    """Complete versions under ``<export_dir>/<model_name>``.
+
+    Temporary names are not numbers, and a version still being copied into an object
+    store has no ``metadata.json`` yet (it is copied last).
+    """
+    return [n for n in _numbered(model_base) if io.exists(io.join(model_base, str(n), METADATA_FILE))]
+
+
+def _numbered(model_base: str) -> list[int]:
     if not io.exists(model_base):
         return []
     return sorted(int(n) for n in io.listdir(model_base) if re.fullmatch(r"\d+", n))
 
 
 def next_version(model_base: str) -> int:
-    return max(versions(model_base), default=0) + 1
+    """One above every numbered folder, complete or still being written."""
+    return max(_numbered(model_base), default=0) + 1
 
 
 def export_tagger(model_folder: str, export_dir: str, model_name: str, version: int | None = None) -> str:
@@ -81,7 +90,8 @@ def export_tagger(model_folder: str, export_dir: str, model_name: str, version: 
             "export": {"model_name": model_name, "version": version, "signature": SIGNATURE, "inputs": list(INPUTS)},
         },
     )
-    with io.staged_directory(final) as staging:
+    # metadata.json is published last: readers count a version only once it is there.
+    with io.staged_directory(final, publish_last=("saved_model.pb", METADATA_FILE)) as staging:
         tf.saved_model.save(module, staging, signatures={SIGNATURE: module.serve})
         tokenizer.save(os.path.join(staging, TOKENIZER_FILE))
         write_metadata(exported, staging)

@@ -20,6 +20,8 @@ import numpy as np
 import tokenizers
 from tokenizers import normalizers, pre_tokenizers
 
+from bner import io
+
 log = logging.getLogger(__name__)
 
 IGNORE = -1  # label id of pieces that carry no label (padding, special, non-first pieces)
@@ -41,11 +43,11 @@ def build_tokenizer(
     well as lowercasing; ``strip_accents=None`` follows ``lowercase`` as BERT's recipe does.
     """
     if tokenizer_file:
-        tokenizer = tokenizers.Tokenizer.from_file(tokenizer_file)
+        tokenizer = tokenizers.Tokenizer.from_str(io.read_text(tokenizer_file))
         if lowercase is not None:
             tokenizer.normalizer = bert_normalizer(lowercase, strip_accents)
     elif vocab_file:
-        model = tokenizers.models.WordPiece.from_file(vocab_file, unk_token=SPECIAL["unk"])
+        model = tokenizers.models.WordPiece(read_vocabulary(vocab_file), unk_token=SPECIAL["unk"])
         tokenizer = tokenizers.Tokenizer(model)
         tokenizer.normalizer = bert_normalizer(True if lowercase is None else lowercase, strip_accents)
         tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -58,6 +60,16 @@ def build_tokenizer(
         if tokenizer.token_to_id(name) is None:
             raise ValueError(f"the vocabulary has no {name} token")
     return tokenizer
+
+
+def read_vocabulary(vocab_file: str) -> dict[str, int]:
+    """``vocab.txt`` as piece → id (the line number), from any path :mod:`bner.io` opens."""
+    # split("\n"), not splitlines(): vocabularies hold pieces such as U+2028 that
+    # splitlines() would treat as line breaks.
+    lines = io.read_text(vocab_file).split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return {line.rstrip("\r"): i for i, line in enumerate(lines)}
 
 
 def bert_normalizer(lowercase: bool, strip_accents: bool | None = None) -> normalizers.Normalizer:

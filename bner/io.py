@@ -24,6 +24,9 @@ def is_local(path: str) -> bool:
 
 def _fs(path: str):
     fs, root = fsspec.core.url_to_fs(str(path))
+    # Object-store file systems cache listings per process; another process (a training
+    # job, an exporter) may have written since, and a stale "no new version" would stick.
+    fs.invalidate_cache()
     return fs, root
 
 
@@ -132,12 +135,15 @@ def local_copy(path: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def staged_directory(final_path: str) -> Iterator[str]:
+def staged_directory(final_path: str, publish_last: tuple[str, ...] = ()) -> Iterator[str]:
     """Yield a local folder to fill; publish it at ``final_path`` only when the block succeeds.
 
-    Locally the folder is built beside its destination and renamed into place. For an
-    object store it is built locally, uploaded under a temporary name, then copied to
-    its final name, so readers that look for the final name never see a partial folder.
+    Locally the folder is built beside its destination and renamed into place. An object
+    store has no rename, and a "folder" is visible as soon as one object under it exists:
+    the folder is built locally, uploaded under a temporary name, then copied to its
+    final name with the files named in ``publish_last`` copied after all others, so a
+    reader that waits for those files (bner waits for ``metadata.json``) never loads a
+    partial folder.
     """
     if is_local(final_path):
         parent = os.path.dirname(os.path.abspath(final_path))
@@ -156,9 +162,47 @@ def staged_directory(final_path: str) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="bner-stage-") as tmp:
         yield tmp
         fs, root = _fs(final_path)
-        staging = root.rstrip("/") + f".tmp-{uuid.uuid4().hex[:8]}"
-        fs.put(tmp.rstrip("/") + "/", staging, recursive=True)
-        if fs.exists(root):
-            fs.rm(root, recursive=True)
-        fs.copy(staging, root, recursive=True)
-        fs.rm(staging, recursive=True)
+        root = root.rstrip("/")
+        staging = f"{root}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            fs.put(tmp.rstrip("/") + "/", staging, recursive=True)
+            if fs.exists(root):
+                fs.rm(root, recursive=True)
+            names = [
+                os.path.relpath(os.path.join(folder, name), tmp).replace(os.sep, "/")
+                for folder, _, files in os.walk(tmp)
+                for name in files
+            ]
+            # Others first (by name), then publish_last in its order.
+            for name in sorted(names, key=lambda n: (publish_last.index(n) + 1 if n in publish_last else 0, n)):
+                fs.copy(f"{staging}/{name}", f"{root}/{name}")
+        finally:
+            if fs.exists(staging):
+                fs.rm(staging, recursive=True)
+
+
+@contextlib.contextmanager
+def local_checkpoint(prefix: str) -> Iterator[str]:
+    """A local prefix for a TensorFlow checkpoint (``prefix.index``, ``prefix.data-*``).
+
+    TensorFlow reads ``gs://`` itself but no other fsspec store, and not a Cloud Storage
+    emulator; downloading the few files first works the same everywhere.
+    """
+    if is_local(prefix):
+        yield prefix
+        return
+    fs, root = _fs(prefix)
+    with tempfile.TemporaryDirectory(prefix="bner-ckpt-") as tmp:
+        for path in fs.glob(root + ".*"):
+            fs.get(path, os.path.join(tmp, path.rsplit("/", 1)[-1]))
+        yield os.path.join(tmp, root.rsplit("/", 1)[-1])
+
+
+def upload_folder(local_folder: str, remote_folder: str) -> None:
+    """Copy a local folder's files to ``remote_folder`` (each object replaced whole)."""
+    fs, root = _fs(remote_folder)
+    for folder, _, files in os.walk(local_folder):
+        for name in files:
+            path = os.path.join(folder, name)
+            relative = os.path.relpath(path, local_folder).replace(os.sep, "/")
+            fs.put_file(path, f"{root.rstrip('/')}/{relative}")

@@ -294,15 +294,16 @@ def google_checkpoint(bert_config_file: str, init_checkpoint: str | None, vocab_
     def load(encoder: BertEncoder) -> None:
         import tensorflow as tf  # TF1 checkpoints are read with TensorFlow's reader
 
-        try:
-            reader = tf.train.load_checkpoint(init_checkpoint)
-        except Exception as e:  # noqa: BLE001 — TF raises several types for a bad path
-            raise PretrainedError(f"{init_checkpoint}: cannot read a TensorFlow checkpoint ({e})") from None
         tensors = {}
-        for name in reader.get_variable_to_shape_map():
-            hf_name = google_name_to_huggingface(name)
-            if hf_name is not None:
-                tensors[hf_name] = reader.get_tensor(name)
+        with io.local_checkpoint(init_checkpoint) as prefix:
+            try:
+                reader = tf.train.load_checkpoint(prefix)
+            except Exception as e:  # noqa: BLE001 — TF raises several types for a bad path
+                raise PretrainedError(f"{init_checkpoint}: cannot read a TensorFlow checkpoint ({e})") from None
+            for name in reader.get_variable_to_shape_map():
+                hf_name = google_name_to_huggingface(name)
+                if hf_name is not None:
+                    tensors[hf_name] = reader.get_tensor(name)
         # TF1 kernels are [in, out]; the Hugging Face layout the mapping expects is [out, in].
         tensors = {k: (v.T if k.endswith(".weight") and v.ndim == 2 and "embeddings" not in k else v) for k, v in tensors.items()}
         assign_huggingface_weights(encoder, tensors)

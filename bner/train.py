@@ -14,6 +14,8 @@ import json
 import logging
 import math
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 
@@ -443,11 +445,16 @@ class DevEvaluation(keras.callbacks.Callback):
 
 
 class TensorBoardLogs(keras.callbacks.Callback):
-    """Loss, learning rate and dev F1 as TensorBoard scalars (needs TensorFlow's summary writer)."""
+    """Loss, learning rate and dev F1 as TensorBoard scalars (needs TensorFlow's summary writer).
+
+    Logs for an object store (``gs://...``) are written to a local folder and uploaded at
+    each epoch's end: TensorFlow's own writer reaches only ``gs://`` and only the real
+    service, and an event file re-uploaded whole is never seen half-written.
+    """
 
     def __init__(self, log_dir: str, every: int = 10):
         super().__init__()
-        self.log_dir, self.every, self.writer = log_dir, every, None
+        self.log_dir, self.every, self.writer, self.local_dir = log_dir, every, None, None
 
     def on_train_begin(self, logs=None):
         try:
@@ -456,7 +463,12 @@ class TensorBoardLogs(keras.callbacks.Callback):
             log.info("TensorFlow is not installed: no TensorBoard logs")
             return
         self.tf = tf
-        self.writer = tf.summary.create_file_writer(self.log_dir)
+        if io.is_local(self.log_dir):
+            target = self.log_dir
+        else:
+            self.local_dir = tempfile.mkdtemp(prefix="bner-logs-")
+            target = self.local_dir
+        self.writer = tf.summary.create_file_writer(target)
 
     def _write(self, step, values):
         if self.writer is None:
@@ -464,6 +476,11 @@ class TensorBoardLogs(keras.callbacks.Callback):
         with self.writer.as_default(step=step):
             for name, value in values.items():
                 self.tf.summary.scalar(name, value)
+
+    def _upload(self):
+        if self.local_dir is not None:
+            self.writer.flush()
+            io.upload_folder(self.local_dir, self.log_dir)
 
     def on_train_batch_end(self, batch, logs=None):
         if batch % self.every == 0:
@@ -474,10 +491,15 @@ class TensorBoardLogs(keras.callbacks.Callback):
         if "dev_f1" in logs:
             values["dev/f1"] = logs["dev_f1"]
         self._write(int(logs["step"]), values)
+        self._upload()
 
     def on_train_end(self, logs=None):
         if self.writer is not None:
             self.writer.flush()
+            self._upload()
+            if self.local_dir is not None:
+                self.writer.close()
+                shutil.rmtree(self.local_dir, ignore_errors=True)
 
 
 def write_run_record(output_dir: str, record: dict) -> None:

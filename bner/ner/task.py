@@ -241,7 +241,8 @@ def train(splits) -> str:
                 save_tagger(tagger, dataclasses.replace(info, training={"best_step": at_step}), tokenizer, best_dir)
 
         callbacks.append(training.DevEvaluation(dev_f1, keep_best))
-    callbacks.append(training.TensorBoardLogs(io.join(FLAGS.output_dir, "logs")))
+    if chief:
+        callbacks.append(training.TensorBoardLogs(io.join(FLAGS.output_dir, "logs")))
     callbacks.append(training.ProgressBar(FLAGS.progress))
 
     started = time.time()
