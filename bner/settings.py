@@ -22,6 +22,8 @@ def import_tensorflow_quietly() -> None:
     """
     if "tensorflow" in sys.modules or os.environ.get("KERAS_BACKEND") not in (None, "tensorflow"):
         return
+    # A multi-worker job configures collective ops before TensorFlow starts its devices.
+    start_devices = not os.environ.get("TF_CONFIG")
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
@@ -29,7 +31,8 @@ def import_tensorflow_quietly() -> None:
         try:
             import tensorflow as tf
 
-            tf.config.list_logical_devices()
+            if start_devices:
+                tf.config.list_logical_devices()
         except BaseException:
             os.dup2(saved, 2)
             captured.seek(0)

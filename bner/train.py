@@ -90,15 +90,24 @@ def select_strategy(tpu: TpuSettings = TpuSettings(), resolver_factory: Callable
     return tf.distribute.get_strategy()
 
 
-def is_chief(strategy) -> bool:
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not getattr(resolver, "task_type", None):
+def is_chief(tf_config: str | None = None) -> bool:
+    """Whether this process writes checkpoints, results and the export.
+
+    Read from ``TF_CONFIG`` (as Vertex AI and Kubernetes operators set it), so the
+    answer is the same before, during and after training and needs no TensorFlow: the
+    ``chief`` task, else worker 0 of a cluster without one; a process outside any
+    cluster is its own chief.
+    """
+    raw = os.environ.get("TF_CONFIG") if tf_config is None else tf_config
+    if not raw:
         return True
-    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0 and not _has_chief(resolver))
-
-
-def _has_chief(resolver) -> bool:
-    return "chief" in resolver.cluster_spec().as_dict()
+    config = json.loads(raw)
+    task = config.get("task") or {}
+    if not task.get("type"):
+        return True
+    if task["type"] == "chief":
+        return True
+    return task["type"] == "worker" and int(task.get("index", 0)) == 0 and "chief" not in config.get("cluster", {})
 
 
 # ---------------------------------------------------------------- optimizer

@@ -176,3 +176,51 @@ def test_jax_backend_trains_and_tensorflow_exports(tiny_model, tmp_path):
     assert "exporting under the TensorFlow backend" in result.stdout
     assert (out / "export" / "bner" / "1" / "saved_model.pb").exists()
     assert read_json(out / "run.json")["training"]["backend"] == "jax"
+
+
+def site_packages_without_tensorflow(folder) -> str:
+    """A folder that links every installed package except TensorFlow and what requires it.
+
+    Run with ``python -S`` and this folder on PYTHONPATH, the interpreter cannot find
+    TensorFlow at all, as on the GPU machines that have only JAX.
+    """
+    import sysconfig
+
+    site = sysconfig.get_paths()["purelib"]
+    blocked = ("tensorflow", "tf_keras", "tensorboard")
+    os.makedirs(folder, exist_ok=True)
+    for name in os.listdir(site):
+        if name.lower().startswith(blocked) or name.endswith(".pth"):
+            continue
+        os.symlink(os.path.join(site, name), os.path.join(folder, name))
+    return str(folder)
+
+
+def test_jax_training_runs_with_tensorflow_not_installed(tiny_model, tmp_path):
+    pytest.importorskip("jax")
+    data = write_synthetic_data(tmp_path / "data", train=80, dev=20, test=20)
+    out = tmp_path / "out"
+    packages = site_packages_without_tensorflow(tmp_path / "site")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    flags = tiny_training_flags(tiny_model, data, str(out), "--num_train_epochs=1")
+    probe = subprocess.run(
+        [sys.executable, "-S", "-c", "import importlib.util; print(importlib.util.find_spec('tensorflow'))"],
+        env={**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{packages}"}, capture_output=True, text=True, check=True,
+    )
+    assert probe.stdout.strip() == "None"
+    result = subprocess.run(
+        [sys.executable, "-S", "-m", "bner.ner.task", "--progress=false", *flags, "--do_train", "--do_eval", "--do_predict"],
+        env={**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{packages}", "KERAS_BACKEND": "jax"},
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "on jax" in result.stdout
+    assert "TensorFlow is not installed here" in result.stdout
+    for name in ("model/metadata.json", "model/model.weights.h5", "eval_results.txt", "predictions.conll", "run.json"):
+        assert (out / name).exists(), name
+    assert not (out / "export").exists()
+    assert "tensorflow" not in read_json(out / "run.json")["versions"]
+
+    # Then, where TensorFlow is installed, the saved weights export and serve the same labels.
+    run_task(f"--output_dir={out}", "--do_export", "--do_eval", f"--data_dir={data}")
+    assert (out / "export" / "bner" / "1" / "saved_model.pb").exists()

@@ -72,7 +72,7 @@ def test_precision_and_strategy_on_this_machine():
     import tensorflow as tf
 
     strategy = train.select_strategy()
-    assert strategy is tf.distribute.get_strategy() and train.is_chief(strategy)
+    assert strategy is tf.distribute.get_strategy() and train.is_chief()
 
 
 def test_tpu_flags_resolve_through_the_cluster_resolver():

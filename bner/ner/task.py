@@ -193,7 +193,7 @@ def train(splits) -> str:
     strategy = training.select_strategy(
         training.TpuSettings(FLAGS.use_tpu, FLAGS.tpu_name, FLAGS.tpu_zone, FLAGS.gcp_project, FLAGS.master, FLAGS.num_tpu_cores)
     ) if keras.backend.backend() == "tensorflow" else None
-    chief = training.is_chief(strategy) if strategy is not None else True
+    chief = training.is_chief()
     checkpoints = CheckpointManager(io.join(FLAGS.output_dir, "checkpoints"), keep=FLAGS.keep_checkpoints, writer=chief)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
@@ -248,6 +248,8 @@ def train(splits) -> str:
     started = time.time()
     state = training.run_training(tagger, optimizer, step, examples, settings, buckets, encoder.tokenizer.token_to_id("[PAD]"), checkpoints, callbacks)
     elapsed = time.time() - started
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    say(f"trained to step {state.step} on {replicas} replica(s), global batch {FLAGS.train_batch_size}")
     summary = {
         "steps": state.step,
         "epochs": FLAGS.num_train_epochs,
@@ -256,6 +258,7 @@ def train(splits) -> str:
         "real_pieces_per_epoch": int(sum(len(e) for e in examples)),
         "precision": precision,
         "backend": keras.backend.backend(),
+        "replicas": replicas,
         "history": state.history,
         "best_dev_f1": state.best_dev_f1 if "dev" in splits else None,
         "best_step": state.best_step if "dev" in splits else None,
@@ -404,6 +407,7 @@ def main(argv) -> int:
         os.environ["KAGGLEHUB_CACHE"] = FLAGS.tfhub_cache_dir
     import_tensorflow_quietly()
     from bner import corpus, model
+    from bner.train import is_chief
 
     try:
         if not (FLAGS.do_train or FLAGS.do_eval or FLAGS.do_predict or FLAGS.do_export):
@@ -414,6 +418,10 @@ def main(argv) -> int:
         if FLAGS.do_train:
             train(splits)
         export_path = None
+        if not is_chief():
+            # Every worker trained; the chief alone evaluates and writes (they share --output_dir).
+            say("training done on this worker; the chief writes results and the export")
+            return 0
         if FLAGS.do_eval or FLAGS.do_predict:
             logits_fn, info, encoder = load_inference_tagger()
             if FLAGS.do_eval:
