@@ -303,6 +303,7 @@ def plan_batches(
     buckets: Sequence[int],
     shuffle_seed: int | None = None,
     drop_remainder: bool = False,
+    group: int = 1,
 ) -> list[tuple[np.ndarray, int]]:
     """Group example indices into batches of similar length: ``(indices, padded_length)``.
 
@@ -312,6 +313,9 @@ def plan_batches(
     small, noisy step per bucket. With a seed, examples are shuffled within their bucket and
     the batches shuffled across buckets (deterministically for a given seed); without one,
     order is kept.
+
+    With ``group > 1`` (several steps per device execution, as on TPUs), batches of the
+    same shape are kept together in runs of up to ``group``, and the runs are shuffled.
     """
     lengths = np.asarray(lengths)
     buckets = np.asarray(buckets)
@@ -334,6 +338,13 @@ def plan_batches(
         if drop_remainder and len(chunk) < batch_size:
             continue
         plan.append((chunk, int(buckets[bucket_of[chunk].max()])))
+    if group > 1:
+        runs = []
+        for shape in sorted({(len(indices), length) for indices, length in plan}):
+            same = [b for b in plan if (len(b[0]), b[1]) == shape]
+            runs.extend(same[i : i + group] for i in range(0, len(same), group))
+        order = rng.permutation(len(runs)) if rng is not None else range(len(runs))
+        return [batch for i in order for batch in runs[i]]
     if rng is not None:
         order = rng.permutation(len(plan))
         plan = [plan[i] for i in order]
@@ -348,7 +359,8 @@ def iterate_batches(
     shuffle_seed: int | None = None,
     drop_remainder: bool = False,
     skip: int = 0,
+    group: int = 1,
 ) -> Iterator[Batch]:
-    plan = plan_batches([len(e) for e in examples], batch_size, buckets, shuffle_seed, drop_remainder)
+    plan = plan_batches([len(e) for e in examples], batch_size, buckets, shuffle_seed, drop_remainder, group)
     for indices, length in plan[skip:]:
         yield make_batch(examples, indices, length, pad_id)

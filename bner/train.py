@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import keras
 import numpy as np
@@ -73,16 +73,48 @@ class TpuSettings:
     num_tpu_cores: int = 8
 
 
-def select_strategy(tpu: TpuSettings = TpuSettings(), resolver_factory: Callable | None = None):
+class TpuRuntime:
+    """The calls that reach a Cloud TPU, in one place so tests can stand in for the cloud."""
+
+    def __init__(self):
+        import tensorflow as tf
+
+        self.tf = tf
+
+    def resolve(self, tpu: str | None, zone: str | None, project: str | None):
+        return self.tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu, zone=zone, project=project)
+
+    def initialize(self, resolver):
+        """Connect and initialise the TPU system; returns its topology."""
+        self.tf.config.experimental_connect_to_cluster(resolver)
+        return self.tf.tpu.experimental.initialize_tpu_system(resolver)
+
+    def device_assignment(self, topology, num_replicas: int):
+        return self.tf.tpu.experimental.DeviceAssignment.build(topology, num_replicas=num_replicas)
+
+    def strategy(self, resolver, device_assignment):
+        return self.tf.distribute.TPUStrategy(resolver, experimental_device_assignment=device_assignment)
+
+
+def tpu_strategy(tpu: TpuSettings, runtime: TpuRuntime | None = None):
+    """TPUStrategy on the TPU the flags name, over ``num_tpu_cores`` of its cores."""
+    runtime = runtime or TpuRuntime()
+    resolver = runtime.resolve(tpu.tpu_name or tpu.master, tpu.tpu_zone, tpu.gcp_project)
+    topology = runtime.initialize(resolver)
+    available = topology.num_tasks * topology.num_tpus_per_task
+    if not 0 < tpu.num_tpu_cores <= available:
+        raise ValueError(f"--num_tpu_cores={tpu.num_tpu_cores}, but the TPU has {available} cores")
+    # All cores: TPUStrategy's own layout. Fewer: one replica on each of the first N.
+    assignment = None if tpu.num_tpu_cores == available else runtime.device_assignment(topology, tpu.num_tpu_cores)
+    return runtime.strategy(resolver, assignment)
+
+
+def select_strategy(tpu: TpuSettings = TpuSettings(), tpu_runtime: TpuRuntime | None = None):
     """TPU flags → TPUStrategy; ``TF_CONFIG`` → MultiWorkerMirroredStrategy; several GPUs → MirroredStrategy; else default."""
     import tensorflow as tf
 
     if tpu.use_tpu:
-        factory = resolver_factory or tf.distribute.cluster_resolver.TPUClusterResolver
-        resolver = factory(tpu=tpu.tpu_name or tpu.master, zone=tpu.tpu_zone, project=tpu.gcp_project)
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
+        return tpu_strategy(tpu, tpu_runtime)
     if os.environ.get("TF_CONFIG"):
         return tf.distribute.MultiWorkerMirroredStrategy()
     if len(tf.config.list_logical_devices("GPU")) > 1:
@@ -208,21 +240,28 @@ class TensorFlowStep:
     Gradients are summed and clipped to the global norm here (Keras would clip each
     replica's partial gradient), then divided by the replica count because Keras' own
     apply step sums them across replicas once more.
+
+    ``static_shapes`` (TPUs) traces one function per batch shape instead of one with
+    unknown dimensions, since XLA compiles fixed shapes only. :meth:`run_group` runs
+    several same-shape steps in one call, a loop inside the device program.
     """
 
-    def __init__(self, model, optimizer, strategy, clip_norm: float | None):
+    def __init__(self, model, optimizer, strategy, clip_norm: float | None, static_shapes: bool = False):
         import tensorflow as tf
 
         self.tf = tf
         self.model, self.optimizer, self.strategy, self.clip_norm = model, optimizer, strategy, clip_norm
         self.replicas = strategy.num_replicas_in_sync
-        if self.replicas == 1:
+        if static_shapes:
+            self._step = tf.function(self._distributed_step)
+        elif self.replicas == 1:
             # One trace for every bucket length and batch size.
             spec = tf.TensorSpec([None, None], tf.int32)
             signature = [{n: spec for n in ("input_ids", "attention_mask", "token_type_ids")}, spec, tf.TensorSpec([], tf.float32)]
             self._step = tf.function(self._distributed_step, input_signature=signature)
         else:
             self._step = tf.function(self._distributed_step, reduce_retracing=True)
+        self._steps = tf.function(self._distributed_steps, reduce_retracing=not static_shapes)
 
     def _replica_step(self, inputs, labels, global_count):
         tf = self.tf
@@ -253,24 +292,48 @@ class TensorFlowStep:
         per_replica = self.strategy.run(self._replica_step, args=(inputs, labels, global_count))
         return self.strategy.reduce(self.tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
-    def __call__(self, batch: features.Batch) -> float:
+    def _distributed_steps(self, inputs, labels, global_counts):
+        """Steps over the leading axis of stacked ``[steps, batch, length]`` inputs, in one call."""
         tf = self.tf
-        count = tf.constant(max(int((batch.labels >= 0).sum()), 1), tf.float32)
-        if self.replicas == 1:
-            inputs = {k: tf.constant(v) for k, v in batch.inputs.items()}
-            labels = tf.constant(batch.labels)
-        else:
-            # Every worker builds the same global batch; each replica takes its rows.
-            def rows(ctx, array):
-                parts = np.array_split(array, ctx.num_replicas_in_sync)
-                return tf.constant(parts[ctx.replica_id_in_sync_group])
 
-            inputs = {
-                k: self.strategy.experimental_distribute_values_from_function(lambda ctx, v=v: rows(ctx, v))
-                for k, v in batch.inputs.items()
-            }
-            labels = self.strategy.experimental_distribute_values_from_function(lambda ctx: rows(ctx, batch.labels))
+        def replica_step_at(i, inputs, labels, global_counts):
+            return self._replica_step({k: v[i] for k, v in inputs.items()}, labels[i], global_counts[i])
+
+        count = tf.shape(global_counts)[0]
+        losses = tf.TensorArray(tf.float32, size=count)
+        for i in tf.range(count):
+            per_replica = self.strategy.run(replica_step_at, args=(i, inputs, labels, global_counts))
+            losses = losses.write(i, self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None))
+        return losses.stack()
+
+    def _distribute(self, inputs: dict[str, np.ndarray], labels: np.ndarray, row_axis: int):
+        """Inputs as tensors; with several replicas, each replica's share of the rows."""
+        tf = self.tf
+        if self.replicas == 1:
+            return {k: tf.constant(v) for k, v in inputs.items()}, tf.constant(labels)
+
+        # Every worker builds the same global batch; each replica takes its rows.
+        def rows(ctx, array):
+            parts = np.array_split(array, ctx.num_replicas_in_sync, axis=row_axis)
+            return tf.constant(parts[ctx.replica_id_in_sync_group])
+
+        distributed = {
+            k: self.strategy.experimental_distribute_values_from_function(lambda ctx, v=v: rows(ctx, v))
+            for k, v in inputs.items()
+        }
+        return distributed, self.strategy.experimental_distribute_values_from_function(lambda ctx: rows(ctx, labels))
+
+    def __call__(self, batch: features.Batch) -> float:
+        count = self.tf.constant(max(int((batch.labels >= 0).sum()), 1), self.tf.float32)
+        inputs, labels = self._distribute(batch.inputs, batch.labels, row_axis=0)
         return float(self._step(inputs, labels, count))
+
+    def run_group(self, batches: Sequence[features.Batch]) -> list[float]:
+        """Several steps on same-shape batches in one device call; their losses."""
+        counts = self.tf.constant([max(int((b.labels >= 0).sum()), 1) for b in batches], self.tf.float32)
+        stacked = {k: np.stack([b.inputs[k] for b in batches]) for k in batches[0].inputs}
+        inputs, labels = self._distribute(stacked, np.stack([b.labels for b in batches]), row_axis=1)
+        return [float(x) for x in self._steps(inputs, labels, counts)]
 
 
 class KerasStep:
@@ -288,6 +351,9 @@ class KerasStep:
         labels = np.where(batch.labels >= 0, batch.labels, 0)
         return float(self.model.train_on_batch(batch.inputs, labels, sample_weight=weights))
 
+    def run_group(self, batches: Sequence[features.Batch]) -> list[float]:
+        return [self(b) for b in batches]
+
 
 # ---------------------------------------------------------------- loop
 
@@ -299,6 +365,7 @@ class LoopSettings:
     seed: int = 42
     save_checkpoints_steps: int = 1000
     drop_remainder: bool = False
+    steps_per_execution: int = 1  # --iterations_per_loop on TPUs
 
 
 @dataclasses.dataclass
@@ -356,7 +423,7 @@ def run_training(
             skip = state.step - epoch * per_epoch
             losses = []
             started = time.perf_counter()
-            for batch in features.iterate_batches(
+            batches = features.iterate_batches(
                 examples,
                 settings.batch_size,
                 buckets,
@@ -364,17 +431,18 @@ def run_training(
                 shuffle_seed=settings.seed + epoch,
                 drop_remainder=settings.drop_remainder,
                 skip=skip,
-            ):
-                if state.step >= planned:
-                    break
-                loss = step_fn(batch)
-                if not math.isfinite(loss):
-                    raise FloatingPointError(f"the loss became {loss} at step {state.step + 1}; lower --learning_rate")
-                losses.append(loss)
-                state.step += 1
-                callback_list.on_train_batch_end(
-                    state.step, {"loss": loss, "real_pieces": batch.real_pieces, "learning_rate": _current_lr(optimizer)}
-                )
+                group=settings.steps_per_execution,
+            )
+            for group in execution_groups(batches, settings.steps_per_execution, state.step, planned, settings.save_checkpoints_steps):
+                results = step_fn.run_group(group) if len(group) > 1 else [step_fn(group[0])]
+                for batch, loss in zip(group, results, strict=True):
+                    if not math.isfinite(loss):
+                        raise FloatingPointError(f"the loss became {loss} at step {state.step + 1}; lower --learning_rate")
+                    losses.append(loss)
+                    state.step += 1
+                    callback_list.on_train_batch_end(
+                        state.step, {"loss": loss, "real_pieces": batch.real_pieces, "learning_rate": _current_lr(optimizer)}
+                    )
                 if state.step % settings.save_checkpoints_steps == 0 and state.step % per_epoch != 0:
                     state.train_seconds += time.perf_counter() - started
                     checkpoints.save(state.step, model, optimizer, state.to_json())
@@ -387,6 +455,32 @@ def run_training(
     finally:
         callback_list.on_train_end()
     return state
+
+
+def execution_groups(
+    batches: Iterable[features.Batch], size: int, step: int, planned: int, save_every: int
+) -> Iterator[list[features.Batch]]:
+    """Consecutive same-shape batches, up to ``size`` per device execution.
+
+    A group never spans a checkpoint step or goes past the planned end; ``step`` is the
+    step count before the first batch.
+    """
+    group: list[features.Batch] = []
+    for batch in batches:
+        if step + len(group) >= planned:
+            break
+        if group and batch.labels.shape != group[0].labels.shape:
+            step += len(group)
+            yield group
+            group = []
+        group.append(batch)
+        reached = step + len(group)
+        if len(group) == size or reached % save_every == 0 or reached >= planned:
+            step = reached
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 def _current_lr(optimizer) -> float:

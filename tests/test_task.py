@@ -224,3 +224,10 @@ def test_jax_training_runs_with_tensorflow_not_installed(tiny_model, tmp_path):
     # Then, where TensorFlow is installed, the saved weights export and serve the same labels.
     run_task(f"--output_dir={out}", "--do_export", "--do_eval", f"--data_dir={data}")
     assert (out / "export" / "bner" / "1" / "saved_model.pb").exists()
+
+
+def test_tpu_batch_must_divide_over_the_cores(tiny_model, tmp_path):
+    data = write_synthetic_data(tmp_path / "data", train=40, dev=10, test=10)
+    flags = tiny_training_flags(tiny_model, data, str(tmp_path / "out"), "--do_train", "--use_tpu", "--num_tpu_cores=3")
+    result = run_task(*flags, check=False)
+    assert result.returncode == 2 and "must divide evenly over --num_tpu_cores=3" in result.stderr

@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import re
 import signal
@@ -5,11 +6,12 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 
 import numpy as np
 import pytest
 
-from bner import train
+from bner import features, model, train
 from tests.cli import read_json, run_task, tiny_training_flags
 from tests.conftest import write_synthetic_data
 
@@ -75,20 +77,86 @@ def test_precision_and_strategy_on_this_machine():
     assert strategy is tf.distribute.get_strategy() and train.is_chief()
 
 
-def test_tpu_flags_resolve_through_the_cluster_resolver():
-    calls = {}
+class FakeTpuRuntime:
+    """Stands in for the Cloud TPU calls: records them, reports an 8-core TPU."""
 
-    class Refused(Exception):
-        pass
+    def __init__(self, cores: int = 8):
+        self.calls = []
+        self.topology = types.SimpleNamespace(num_tasks=1, num_tpus_per_task=cores)
 
-    def fake_resolver(**kwargs):
-        calls.update(kwargs)
-        raise Refused  # no TPU here: stop right after resolution
+    def resolve(self, tpu, zone, project):
+        self.calls.append(("resolve", tpu, zone, project))
+        return "resolver"
 
-    settings = train.TpuSettings(use_tpu=True, tpu_name="my-tpu", tpu_zone="us-central1-b", gcp_project="proj")
-    with pytest.raises(Refused):
-        train.select_strategy(settings, resolver_factory=fake_resolver)
-    assert calls == {"tpu": "my-tpu", "zone": "us-central1-b", "project": "proj"}
+    def initialize(self, resolver):
+        self.calls.append(("initialize", resolver))
+        return self.topology
+
+    def device_assignment(self, topology, num_replicas):
+        self.calls.append(("device_assignment", num_replicas))
+        return f"first {num_replicas} cores"
+
+    def strategy(self, resolver, device_assignment):
+        self.calls.append(("strategy", resolver, device_assignment))
+        return "tpu strategy"
+
+
+def test_tpu_flags_resolve_the_tpu_and_honour_num_tpu_cores():
+    runtime = FakeTpuRuntime()
+    settings = train.TpuSettings(use_tpu=True, tpu_name="my-tpu", tpu_zone="us-central1-b", gcp_project="proj", num_tpu_cores=8)
+    assert train.select_strategy(settings, tpu_runtime=runtime) == "tpu strategy"
+    assert runtime.calls == [
+        ("resolve", "my-tpu", "us-central1-b", "proj"),
+        ("initialize", "resolver"),
+        ("strategy", "resolver", None),  # all cores: TPUStrategy's own layout
+    ]
+    runtime = FakeTpuRuntime()
+    master_only = train.TpuSettings(use_tpu=True, master="grpc://10.0.0.2:8470", num_tpu_cores=4)
+    train.select_strategy(master_only, tpu_runtime=runtime)
+    assert runtime.calls[0] == ("resolve", "grpc://10.0.0.2:8470", None, None)
+    assert ("device_assignment", 4) in runtime.calls and runtime.calls[-1] == ("strategy", "resolver", "first 4 cores")
+    with pytest.raises(ValueError, match="num_tpu_cores=16, but the TPU has 8 cores"):
+        train.select_strategy(dataclasses.replace(settings, num_tpu_cores=16), tpu_runtime=FakeTpuRuntime())
+
+
+def test_steps_per_execution_groups_same_shape_batches_within_checkpoints():
+    rng = np.random.default_rng(0)
+    examples = [
+        features.Example(features.Window(i, 0, 1, 0, 1), rng.integers(5, 30, n).astype(np.int32), np.zeros(n, np.int32), np.zeros(1, np.int64))
+        for i, n in enumerate(rng.integers(3, 40, 1000))
+    ]
+    buckets = features.bucket_lengths(64)
+    settings = train.LoopSettings(batch_size=8, num_epochs=2, save_checkpoints_steps=12, drop_remainder=True, steps_per_execution=4)
+    groups = []
+
+    class RecordingStep:
+        def __call__(self, batch):
+            return self.run_group([batch])[0]
+
+        def run_group(self, batches):
+            groups.append([b.labels.shape for b in batches])
+            return [1.0] * len(batches)
+
+    class NoCheckpoints:
+        saved = []
+
+        def latest(self):
+            return None
+
+        def save(self, step, *args):
+            self.saved.append(step)
+
+    tagger = model.build_tagger(model.EncoderConfig(40, 8, 1, 2, 16, 64, dropout=0.0), 2)
+    optimizer = train.make_optimizer(1e-3, 10, 0)
+    checkpoints = NoCheckpoints()
+    state = train.run_training(tagger, optimizer, RecordingStep(), examples, settings, buckets, 0, checkpoints, [])
+    per_epoch = train.steps_per_epoch(examples, settings, buckets)
+    assert state.step == 2 * per_epoch == sum(len(g) for g in groups)
+    assert all(len(g) <= 4 and len(set(g)) == 1 for g in groups), "one shape per execution"
+    assert all(shape[0] == 8 for g in groups for shape in g), "static batch size"
+    assert sum(len(g) == 4 for g in groups) > len(groups) / 2, "most executions are full"
+    ends = np.cumsum([len(g) for g in groups])
+    assert all(s in ends for s in checkpoints.saved), "no execution spans a checkpoint"
 
 
 MIRRORED_SCRIPT = textwrap.dedent(
@@ -113,7 +181,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     labels = rng.integers(-1, 3, (6, 12)).astype(np.int32)
     mask = np.ones_like(ids)
     batch = features.Batch(np.arange(6), {"input_ids": ids, "attention_mask": mask, "token_type_ids": 0 * mask}, labels)
-    losses = [step(batch) for _ in range(3)]
+    losses = step.run_group([batch] * 3) if sys.argv[3] == "group" else [step(batch) for _ in range(3)]
     np.save(sys.argv[2], np.concatenate([np.ravel(w) for w in tagger.get_weights()]))
     print(losses)
     """
@@ -121,13 +189,18 @@ MIRRORED_SCRIPT = textwrap.dedent(
 
 
 def test_mirrored_strategy_step_equals_single_device_step(tmp_path):
-    """Two replicas on two logical CPUs take the same steps as one device, clipping included."""
+    """Two replicas on two logical CPUs take the same steps as one device, clipping included,
+    whether the three steps run one call each or as one execution (``run_group``)."""
     script = tmp_path / "mirrored.py"
     script.write_text(MIRRORED_SCRIPT)
-    for replicas in (1, 2):
-        subprocess.run([sys.executable, str(script), str(replicas), str(tmp_path / f"w{replicas}.npy")], check=True, capture_output=True)
-    one, two = np.load(tmp_path / "w1.npy"), np.load(tmp_path / "w2.npy")
-    assert np.abs(one - two).max() < 1e-5
+    weights = {}
+    for replicas, mode in ((1, "single"), (2, "single"), (1, "group"), (2, "group")):
+        path = tmp_path / f"w{replicas}{mode}.npy"
+        subprocess.run([sys.executable, str(script), str(replicas), str(path), mode], check=True, capture_output=True)
+        weights[replicas, mode] = np.load(path)
+    reference = weights[1, "single"]
+    for key, value in weights.items():
+        assert np.abs(value - reference).max() < 1e-5, key
 
 
 def test_synthetic_task_is_learned(tiny_model, tmp_path):

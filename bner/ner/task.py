@@ -44,7 +44,7 @@ flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate of AdamW.")
 flags.DEFINE_float("num_train_epochs", 3.0, "Number of training epochs (may be fractional).")
 flags.DEFINE_float("warmup_proportion", 0.1, "Proportion of training steps with linear learning-rate warm-up.")
 flags.DEFINE_integer("save_checkpoints_steps", 1000, "Save a checkpoint every this many steps (and at the end of each epoch).")
-flags.DEFINE_integer("iterations_per_loop", 1000, "Steps run on the TPU per host call (TPU only).")
+flags.DEFINE_integer("iterations_per_loop", 1000, "Steps run on the TPU per host call (TPU only): up to this many batches of one shape run as one device execution.")
 flags.DEFINE_bool("use_tpu", False, "Train on a Cloud TPU.")
 flags.DEFINE_string("tpu_name", None, "Name or grpc:// address of the Cloud TPU to use with --use_tpu.")
 flags.DEFINE_string("tpu_zone", None, "GCE zone of the Cloud TPU. If not given, looked up from metadata.")
@@ -180,7 +180,10 @@ def train(splits) -> str:
         seed=FLAGS.seed,
         save_checkpoints_steps=FLAGS.save_checkpoints_steps,
         drop_remainder=on_tpu,
+        steps_per_execution=max(1, FLAGS.iterations_per_loop) if on_tpu else 1,
     )
+    if on_tpu and FLAGS.train_batch_size % FLAGS.num_tpu_cores:
+        raise UserError(f"--train_batch_size={FLAGS.train_batch_size} must divide evenly over --num_tpu_cores={FLAGS.num_tpu_cores}")
     per_epoch = training.steps_per_epoch(examples, settings, buckets)
     planned = training.total_steps(per_epoch, FLAGS.num_train_epochs)
     windows = len(examples) - len(train_words)
@@ -213,7 +216,11 @@ def train(splits) -> str:
             pretrained.load_weights(model.encoder_of(tagger))
         else:
             say(f"resuming from {checkpoints.latest()}")
-    step = training.TensorFlowStep(tagger, optimizer, strategy, clip) if strategy is not None else training.KerasStep(tagger, optimizer)
+    step = (
+        training.TensorFlowStep(tagger, optimizer, strategy, clip, static_shapes=on_tpu)
+        if strategy is not None
+        else training.KerasStep(tagger, optimizer)
+    )
 
     info = metadata.TaggerMetadata(
         labels=labels,
