@@ -213,13 +213,30 @@ class Server:
         raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s:\n{self.log_tail()}")
 
     def cpu_seconds(self) -> float | None:
-        """user + system CPU time of the server process (all its threads)."""
+        """user + system CPU time of the server process and its live child processes (uvicorn workers)."""
         try:
-            with open(f"/proc/{self.proc.pid}/stat", encoding="ascii") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            return sum(self._process_cpu(pid) for pid in [self.proc.pid, *self._children(self.proc.pid)])
         except (OSError, IndexError, ValueError, AttributeError):
             return None
+
+    @staticmethod
+    def _process_cpu(pid: int) -> float:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    @classmethod
+    def _children(cls, pid: int) -> list[int]:
+        found = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as handle:
+                    direct = [int(c) for c in handle.read().split()]
+            except OSError:
+                continue
+            for child in direct:
+                found += [child, *cls._children(child)]
+        return found
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

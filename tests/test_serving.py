@@ -197,3 +197,32 @@ def test_model_dir_may_be_the_folder_of_versions(tmp_path):
     assert metadata_path(str(tmp_path / "bner" / "1")) == str(tmp_path / "bner" / "1" / "metadata.json")
     with pytest.raises(FileNotFoundError, match="neither an export version folder"):
         resolve_version(str(tmp_path))
+
+
+def test_worker_listener_gives_connections_tcp_nodelay():
+    """Multi-worker mode's socket: without IPPROTO_TCP, asyncio leaves Nagle on (+40 ms per keep-alive request)."""
+    import asyncio
+    import socket
+
+    from bner.serving.__main__ import tcp_listener
+
+    async def accepted_nodelay() -> int:
+        listener = tcp_listener("127.0.0.1", 0)
+        listener.listen()
+        seen = asyncio.get_running_loop().create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport):
+                sock = transport.get_extra_info("socket")
+                seen.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        server = await asyncio.get_running_loop().create_server(Probe, sock=listener)
+        _, writer = await asyncio.open_connection("127.0.0.1", listener.getsockname()[1])
+        try:
+            return await asyncio.wait_for(seen, 5)
+        finally:
+            writer.close()
+            server.close()
+
+    assert asyncio.run(accepted_nodelay()) == 1
