@@ -168,13 +168,8 @@ def staged_directory(final_path: str, publish_last: tuple[str, ...] = ()) -> Ite
             fs.put(tmp.rstrip("/") + "/", staging, recursive=True)
             if fs.exists(root):
                 fs.rm(root, recursive=True)
-            names = [
-                os.path.relpath(os.path.join(folder, name), tmp).replace(os.sep, "/")
-                for folder, _, files in os.walk(tmp)
-                for name in files
-            ]
             # Others first (by name), then publish_last in its order.
-            for name in sorted(names, key=lambda n: (publish_last.index(n) + 1 if n in publish_last else 0, n)):
+            for name in sorted(_relative_files(tmp), key=lambda n: (publish_last.index(n) + 1 if n in publish_last else 0, n)):
                 fs.copy(f"{staging}/{name}", f"{root}/{name}")
         finally:
             if fs.exists(staging):
@@ -201,8 +196,14 @@ def local_checkpoint(prefix: str) -> Iterator[str]:
 def upload_folder(local_folder: str, remote_folder: str) -> None:
     """Copy a local folder's files to ``remote_folder`` (each object replaced whole)."""
     fs, root = _fs(remote_folder)
-    for folder, _, files in os.walk(local_folder):
-        for name in files:
-            path = os.path.join(folder, name)
-            relative = os.path.relpath(path, local_folder).replace(os.sep, "/")
-            fs.put_file(path, f"{root.rstrip('/')}/{relative}")
+    for name in _relative_files(local_folder):
+        fs.put_file(os.path.join(local_folder, name), f"{root.rstrip('/')}/{name}")
+
+
+def _relative_files(local_folder: str) -> list[str]:
+    """Every file under a local folder, as a "/"-separated path relative to it."""
+    return [
+        os.path.relpath(os.path.join(folder, name), local_folder).replace(os.sep, "/")
+        for folder, _, files in os.walk(local_folder)
+        for name in files
+    ]

@@ -24,6 +24,7 @@ import keras_hub
 import numpy as np
 
 from bner import io
+from bner.features import read_vocabulary
 
 # ---------------------------------------------------------------- encoder
 
@@ -449,6 +450,6 @@ def locate_pretrained(
 
 def vocabulary_is_cased(vocab_file: str) -> bool:
     """Whether a vocab.txt holds capitalised words (a cased model), for checkpoints that do not say."""
-    words = [w for w in io.read_text(vocab_file).splitlines() if w.isalpha()]
+    words = [w for w in read_vocabulary(vocab_file) if w.isalpha()]
     upper = sum(w[0].isupper() for w in words)
     return upper > 0.05 * max(1, len(words))
