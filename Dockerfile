@@ -32,10 +32,11 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
-# Only what `pip install .` needs: metadata first, then the package itself.
+# Only what `pip install .` needs: metadata first, then the package itself. The gcs extra
+# lets METADATA_FILE / --model_dir name gs:// paths.
 COPY pyproject.toml README.md ./
 COPY bner ./bner
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir ".[gcs]" \
     && python -c "import importlib.util, sys; sys.exit('torch must not be in the client image' if importlib.util.find_spec('torch') else 0)"
 
 # ---------------------------------------------------------------------------

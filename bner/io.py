@@ -23,7 +23,10 @@ def is_local(path: str) -> bool:
 
 
 def _fs(path: str):
-    fs, root = fsspec.core.url_to_fs(str(path))
+    try:
+        fs, root = fsspec.core.url_to_fs(str(path))
+    except ImportError as e:  # e.g. gs:// without gcsfs
+        raise ValueError(f"{path}: this kind of path needs an extra package ({e}); for gs:// run pip install 'bner[gcs]'") from None
     # Object-store file systems cache listings per process; another process (a training
     # job, an exporter) may have written since, and a stale "no new version" would stick.
     fs.invalidate_cache()

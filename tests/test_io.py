@@ -40,3 +40,8 @@ def test_fsspec_urls_work_through_the_same_functions():
             f.write("x")
     assert io.listdir(io.join(base, "export", "1")) == ["m.pb"]
     assert io.listdir(io.join(base, "export")) == ["1"]
+
+
+def test_a_url_whose_file_system_is_not_installed_is_a_clear_error():
+    with pytest.raises(ValueError, match="needs an extra package"):
+        io.exists("oci://bucket@namespace/file")  # a known protocol whose package (ocifs) is not installed
