@@ -36,7 +36,7 @@ WORKDIR /src
 # lets METADATA_FILE / --model_dir name gs:// paths.
 COPY pyproject.toml README.md ./
 COPY bner ./bner
-RUN pip install --no-cache-dir ".[gcs]" \
+RUN pip install --no-cache-dir "/src[gcs]" \
     && python -c "import importlib.util, sys; sys.exit('torch must not be in the client image' if importlib.util.find_spec('torch') else 0)"
 
 # ---------------------------------------------------------------------------
