@@ -72,8 +72,9 @@ def worker(args) -> None:
     scheme = corpus.model_scheme(corpus.detect_scheme(s.tags for s in sentences))
     labels = corpus.label_list(corpus.entity_types(sentences), scheme)
     index = {label: i for i, label in enumerate(labels)}
-    lowercase = True if pretrained.lowercase is None else pretrained.lowercase
-    tokenizer = features.build_tokenizer(pretrained.vocab_file, pretrained.tokenizer_file, lowercase, None)
+    lowercase = model.model_lowercases(pretrained)
+    lowercase = True if lowercase is None else lowercase  # --do_lower_case's default, as bner.ner.task
+    tokenizer = features.build_tokenizer(pretrained.vocab_file, pretrained.tokenizer_file, lowercase, lowercase)
     examples = features.Encoder(tokenizer, args.max_seq_length).encode(
         [s.words for s in sentences], [[index[t] for t in corpus.convert_tags(s.tags, scheme)] for s in sentences]
     )
@@ -92,7 +93,7 @@ def worker(args) -> None:
         step = training.TensorFlowStep(tagger, optimizer, tf.distribute.get_strategy(), clip_norm=1.0)
     else:
         step = training.KerasStep(tagger, optimizer)
-    pad = tokenizer.token_to_id("[PAD]") or 0
+    pad = tokenizer.token_to_id(features.SPECIAL["pad"])
     losses = [step(features.make_batch(examples, indices, length, pad)) for indices, length in plan[:steps]]
     np.savez(args.weights_out, *[keras.ops.convert_to_numpy(v.value) for v in tagger.trainable_variables])
     dropouts = [layer for layer in tagger._flatten_layers() if isinstance(layer, keras.layers.Dropout) and layer.rate > 0]

@@ -448,6 +448,15 @@ def locate_pretrained(
     return pretrained
 
 
+def model_lowercases(pretrained: Pretrained) -> bool | None:
+    """Whether the model's text is lowercased: what it says, else what its vocabulary shows; None if neither."""
+    if pretrained.lowercase is not None:
+        return bool(pretrained.lowercase)
+    if pretrained.vocab_file:
+        return not vocabulary_is_cased(pretrained.vocab_file)
+    return None
+
+
 def vocabulary_is_cased(vocab_file: str) -> bool:
     """Whether a vocab.txt holds capitalised words (a cased model), for checkpoints that do not say."""
     words = [w for w in read_vocabulary(vocab_file) if w.isalpha()]

@@ -121,3 +121,20 @@ def test_tagger_outputs_float32_logits_under_mixed_precision():
     assert tuple(logits.shape) == (2, 6, 5)
     assert keras.backend.standardize_dtype(logits.dtype) == "float32"
     assert model.encoder_of(tagger).compute_dtype == "bfloat16"
+
+
+def test_model_lowercases_follows_the_model_then_its_vocabulary(tmp_path):
+    from bner.model import EncoderConfig, Pretrained, model_lowercases
+
+    def pretrained(lowercase=None, words=None):
+        vocab = None
+        if words is not None:
+            vocab = tmp_path / f"vocab{len(list(tmp_path.iterdir()))}.txt"
+            vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *words]) + "\n", encoding="utf-8")
+        config = EncoderConfig(vocab_size=10, hidden_size=8, num_layers=1, num_heads=1, intermediate_size=8)
+        return Pretrained("huggingface", "here", config, lambda encoder: None, str(vocab) if vocab else None, None, lowercase)
+
+    assert model_lowercases(pretrained(lowercase=False, words=["paris", "berlin"])) is False  # the model's word wins
+    assert model_lowercases(pretrained(words=["Paris", "Berlin", "the"])) is False
+    assert model_lowercases(pretrained(words=["paris", "berlin", "the"])) is True
+    assert model_lowercases(pretrained()) is None

@@ -117,16 +117,10 @@ def package_versions() -> dict:
 
 def choose_casing(pretrained) -> tuple[bool, bool]:
     """(lowercase, strip_accents): the flag if given, else what the model says, else its vocabulary."""
-    from bner.model import vocabulary_is_cased
+    from bner.model import model_lowercases
 
-    if FLAGS["do_lower_case"].present:
-        lowercase = FLAGS.do_lower_case
-    elif pretrained.lowercase is not None:
-        lowercase = bool(pretrained.lowercase)
-    elif pretrained.vocab_file:
-        lowercase = not vocabulary_is_cased(pretrained.vocab_file)
-    else:
-        lowercase = FLAGS.do_lower_case
+    said = None if FLAGS["do_lower_case"].present else model_lowercases(pretrained)
+    lowercase = FLAGS.do_lower_case if said is None else said
     return lowercase, lowercase
 
 
