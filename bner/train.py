@@ -177,7 +177,15 @@ class AdamW(keras.optimizers.AdamW):
     less than they should for a whole fine-tune. Measured on MiniLM with identical
     gradients: updates 21% apart from PyTorch's after three steps with Keras' form, and
     WNUT-17 F1 2–4 points lower.
+
+    Weight decay is applied in the same per-variable step, as PyTorch does it: one
+    multiplication by ``1 - lr * weight_decay``. Keras' own pass (``w - w * wd * lr``,
+    ahead of the update) reads and writes each weight three times, a sizeable cost for
+    the embedding matrix on a CPU.
     """
+
+    def _apply_weight_decay(self, variables):
+        pass  # done in update_step
 
     def update_step(self, gradient, variable, learning_rate):
         ops = keras.ops
@@ -188,6 +196,11 @@ class AdamW(keras.optimizers.AdamW):
         beta_1, beta_2 = ops.cast(self.beta_1, dtype), ops.cast(self.beta_2, dtype)
         m = self._momentums[self._get_variable_index(variable)]
         v = self._velocities[self._get_variable_index(variable)]
+        if self.weight_decay and self._use_weight_decay(variable):
+            self.assign(variable, ops.multiply(variable, 1 - lr * ops.cast(self.weight_decay, dtype)))
+        if _fused_update_available():
+            self._fused_tensorflow_update(gradient, variable, m, v, lr, beta_1, beta_2, step)
+            return
         self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - beta_1))
         self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - beta_2))
         # lr * m_hat / (sqrt(v_hat) + eps), with the bias corrections folded into scalars.
@@ -195,6 +208,39 @@ class AdamW(keras.optimizers.AdamW):
         root_correction = 1 / ops.sqrt(1 - ops.power(beta_2, step))
         denominator = ops.add(ops.multiply(ops.sqrt(v), root_correction), self.epsilon)
         self.assign_sub(variable, ops.divide(ops.multiply(m, step_size), denominator))
+
+    def _fused_tensorflow_update(self, gradient, variable, m, v, lr, beta_1, beta_2, step):
+        """The same update as one TensorFlow ``ApplyAdam`` kernel per variable.
+
+        Written as separate ops, the update above makes about ten passes over each
+        weight matrix (and over the 30k-row embedding every step); the fused kernel makes
+        one. ``ApplyAdam`` adds its epsilon to the uncorrected root, so it gets
+        ``epsilon * sqrt(1 - beta_2**t)``, which is exactly the update above.
+        """
+        import tensorflow as tf
+
+        beta_2_power = tf.pow(beta_2, step)
+        tf.raw_ops.ResourceApplyAdam(
+            var=_tf_variable(variable).handle,
+            m=_tf_variable(m).handle,
+            v=_tf_variable(v).handle,
+            beta1_power=tf.pow(beta_1, step),
+            beta2_power=beta_2_power,
+            lr=lr,
+            beta1=beta_1,
+            beta2=beta_2,
+            epsilon=tf.cast(self.epsilon, variable.dtype) * tf.sqrt(1 - beta_2_power),
+            grad=tf.convert_to_tensor(gradient),
+        )
+
+
+def _fused_update_available() -> bool:
+    return keras.backend.backend() == "tensorflow"
+
+
+def _tf_variable(variable):
+    """The ``tf.Variable`` behind a Keras variable (the TensorFlow optimizer passes either)."""
+    return variable.value if isinstance(variable, keras.Variable) else variable
 
 
 def make_optimizer(

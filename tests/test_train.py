@@ -27,19 +27,25 @@ def test_schedule_warms_up_then_decays_to_zero():
     assert values[6] == 0.0
 
 
-def test_adamw_follows_the_adam_paper_even_for_tiny_gradients():
-    """Epsilon is added to the bias-corrected root (as PyTorch does), not to Keras' uncorrected one."""
+@pytest.mark.parametrize("fused", [True, False], ids=["fused_tensorflow_kernel", "keras_ops"])
+def test_adamw_follows_the_adam_paper_even_for_tiny_gradients(fused, monkeypatch):
+    """Epsilon is added to the bias-corrected root (as PyTorch does), not to Keras' uncorrected one.
+
+    Both forms of the update: TensorFlow's fused kernel and the backend-neutral ops (JAX).
+    """
     import keras
 
-    lr, eps, b1, b2 = 1e-3, 1e-8, 0.9, 0.999
+    monkeypatch.setattr(train, "_fused_update_available", lambda: fused)
+    lr, eps, b1, b2, wd = 1e-3, 1e-8, 0.9, 0.999, 0.01
     start = np.array([1.0, -2.0, 0.5], dtype=np.float32)
     gradients = [np.array([3e-8, -2e-7, 0.3], dtype=np.float32) * (k + 1) for k in range(3)]
     variable = keras.Variable(start)
-    optimizer = train.AdamW(learning_rate=lr, weight_decay=0.0, epsilon=eps)
+    optimizer = train.AdamW(learning_rate=lr, weight_decay=wd, epsilon=eps)
     for g in gradients:
         optimizer.apply_gradients([(keras.ops.convert_to_tensor(g), variable)])
     expected, m, v = start.astype(np.float64), 0.0, 0.0
     for t, g in enumerate(gradients, start=1):
+        expected = expected * (1 - lr * wd)  # decoupled weight decay, as torch.optim.AdamW
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g.astype(np.float64) ** 2
         expected = expected - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
