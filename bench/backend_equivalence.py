@@ -81,7 +81,7 @@ def worker(args) -> None:
     plan = features.plan_batches([len(e) for e in examples], args.batch_size, features.bucket_lengths(args.max_seq_length), args.seed)
     steps = min(args.steps, len(plan))
 
-    tagger = model.build_tagger(pretrained.config, len(labels))
+    tagger = model.build_tagger(pretrained.config, len(labels), compiled_activation=True)  # as bner.ner.task
     pretrained.load_weights(model.encoder_of(tagger))
     head = tagger.get_layer("logits")
     rng = np.random.default_rng(args.seed)

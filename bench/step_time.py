@@ -29,7 +29,7 @@ precision, model_dir, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 lengths = [int(x) for x in sys.argv[4].split(",")]
 keras.mixed_precision.set_dtype_policy(precision)
 pretrained = model.locate_pretrained(model_dir)
-tagger = model.build_tagger(pretrained.config, 13)
+tagger = model.build_tagger(pretrained.config, 13, compiled_activation=True)
 pretrained.load_weights(model.encoder_of(tagger))
 optimizer = train.make_optimizer(5e-5, 1000, 100)
 optimizer.build(tagger.trainable_variables)

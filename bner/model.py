@@ -48,6 +48,25 @@ ACTIVATIONS: dict[str, Callable] = {
 }
 
 
+_XLA_ACTIVATIONS: dict[str, Callable] = {}
+
+
+def xla_activation(name: str) -> Callable:
+    """The activation ``name`` compiled by XLA into one kernel (forward and gradient), for TensorFlow.
+
+    TensorFlow runs exact GELU as separate erfc, multiply and cast ops, and its gradient
+    as as many again: on a CPU about a fifth of a MiniLM training step. XLA fuses each
+    into one loop (and compiles it once per shape, in milliseconds); the matrix
+    multiplications around it stay on oneDNN. Used for training only: exports keep the
+    plain ops, so TensorFlow Serving needs no XLA.
+    """
+    if name not in _XLA_ACTIVATIONS:
+        import tensorflow as tf
+
+        _XLA_ACTIVATIONS[name] = tf.function(ACTIVATIONS[name], jit_compile=True, autograph=False)
+    return _XLA_ACTIVATIONS[name]
+
+
 @dataclasses.dataclass(frozen=True)
 class EncoderConfig:
     vocab_size: int
@@ -71,13 +90,25 @@ class EncoderConfig:
 
 @keras.saving.register_keras_serializable(package="bner")
 class BertEncoder(keras_hub.models.BertBackbone):
-    """KerasHub's BERT backbone with the checkpoint's own activation and LayerNorm epsilon."""
+    """KerasHub's BERT backbone with the checkpoint's own activation and LayerNorm epsilon.
 
-    def __init__(self, *args, hidden_act: str = "gelu_tanh", layer_norm_epsilon: float = 1e-12, **kwargs):
+    ``compiled_activation`` runs the activation as one XLA kernel on TensorFlow (see
+    :func:`xla_activation`); it changes speed, not results, and is not part of the config.
+    """
+
+    def __init__(
+        self,
+        *args,
+        hidden_act: str = "gelu_tanh",
+        layer_norm_epsilon: float = 1e-12,
+        compiled_activation: bool = False,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         if hidden_act not in ACTIVATIONS:
             raise ValueError(f"unsupported hidden_act {hidden_act!r}; expected one of {', '.join(ACTIVATIONS)}")
-        activation = ACTIVATIONS[hidden_act]
+        compiled = compiled_activation and keras.backend.backend() == "tensorflow" and hidden_act != "relu"
+        activation = xla_activation(hidden_act) if compiled else ACTIVATIONS[hidden_act]
         # The functional graph calls these layers again at run time, so swapping the
         # activation and epsilon after construction changes what the model computes.
         self.embeddings_layer_norm.epsilon = layer_norm_epsilon
@@ -128,7 +159,7 @@ class BertEncoder(keras_hub.models.BertBackbone):
         return {**super().get_config(), "hidden_act": self.hidden_act, "layer_norm_epsilon": self.layer_norm_epsilon}
 
 
-def build_encoder(config: EncoderConfig) -> BertEncoder:
+def build_encoder(config: EncoderConfig, compiled_activation: bool = False) -> BertEncoder:
     return BertEncoder(
         vocabulary_size=config.vocab_size,
         num_layers=config.num_layers,
@@ -140,13 +171,19 @@ def build_encoder(config: EncoderConfig) -> BertEncoder:
         num_segments=config.type_vocab_size,
         hidden_act=config.hidden_act,
         layer_norm_epsilon=config.layer_norm_eps,
+        compiled_activation=compiled_activation,
         name="encoder",
     )
 
 
-def build_tagger(config: EncoderConfig, num_labels: int, dropout: float | None = None) -> keras.Model:
-    """Encoder + dropout + dense head: int32 ``input_ids/attention_mask/token_type_ids`` → float32 logits."""
-    encoder = build_encoder(config)
+def build_tagger(
+    config: EncoderConfig, num_labels: int, dropout: float | None = None, compiled_activation: bool = False
+) -> keras.Model:
+    """Encoder + dropout + dense head: int32 ``input_ids/attention_mask/token_type_ids`` → float32 logits.
+
+    ``compiled_activation`` for training on TensorFlow (see :func:`xla_activation`).
+    """
+    encoder = build_encoder(config, compiled_activation)
     encoder.pooled_dense.trainable = False  # the [CLS] pooler plays no part in tagging
     names = ("input_ids", "attention_mask", "token_type_ids")
     inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in names}

@@ -194,7 +194,7 @@ def train(splits) -> str:
     checkpoints = CheckpointManager(io.join(FLAGS.output_dir, "checkpoints"), keep=FLAGS.keep_checkpoints, writer=chief)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
-        tagger = model.build_tagger(config, len(labels))
+        tagger = model.build_tagger(config, len(labels), compiled_activation=True)
         clip = FLAGS.max_grad_norm or None
         optimizer = training.make_optimizer(
             FLAGS.learning_rate,
