@@ -63,7 +63,9 @@ def xla_activation(name: str) -> Callable:
     if name not in _XLA_ACTIVATIONS:
         import tensorflow as tf
 
-        _XLA_ACTIVATIONS[name] = tf.function(ACTIVATIONS[name], jit_compile=True, autograph=False)
+        _XLA_ACTIVATIONS[name] = tf.function(
+            ACTIVATIONS[name], jit_compile=True, autograph=False, reduce_retracing=True
+        )
     return _XLA_ACTIVATIONS[name]
 
 

@@ -194,7 +194,8 @@ def train(splits) -> str:
     checkpoints = CheckpointManager(io.join(FLAGS.output_dir, "checkpoints"), keep=FLAGS.keep_checkpoints, writer=chief)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
-        tagger = model.build_tagger(config, len(labels), compiled_activation=True)
+        # On TPUs the whole step is compiled by XLA already.
+        tagger = model.build_tagger(config, len(labels), compiled_activation=not on_tpu)
         clip = FLAGS.max_grad_norm or None
         optimizer = training.make_optimizer(
             FLAGS.learning_rate,
