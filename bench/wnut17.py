@@ -10,6 +10,11 @@ entity F1 (conlleval rules). Results go to ``bench/results/wnut17_e<epochs>.json
     python bench/wnut17.py --epochs 1                       # speed: one epoch
     python bench/wnut17.py --epochs 3                       # quality: a short fine-tune
     python bench/wnut17.py --epochs 1 --skip_hf             # bner alone
+    python bench/wnut17.py --epochs 3 --seed 7 --output_json bench/results/wnut17_e3_seed7.json --reuse_hf
+
+``--reuse_hf`` keeps the Hugging Face half of an existing ``--output_json`` made with the
+same settings (its runs are deterministic for a seed: identical F1 on reruns) and reruns
+only bner; the file records where that half came from.
 
 The baseline runs in its own virtual environment (bench/requirements-hf-baseline.txt,
 torch==2.13.0 CPU); point --hf_python at it. bner runs in the current environment.
@@ -95,6 +100,21 @@ def run_hf(args, work: str) -> dict:
     }
 
 
+SHARED_SETTINGS = ("model_dir", "data_dir", "epochs", "batch_size", "learning_rate", "warmup_ratio", "max_length", "seed")
+
+
+def reusable_hf(path: str, args) -> dict | None:
+    """The HF results stored in ``path`` when they were made with the same settings, else None."""
+    if not os.path.exists(path):
+        return None
+    previous = read_json(path)
+    settings = previous.get("settings", {})
+    if "huggingface" not in previous or any(settings.get(k) != getattr(args, k) for k in SHARED_SETTINGS):
+        return None
+    hf = previous["huggingface"]
+    return {**hf, "reused_from_run_of": hf.get("reused_from_run_of", previous["date"])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_dir", default=os.path.join(ROOT, ".cache", "minilm", "model"))
@@ -108,12 +128,16 @@ def main() -> None:
     parser.add_argument("--bner_precision", default="auto")
     parser.add_argument("--hf_python", default=os.path.join(ROOT, ".cache", "hfvenv", "bin", "python"))
     parser.add_argument("--skip_hf", action="store_true")
+    parser.add_argument("--reuse_hf", action="store_true", help="keep the HF results of --output_json if its settings match")
     parser.add_argument("--output_json", default=None)
     parser.add_argument("--keep_output", default=None, help="copy bner's run folder (model, export, results) here")
     args = parser.parse_args()
     if not os.path.exists(os.path.join(args.data_dir, "train.conll")):
         sys.exit(f"{args.data_dir}: no train.conll (WNUT-17 lives in ../shared/data/wnut17 beside the project)")
 
+    epochs = f"{args.epochs:g}"
+    path = args.output_json or os.path.join(HERE, "results", f"wnut17_e{epochs}.json")
+    reused = reusable_hf(path, args) if args.reuse_hf else None
     work = tempfile.mkdtemp(prefix="bner-bench-")
     try:
         results = {
@@ -124,8 +148,11 @@ def main() -> None:
             "load_average_before": os.getloadavg(),
             "bner": run_bner(args, work),
         }
-        if not args.skip_hf:
+        if reused:
+            results["huggingface"] = reused
+        elif not args.skip_hf:
             results["huggingface"] = run_hf(args, work)
+        if "huggingface" in results:
             b, h = results["bner"], results["huggingface"]
             results["wall_time_ratio_bner_over_hf"] = round(b["train_seconds"] / h["train_seconds"], 3)
             results["test_f1_difference_bner_minus_hf"] = round(100 * (b["test"]["f1"] - h["test"]["f1"]), 2)
@@ -135,11 +162,10 @@ def main() -> None:
             shutil.copytree(os.path.join(work, "bner"), args.keep_output, ignore=shutil.ignore_patterns("checkpoints"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    epochs = f"{args.epochs:g}"
-    path = args.output_json or os.path.join(HERE, "results", f"wnut17_e{epochs}.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)
+    os.replace(path + ".tmp", path)
     print(json.dumps(results, indent=2))
     print(f"\nwrote {path}")
 

@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""bner against Hugging Face's recipe on WNUT-17 over many seeds: a table and the mean difference.
+
+One ``bench/wnut17.py`` run is one seed of each system. On a short fine-tune of a small
+corpus a seed's random draws (the classification head's initial weights, dropout masks)
+move entity F1 by several points, so one seed says little; this script pools the
+per-seed results ``bench/results/wnut17_e<epochs>_seed<N>.json`` that hold both
+systems, prints them as a Markdown table with means and standard deviations, and the
+difference of the means with a 95% interval (normal approximation, the systems' draws are
+independent so the seeds are not paired). The summary goes to
+``bench/results/wnut17_e<epochs>_summary.json``.
+
+    for s in 1 2 3; do python bench/wnut17.py --epochs 3 --seed $s --output_json bench/results/wnut17_e3_seed$s.json; done
+    python bench/wnut17_summary.py --epochs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import os
+import re
+import statistics
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SYSTEMS = ("bner", "huggingface")
+
+
+def collect(results_dir: str, epochs: str) -> list[dict]:
+    """One row per seed file that ran both systems, in seed order."""
+    pattern = re.compile(rf"wnut17_e{re.escape(epochs)}_seed(\d+)\.json$")
+    rows = []
+    for path in glob.glob(os.path.join(results_dir, f"wnut17_e{epochs}_seed*.json")):
+        match = pattern.search(os.path.basename(path))
+        if not match:
+            continue
+        with open(path, encoding="utf-8") as f:
+            run = json.load(f)
+        if not all(system in run for system in SYSTEMS):
+            continue
+        row = {"seed": int(match.group(1)), "file": os.path.basename(path)}
+        for system in SYSTEMS:
+            row[system] = {
+                "dev_f1": 100 * run[system]["dev"]["f1"],
+                "test_f1": 100 * run[system]["test"]["f1"],
+                "train_seconds": run[system]["train_seconds"],
+            }
+        rows.append(row)
+    return sorted(rows, key=lambda r: r["seed"])
+
+
+def describe(values: list[float]) -> dict:
+    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return {"mean": statistics.fmean(values), "sd": sd, "standard_error": sd / math.sqrt(len(values))}
+
+
+def summarize(rows: list[dict]) -> dict:
+    summary = {"seeds": [r["seed"] for r in rows], "runs_per_system": len(rows)}
+    for measure in ("dev_f1", "test_f1", "train_seconds"):
+        stats = {system: describe([r[system][measure] for r in rows]) for system in SYSTEMS}
+        difference = stats["bner"]["mean"] - stats["huggingface"]["mean"]
+        error = math.hypot(stats["bner"]["standard_error"], stats["huggingface"]["standard_error"])
+        summary[measure] = {
+            **stats,
+            "bner_minus_huggingface": difference,
+            "interval_95": [difference - 1.96 * error, difference + 1.96 * error],
+        }
+    summary["wall_time_ratio_bner_over_hf"] = (
+        summary["train_seconds"]["bner"]["mean"] / summary["train_seconds"]["huggingface"]["mean"]
+    )
+    return summary
+
+
+def markdown(rows: list[dict], summary: dict) -> str:
+    lines = [
+        "| seed | bner dev F1 | HF dev F1 | bner test F1 | HF test F1 | bner s | HF s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        b, h = r["bner"], r["huggingface"]
+        lines.append(
+            f"| {r['seed']} | {b['dev_f1']:.2f} | {h['dev_f1']:.2f} | {b['test_f1']:.2f} | {h['test_f1']:.2f} "
+            f"| {b['train_seconds']:.0f} | {h['train_seconds']:.0f} |"
+        )
+
+    def cell(measure: str, system: str, key: str, digits: int) -> str:
+        return f"{summary[measure][system][key]:.{digits}f}"
+
+    for key, label in (("mean", "**mean**"), ("sd", "sd")):
+        cells = [cell(m, s, key, 0 if m == "train_seconds" else 2) for m in ("dev_f1", "test_f1", "train_seconds") for s in SYSTEMS]
+        if key == "mean":
+            cells = [f"**{c}**" for c in cells]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for measure in ("dev_f1", "test_f1"):
+        low, high = summary[measure]["interval_95"]
+        lines.append(
+            f"{measure.replace('_f1', '')} F1, bner − HF: {summary[measure]['bner_minus_huggingface']:+.2f} "
+            f"(95% interval {low:+.2f} to {high:+.2f}, {summary['runs_per_system']} seeds each)"
+        )
+    lines.append(f"training time, bner / HF: {summary['wall_time_ratio_bner_over_hf']:.2f}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", default="3", help="as in the result file names: wnut17_e<epochs>_seed<N>.json")
+    parser.add_argument("--results_dir", default=os.path.join(HERE, "results"))
+    args = parser.parse_args()
+    rows = collect(args.results_dir, args.epochs)
+    if len(rows) < 2:
+        raise SystemExit(f"{args.results_dir}: fewer than two wnut17_e{args.epochs}_seed<N>.json files with both systems")
+    summary = summarize(rows)
+    print(markdown(rows, summary))
+    path = os.path.join(args.results_dir, f"wnut17_e{args.epochs}_summary.json")
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump({"rows": rows, "summary": summary}, f, indent=2)
+    os.replace(path + ".tmp", path)
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
