@@ -109,7 +109,7 @@ class BertEncoder(keras_hub.models.BertBackbone):
         super().__init__(*args, **kwargs)
         if hidden_act not in ACTIVATIONS:
             raise ValueError(f"unsupported hidden_act {hidden_act!r}; expected one of {', '.join(ACTIVATIONS)}")
-        compiled = compiled_activation and keras.backend.backend() == "tensorflow" and hidden_act != "relu"
+        compiled = compiled_activation and keras.backend.backend() == "tensorflow"
         activation = xla_activation(hidden_act) if compiled else ACTIVATIONS[hidden_act]
         # The functional graph calls these layers again at run time, so swapping the
         # activation and epsilon after construction changes what the model computes.
