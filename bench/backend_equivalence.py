@@ -32,7 +32,7 @@ PRIME = 46337  # the largest prime whose square fits in int32: products stay exa
 
 
 def hashed_dropout(backend: str):
-    """A drop-in for Keras' backend dropout whose mask both backends compute bit for bit."""
+    """A dropout function whose mask both backends compute bit for bit."""
     import keras
     from keras.src.random.seed_generator import draw_seed
 
@@ -60,11 +60,16 @@ def hashed_dropout(backend: str):
 def worker(args) -> None:
     os.environ["KERAS_BACKEND"] = args.worker
     import keras
-    from keras.src.backend import random as backend_random
 
-    backend_random.dropout = hashed_dropout(args.worker)
     from bner import corpus, features, model
     from bner import train as training
+
+    dropout = hashed_dropout(args.worker)
+
+    def hashed_dropout_call(layer, inputs, training=False):
+        return dropout(inputs, layer.rate, seed=layer.seed_generator) if training and layer.rate > 0 else inputs
+
+    model.Float32MaskDropout.call = hashed_dropout_call  # every dropout layer of the tagger
 
     keras.utils.set_random_seed(args.seed)
     pretrained = model.locate_pretrained(args.model_dir)
@@ -97,6 +102,8 @@ def worker(args) -> None:
     losses = [step(features.make_batch(examples, indices, length, pad)) for indices, length in plan[:steps]]
     np.savez(args.weights_out, *[keras.ops.convert_to_numpy(v.value) for v in tagger.trainable_variables])
     dropouts = [layer for layer in tagger._flatten_layers() if isinstance(layer, keras.layers.Dropout) and layer.rate > 0]
+    if not all(isinstance(layer, model.Float32MaskDropout) for layer in dropouts):
+        raise SystemExit("a dropout layer of the tagger is not bner's: its mask would differ between the backends")
     print(json.dumps({"losses": losses, "dropout_layers": len(dropouts)}))
 
 

@@ -69,6 +69,30 @@ def xla_activation(name: str) -> Callable:
     return _XLA_ACTIVATIONS[name]
 
 
+@keras.saving.register_keras_serializable(package="bner")
+class Float32MaskDropout(keras.layers.Dropout):
+    """Dropout that draws its mask and rescales in float32, whatever the input's dtype.
+
+    On TensorFlow, Keras' dropout draws a bfloat16 input's mask from bfloat16 uniforms
+    (multiples of 1/128) and scales by ``1 / (1 - rate)`` rounded to bfloat16: at rate 0.1
+    it keeps 89.8% and scales by 1.109, so activations average 0.9966 of their value in
+    training while inference uses them whole. PyTorch, and Keras on JAX, keep exactly
+    ``1 - rate`` and scale in float32. Here the draw and the scaling are float32 and the
+    result is rounded once to the input's dtype.
+    """
+
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0:
+            return inputs
+        if self.rate >= 1:
+            return keras.ops.zeros_like(inputs)
+        if self.noise_shape is not None:
+            raise NotImplementedError("Float32MaskDropout draws one mask value per element (no noise_shape)")
+        keep = keras.random.uniform(keras.ops.shape(inputs), seed=self.seed_generator) >= self.rate
+        kept = keras.ops.cast(inputs, "float32") / (1.0 - self.rate)
+        return keras.ops.cast(keras.ops.where(keep, kept, 0.0), inputs.dtype)
+
+
 @dataclasses.dataclass(frozen=True)
 class EncoderConfig:
     vocab_size: int
@@ -114,7 +138,13 @@ class BertEncoder(keras_hub.models.BertBackbone):
         # The functional graph calls these layers again at run time, so swapping the
         # activation and epsilon after construction changes what the model computes.
         self.embeddings_layer_norm.epsilon = layer_norm_epsilon
+        # KerasHub builds its dropout layers (attention probabilities included) inside the
+        # backbone; they take bner's float32 mask by a class swap, which keeps their seed
+        # state and so the weights' structure (a built layer accepts no new sublayers).
+        self.embeddings_dropout.__class__ = Float32MaskDropout
         for layer in self.transformer_layers:
+            for dropout in (layer._self_attention_layer._dropout_layer, layer._self_attention_dropout, layer._feedforward_dropout):
+                dropout.__class__ = Float32MaskDropout
             layer.activation = activation
             layer._feedforward_intermediate_dense.activation = activation
             layer.layer_norm_epsilon = layer_norm_epsilon
@@ -196,12 +226,12 @@ def build_tagger(
             "segment_ids": inputs["token_type_ids"],
         }
     )["sequence_output"]
-    hidden = keras.layers.Dropout(config.dropout if dropout is None else dropout, name="head_dropout")(hidden)
+    hidden = Float32MaskDropout(config.dropout if dropout is None else dropout, name="head_dropout")(hidden)
     # The logits stay float32 under mixed precision so the softmax and loss are stable.
     # The head starts as Hugging Face's token classifier does: normal, std 0.02, not
     # truncated. With Google's truncated normal (std 0.0176 after truncation) bner was 2.5
-    # dev F1 behind that recipe on WNUT-17 over nine seeds, 1.0 behind with this one
-    # (README, Benchmarks).
+    # dev F1 behind that recipe on WNUT-17 over the same nine seeds where this draw was
+    # 1.0 behind (README, Benchmarks).
     logits = keras.layers.Dense(
         num_labels,
         kernel_initializer=keras.initializers.RandomNormal(stddev=0.02),
