@@ -138,6 +138,8 @@ def main() -> None:
     epochs = f"{args.epochs:g}"
     path = args.output_json or os.path.join(HERE, "results", f"wnut17_e{epochs}.json")
     reused = reusable_hf(path, args) if args.reuse_hf else None
+    if args.reuse_hf and not reused:
+        print(f"{path}: no Hugging Face results with these settings to reuse; running the baseline", flush=True)
     work = tempfile.mkdtemp(prefix="bner-bench-")
     try:
         results = {
