@@ -8,6 +8,9 @@ the others), truncation at --max_length, AutoModelForTokenClassification, and
 Trainer (AdamW, linear schedule with warmup, weight decay 0.01) with
 DataCollatorForTokenClassification.
 
+With --head_init and --train_batches it starts from another system's initial head and
+trains on its batches (bench/wnut17.py --paired), for a seed-by-seed comparison.
+
 Only trainer.train() is timed. Dev and test are scored at entity level with the
 same rules as conlleval (micro P/R/F1 and per type).
 
@@ -403,6 +406,50 @@ def predict_tags(trainer, dataset, word_ids_list, sentences, id2label):
     return predicted
 
 
+def load_head(model, path):
+    """Set the classification head to the weights of another system's initial head.
+
+    Rows are matched by label name, so the two systems may order their labels differently.
+    """
+    saved = np.load(path)
+    names = [str(name) for name in saved["labels"]]
+    rows = [names.index(model.config.id2label[i]) for i in range(model.config.num_labels)]
+    with torch.no_grad():
+        model.classifier.weight.copy_(torch.from_numpy(saved["kernel"].T[rows]))
+        model.classifier.bias.copy_(torch.from_numpy(saved["bias"][rows]))
+
+
+class FixedBatches(torch.utils.data.Sampler):
+    """Yields the given batches of dataset indices, epoch after epoch (the last epoch's repeat)."""
+
+    def __init__(self, epochs):
+        self.epochs = epochs
+        self.epoch = 0
+
+    def __len__(self):
+        return len(self.epochs[min(self.epoch, len(self.epochs) - 1)])
+
+    def __iter__(self):
+        batches = self.epochs[min(self.epoch, len(self.epochs) - 1)]
+        self.epoch += 1
+        return iter(batches)
+
+
+def trainer_on_batches(epochs):
+    """A Trainer class whose training loader yields exactly ``epochs``' batches."""
+
+    class FixedBatchTrainer(Trainer):
+        def get_train_dataloader(self):
+            largest = max(i for batches in epochs for batch in batches for i in batch)
+            if largest >= len(self.train_dataset):
+                sys.exit(f"--train_batches names sentence {largest}; the training set has {len(self.train_dataset)}")
+            loader = torch.utils.data.DataLoader(self.train_dataset, batch_sampler=FixedBatches(epochs),
+                                                 collate_fn=self.data_collator)
+            return self.accelerator.prepare(loader)
+
+    return FixedBatchTrainer
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model_dir", required=True, help="local pretrained BERT-style model folder")
@@ -426,6 +473,12 @@ def parse_args(argv=None):
     parser.add_argument("--optim", default=None,
                         help="Trainer optimizer name (default: the installed transformers' AdamW default)")
     parser.add_argument("--logging_steps", type=int, default=100)
+    parser.add_argument("--head_init", default=None,
+                        help="start the classification head from these weights (.npz with kernel "
+                             "[hidden, labels], bias and labels, as bench/bner_recorded.py writes)")
+    parser.add_argument("--train_batches", default=None,
+                        help="train on these batches (JSON: per epoch, lists of training-sentence "
+                             "indices), instead of the Trainer's sampler")
     return parser.parse_args(argv)
 
 
@@ -456,6 +509,12 @@ def main(argv=None):
 
     model = AutoModelForTokenClassification.from_pretrained(
         args.model_dir, num_labels=len(labels), id2label=id2label, label2id=label2id)
+    if args.head_init:
+        load_head(model, args.head_init)
+    trainer_class = Trainer
+    if args.train_batches:
+        with open(args.train_batches, encoding="utf-8") as handle:
+            trainer_class = trainer_on_batches(json.load(handle)["epochs"])
 
     collator = CountingCollator(DataCollatorForTokenClassification(tokenizer))
 
@@ -467,7 +526,7 @@ def main(argv=None):
             trainer_kwargs["processing_class"] = tokenizer
         else:
             trainer_kwargs["tokenizer"] = tokenizer
-        trainer = Trainer(**trainer_kwargs)
+        trainer = trainer_class(**trainer_kwargs)
 
         load_before_train = loadavg()
         collator.reset()

@@ -12,6 +12,13 @@ entity F1 (conlleval rules). Results go to ``bench/results/wnut17_e<epochs>.json
     python bench/wnut17.py --epochs 1 --skip_hf             # bner alone
     python bench/wnut17.py --epochs 3 --seed 7 --output_json bench/results/wnut17_e3_seed7.json --reuse_hf
 
+``--paired`` trains Hugging Face's recipe from bner's initial classification head and on
+bner's batches (the same sentences at every step; bench/bner_recorded.py records them), so
+the two halves of a seed differ only in the training itself, not in the draws that move
+F1 by points from seed to seed. Pool paired seeds with ``bench/wnut17_summary.py``.
+
+    python bench/wnut17.py --epochs 3 --seed 7 --paired --output_json bench/results/paired/wnut17_e3_seed7.json
+
 ``--reuse_hf`` keeps the Hugging Face half of an existing ``--output_json`` made with the
 same settings (its runs are deterministic for a seed: identical F1 on reruns) and reruns
 only bner; the file records where that half came from.
@@ -51,9 +58,12 @@ def read_json(path: str) -> dict:
 
 def run_bner(args, work: str) -> dict:
     out = os.path.join(work, "bner")
+    launcher = ["-m", "bner.ner.task"]
+    if args.paired:
+        launcher = [os.path.join(HERE, "bner_recorded.py"), f"--record_to={os.path.join(work, 'bner_draws')}", "--"]
     wall = run(
         [
-            sys.executable, "-m", "bner.ner.task",
+            sys.executable, *launcher,
             f"--pretrained_model={args.model_dir}", f"--data_dir={args.data_dir}", f"--output_dir={out}",
             "--do_train", "--do_eval", f"--num_train_epochs={args.epochs}", f"--learning_rate={args.learning_rate}",
             f"--train_batch_size={args.batch_size}", f"--eval_batch_size={args.batch_size}", f"--max_seq_length={args.max_length}",
@@ -83,8 +93,13 @@ def run_hf(args, work: str) -> dict:
         f"--model_dir={args.model_dir}", f"--data_dir={args.data_dir}", f"--output_json={out}",
         f"--epochs={args.epochs}", f"--batch_size={args.batch_size}", f"--learning_rate={args.learning_rate}",
         f"--warmup_ratio={args.warmup_ratio}", f"--max_length={args.max_length}", f"--seed={args.seed}",
-        "--bf16", "--group_by_length",
+        "--bf16",
     ]
+    if args.paired:
+        draws = os.path.join(work, "bner_draws")
+        command += [f"--head_init={draws}_head.npz", f"--train_batches={draws}_batches.json"]
+    else:
+        command.append("--group_by_length")
     wall = run(command)
     result = read_json(out)
     return {
@@ -109,7 +124,7 @@ def reusable_hf(path: str, args) -> dict | None:
         return None
     previous = read_json(path)
     settings = previous.get("settings", {})
-    if "huggingface" not in previous or any(settings.get(k) != getattr(args, k) for k in SHARED_SETTINGS):
+    if "huggingface" not in previous or settings.get("paired") or any(settings.get(k) != getattr(args, k) for k in SHARED_SETTINGS):
         return None
     hf = previous["huggingface"]
     return {**hf, "reused_from_run_of": hf.get("reused_from_run_of", previous["date"])}
@@ -128,6 +143,7 @@ def main() -> None:
     parser.add_argument("--bner_precision", default="auto")
     parser.add_argument("--hf_python", default=os.path.join(ROOT, ".cache", "hfvenv", "bin", "python"))
     parser.add_argument("--skip_hf", action="store_true")
+    parser.add_argument("--paired", action="store_true", help="HF starts from bner's initial head and trains on bner's batches")
     parser.add_argument("--reuse_hf", action="store_true", help="keep the HF results of --output_json if its settings match")
     parser.add_argument("--output_json", default=None)
     parser.add_argument("--keep_output", default=None, help="copy bner's run folder (model, export, results) here")
@@ -137,6 +153,8 @@ def main() -> None:
 
     epochs = f"{args.epochs:g}"
     path = args.output_json or os.path.join(HERE, "results", f"wnut17_e{epochs}.json")
+    if args.paired and args.reuse_hf:
+        sys.exit("--paired trains HF on this run's own draws: it cannot reuse an earlier HF half")
     reused = reusable_hf(path, args) if args.reuse_hf else None
     if args.reuse_hf and not reused:
         print(f"{path}: no Hugging Face results with these settings to reuse; running the baseline", flush=True)

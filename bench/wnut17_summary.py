@@ -6,8 +6,10 @@ corpus a seed's random draws (the classification head's initial weights, dropout
 move entity F1 by several points, so one seed says little; this script pools the
 per-seed results ``bench/results/wnut17_e<epochs>_seed<N>.json`` that hold both
 systems, prints them as a Markdown table with means and standard deviations, and the
-difference of the means with a 95% interval (normal approximation, the systems' draws are
-independent so the seeds are not paired). The training-time ratio uses only the seeds
+difference of the means with a 95% interval (normal approximation). The systems' draws
+are independent unless the runs were made with ``bench/wnut17.py --paired`` (HF trained from
+bner's initial head on bner's batches): then the interval comes from the seed-by-seed
+differences. The training-time ratio uses only the seeds
 whose two systems ran back to back (not ``--reuse_hf``). The summary goes to
 ``bench/results/wnut17_e<epochs>_summary.json``.
 
@@ -47,6 +49,7 @@ def collect(results_dir: str, epochs: str) -> list[dict]:
             "seed": int(match.group(1)),
             "file": os.path.basename(path),
             "timed_together": "reused_from_run_of" not in run["huggingface"],
+            "paired": bool(run.get("settings", {}).get("paired")),
         }
         for system in SYSTEMS:
             row[system] = {
@@ -64,20 +67,28 @@ def describe(values: list[float]) -> dict:
 
 
 def summarize(rows: list[dict]) -> dict:
-    summary = {"seeds": [r["seed"] for r in rows], "runs_per_system": len(rows)}
+    paired = {r["paired"] for r in rows}
+    if len(paired) > 1:
+        raise SystemExit("some seeds ran --paired and some did not: summarize them apart (--results_dir)")
+    paired = paired.pop()
+    summary = {"seeds": [r["seed"] for r in rows], "runs_per_system": len(rows), "paired": paired}
     for measure in ("dev_f1", "test_f1", "train_seconds"):
         stats = {system: describe([r[system][measure] for r in rows]) for system in SYSTEMS}
         difference = stats["bner"]["mean"] - stats["huggingface"]["mean"]
-        error = math.hypot(stats["bner"]["standard_error"], stats["huggingface"]["standard_error"])
+        if paired:
+            error = describe([r["bner"][measure] - r["huggingface"][measure] for r in rows])["standard_error"]
+        else:
+            error = math.hypot(stats["bner"]["standard_error"], stats["huggingface"]["standard_error"])
         summary[measure] = {
             **stats,
             "bner_minus_huggingface": difference,
             "interval_95": [difference - 1.96 * error, difference + 1.96 * error],
         }
-    together = [r for r in rows if r["timed_together"]]
+    # Paired runs replay bner's batches in HF (no group_by_length): not the speed setting.
+    together = [] if paired else [r for r in rows if r["timed_together"]]
     summary["timed_together_seeds"] = [r["seed"] for r in together]
     timed = together or rows
-    summary["wall_time_ratio_bner_over_hf"] = statistics.fmean(
+    summary["wall_time_ratio_bner_over_hf"] = None if paired else statistics.fmean(
         r["bner"]["train_seconds"] for r in timed
     ) / statistics.fmean(r["huggingface"]["train_seconds"] for r in timed)
     return summary
@@ -110,8 +121,12 @@ def markdown(rows: list[dict], summary: dict) -> str:
         low, high = summary[measure]["interval_95"]
         lines.append(
             f"{measure.replace('_f1', '')} F1, bner − HF: {summary[measure]['bner_minus_huggingface']:+.2f} "
-            f"(95% interval {low:+.2f} to {high:+.2f}, {summary['runs_per_system']} seeds each)"
+            f"(95% interval {low:+.2f} to {high:+.2f}, {summary['runs_per_system']} seeds each"
+            + (", paired: same initial head and batches)" if summary["paired"] else ")")
         )
+    if summary["paired"]:
+        lines.append("training time: not compared (paired runs replay bner's batches; speed runs are unpaired)")
+        return "\n".join(lines)
     together = len(summary["timed_together_seeds"])
     lines.append(
         f"training time, bner / HF: {summary['wall_time_ratio_bner_over_hf']:.2f} "
