@@ -307,12 +307,11 @@ def plan_batches(
 ) -> list[tuple[np.ndarray, int]]:
     """Group example indices into batches of similar length: ``(indices, padded_length)``.
 
-    Examples fill full batches within their length bucket; what is left over in every
-    bucket is pooled, sorted by length and batched together (padded to the longest), so an
-    epoch has about ``len / batch_size`` full batches like unbucketed training instead of a
-    small, noisy step per bucket. With a seed, examples are shuffled within their bucket and
-    the batches shuffled across buckets (deterministically for a given seed); without one,
-    order is kept.
+    Each batch is padded to the bucket of its longest example. With a seed (training), the
+    order is that of Hugging Face's ``group_by_length`` sampler, which its token-classification
+    recipe uses: see :func:`length_grouped_order`. It is deterministic for a seed. Without one
+    (prediction), examples fill full batches within their length bucket, what is left over in
+    every bucket is pooled, sorted by length and batched together, and order is kept.
 
     With ``group > 1`` (several steps per device execution, as on TPUs), batches of the
     same shape are kept together in runs of up to ``group``, and the runs are shuffled.
@@ -323,18 +322,20 @@ def plan_batches(
     if len(lengths) and bucket_of.max() >= len(buckets):
         raise ValueError(f"an example of {lengths.max()} pieces is longer than the largest bucket {buckets[-1]}")
     rng = np.random.default_rng(shuffle_seed) if shuffle_seed is not None else None
-    plan, leftovers = [], []
-    for b, length in enumerate(buckets):
-        members = np.flatnonzero(bucket_of == b)
-        if rng is not None:
-            members = rng.permutation(members)
-        full = len(members) - len(members) % batch_size
-        plan.extend((members[i : i + batch_size], int(length)) for i in range(0, full, batch_size))
-        leftovers.append(members[full:])
-    pooled = np.concatenate(leftovers) if leftovers else np.empty(0, dtype=np.int64)
-    pooled = pooled[np.argsort(lengths[pooled], kind="stable")]
-    for i in range(0, len(pooled), batch_size):
-        chunk = pooled[i : i + batch_size]
+    if rng is not None:
+        order = length_grouped_order(lengths, batch_size, rng)
+    else:
+        full, leftovers = [], []
+        for b in range(len(buckets)):
+            members = np.flatnonzero(bucket_of == b)
+            cut = len(members) - len(members) % batch_size
+            full.append(members[:cut])
+            leftovers.append(members[cut:])
+        pooled = np.concatenate(leftovers)
+        order = np.concatenate([*full, pooled[np.argsort(lengths[pooled], kind="stable")]])
+    plan = []
+    for i in range(0, len(order), batch_size):
+        chunk = order[i : i + batch_size]
         if drop_remainder and len(chunk) < batch_size:
             continue
         plan.append((chunk, int(buckets[bucket_of[chunk].max()])))
@@ -345,10 +346,29 @@ def plan_batches(
             runs.extend(same[i : i + group] for i in range(0, len(same), group))
         order = rng.permutation(len(runs)) if rng is not None else range(len(runs))
         return [batch for i in order for batch in runs[i]]
-    if rng is not None:
-        order = rng.permutation(len(plan))
-        plan = [plan[i] for i in order]
     return plan
+
+
+def length_grouped_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Example indices shuffled, then sorted longest first within megabatches.
+
+    Hugging Face's ``LengthGroupedSampler`` (``group_by_length``): megabatches of up to 50
+    batches, fewer when the data makes fewer than four; the longest example overall moves to
+    the front, so the largest batch comes first. bner follows it rather than shuffling
+    whole batches because the batch order is part of the recipe users compare with: same
+    head, same batches, the two train alike (``bench/wnut17.py --paired``), so a different
+    order is the one draw left that differs between them. Sorted megabatches also keep a
+    batch's lengths close, which keeps padding low.
+    """
+    multiple = max(min(len(lengths) // (batch_size * 4), 50), 1)
+    shuffled = rng.permutation(len(lengths))
+    size = multiple * batch_size
+    megabatches = [shuffled[i : i + size] for i in range(0, len(shuffled), size)]
+    megabatches = [m[np.argsort(-lengths[m], kind="stable")] for m in megabatches]
+    if megabatches:
+        longest = int(np.argmax([lengths[m[0]] for m in megabatches]))
+        megabatches[0][0], megabatches[longest][0] = megabatches[longest][0], megabatches[0][0]
+    return np.concatenate(megabatches) if megabatches else np.empty(0, dtype=np.int64)
 
 
 def iterate_batches(

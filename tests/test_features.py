@@ -107,11 +107,25 @@ def test_batches_are_bucketed_padded_and_deterministically_shuffled():
     assert any(planned(seed) != plan for seed in range(8, 12))
 
 
-def test_leftovers_of_all_buckets_are_pooled_into_full_batches():
+@pytest.mark.parametrize("shuffle_seed", [None, 1])
+def test_an_epoch_has_one_partial_batch_at_most(shuffle_seed):
+    """Prediction pools every bucket's leftovers; training batches cut across lengths anyway."""
     rng = np.random.default_rng(0)
     lengths = rng.integers(3, 128, size=203)
-    plan = features.plan_batches(lengths, 16, features.bucket_lengths(128), shuffle_seed=1)
-    assert len(plan) == -(-203 // 16)  # ceil: one partial batch at most, as without buckets
+    plan = features.plan_batches(lengths, 16, features.bucket_lengths(128), shuffle_seed=shuffle_seed)
+    assert len(plan) == -(-203 // 16)  # ceil, as without buckets
     assert sum(len(i) < 16 for i, _ in plan) == 1
     assert sorted(i for idx, _ in plan for i in idx) == list(range(203))
     assert all(lengths[idx].max() <= length for idx, length in plan)
+
+
+def test_training_batches_follow_hugging_faces_length_grouped_order():
+    """Megabatches of 9 batches (300 // (8 * 4)), each longest first; the longest example leads."""
+    lengths = np.random.default_rng(1).integers(3, 128, size=300)
+    plan = features.plan_batches(lengths, 8, features.bucket_lengths(128), shuffle_seed=4)
+    order = np.concatenate([indices for indices, _ in plan])
+    assert lengths[order[0]] == lengths.max()
+    for start in range(0, 300, 72):
+        megabatch = lengths[order[start : start + 72]]
+        assert np.all(np.diff(megabatch[1:]) <= 0)  # sorted, after the first slot's swap
+    assert not np.array_equal(order, np.argsort(-lengths, kind="stable"))  # shuffled across megabatches
