@@ -357,8 +357,9 @@ def length_grouped_order(lengths: np.ndarray, batch_size: int, rng: np.random.Ge
     the front, so the largest batch comes first. bner follows it rather than shuffling
     whole batches because the batch order is part of the recipe users compare with: same
     head, same batches, the two train alike (``bench/wnut17.py --paired``), so a different
-    order is the one draw left that differs between them. Sorted megabatches also keep a
-    batch's lengths close, which keeps padding low.
+    order is the one draw left that differs between them. It costs some padding: a sorted
+    batch can straddle two buckets and is padded to the upper one (WNUT-17: 14% of the
+    pieces, against 11% when every batch came from one bucket).
     """
     multiple = max(min(len(lengths) // (batch_size * 4), 50), 1)
     shuffled = rng.permutation(len(lengths))
