@@ -352,9 +352,9 @@ def plan_batches(
 def length_grouped_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> np.ndarray:
     """Example indices shuffled, then sorted longest first within megabatches.
 
-    Hugging Face's ``LengthGroupedSampler`` (``group_by_length``): megabatches of up to 50
-    batches, fewer when the data makes fewer than four; the longest example overall moves to
-    the front, so the largest batch comes first. bner follows it rather than shuffling
+    Hugging Face's ``LengthGroupedSampler`` (``group_by_length``): megabatches of 50 batches,
+    or of a quarter of the data when it makes fewer than 200 batches (one batch at least);
+    the longest example overall moves to the front, so the largest batch comes first. bner follows it rather than shuffling
     whole batches because the batch order is part of the recipe users compare with: same
     head, same batches, the two train alike (``bench/wnut17.py --paired``), so a different
     order is the one draw left that differs between them. It costs some padding: a sorted
