@@ -15,7 +15,8 @@ import uuid
 from collections.abc import Iterator
 from typing import IO
 
-import fsspec
+# fsspec is imported only for non-local paths: reading a local metadata.json needs the
+# standard library alone.
 
 
 def is_local(path: str) -> bool:
@@ -23,6 +24,8 @@ def is_local(path: str) -> bool:
 
 
 def _fs(path: str):
+    import fsspec
+
     try:
         fs, root = fsspec.core.url_to_fs(str(path))
     except ImportError as e:  # e.g. gs:// without gcsfs
@@ -46,13 +49,6 @@ def exists(path: str) -> bool:
     return fs.exists(root)
 
 
-def isdir(path: str) -> bool:
-    if is_local(path):
-        return os.path.isdir(path)
-    fs, root = _fs(path)
-    return fs.isdir(root)
-
-
 def listdir(path: str) -> list[str]:
     """Names (not paths) of the entries of a folder, sorted."""
     if is_local(path):
@@ -72,6 +68,8 @@ def makedirs(path: str) -> None:
 def open_file(path: str, mode: str = "r", **kwargs) -> IO:
     if is_local(path):
         return open(path, mode, **kwargs)
+    import fsspec
+
     return fsspec.open(str(path), mode, **kwargs).open()
 
 
@@ -107,6 +105,8 @@ def write_bytes(path: str, data: bytes) -> None:
                 os.remove(tmp)
             raise
     else:
+        import fsspec
+
         # Object stores publish an object only when its upload completes.
         with fsspec.open(str(path), "wb") as f:
             f.write(data)

@@ -1,20 +1,48 @@
 """What a trained tagger needs besides its weights: labels, scheme, tokenisation, encoder shape.
 
 Stored as ``metadata.json`` beside the weights and in every export. It is the source of
-truth for serving; it is plain JSON, never a pickle.
+truth for serving; it is plain JSON, never a pickle. This module needs only the standard
+library, so a server or a script can read a model's metadata without TensorFlow.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import posixpath
 
 from bner import io
-from bner.model import EncoderConfig
 
 METADATA_FILE = "metadata.json"
 TOKENIZER_FILE = "tokenizer.json"
 FORMAT_VERSION = 1
+
+# The export's serving signature: what TensorFlow Serving and bner's backends call.
+SIGNATURE = "serving_default"
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+    """The shape of a BERT encoder, as read from a pretrained checkpoint's config."""
+
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    hidden_act: str = "gelu"  # in Hugging Face's meaning (gelu = exact erf)
+    layer_norm_eps: float = 1e-12
+    dropout: float = 0.1
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> EncoderConfig:
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
 
 @dataclasses.dataclass
@@ -41,16 +69,34 @@ class TaggerMetadata:
         return data
 
     @classmethod
-    def from_json(cls, data: dict, source: str = METADATA_FILE) -> TaggerMetadata:
-        if data.get("format_version", 1) > FORMAT_VERSION:
-            raise ValueError(f"{source}: written by a newer bner (format {data['format_version']}); upgrade bner")
+    def from_json(cls, data, source: str = METADATA_FILE) -> TaggerMetadata:
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: not a bner metadata file (expected a JSON object, got {type(data).__name__})")
+        version = data.get("format_version", 1)
+        if not isinstance(version, int):
+            raise ValueError(f"{source}: format_version must be a whole number, got {version!r}")
+        if version > FORMAT_VERSION:
+            raise ValueError(f"{source}: written by a newer bner (format {version}); upgrade bner")
         try:
             fields = {f.name for f in dataclasses.fields(cls)}
             values = {k: v for k, v in data.items() if k in fields}
             values["encoder"] = EncoderConfig.from_json(data["encoder"])
-            return cls(**values)
-        except (KeyError, TypeError) as e:
+            metadata = cls(**values)
+        except (KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"{source}: not a bner metadata file ({e})") from None
+        metadata.check(source)
+        return metadata
+
+    def check(self, source: str) -> None:
+        """Refuse values a model folder cannot mean: they would fail later, far from the cause."""
+        if not (isinstance(self.labels, list) and self.labels and all(isinstance(x, str) for x in self.labels)):
+            raise ValueError(f"{source}: labels must be a non-empty list of tags")
+        if not isinstance(self.max_seq_length, int) or self.max_seq_length < 3:
+            raise ValueError(f"{source}: max_seq_length must be a whole number of at least 3, got {self.max_seq_length!r}")
+        name = self.tokenizer_file
+        # Paths read from metadata stay inside their folder: a plain file name, nothing else.
+        if not isinstance(name, str) or not name or name != posixpath.basename(name) or name in (".", "..") or "\\" in name:
+            raise ValueError(f"{source}: tokenizer_file must be a file name inside the model folder, got {name!r}")
 
 
 def write_metadata(metadata: TaggerMetadata, folder: str) -> None:
@@ -65,6 +111,8 @@ def read_metadata(path: str) -> TaggerMetadata:
         data = json.loads(io.read_text(path))
     except FileNotFoundError:
         raise ValueError(f"{path}: file not found") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: expected UTF-8 JSON text") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
     return TaggerMetadata.from_json(data, path)

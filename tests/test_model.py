@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from bner import model
+from bner import pretrained as checkpoints
+from bner.metadata import EncoderConfig
 from tests import bert_fixtures as bf
 
 CONFIG = bf.TinyBertConfig()
@@ -24,7 +26,7 @@ def inputs(seed=0, batch=3, length=11):
     return ids, segments, mask
 
 
-def encoder_output(pretrained: model.Pretrained, ids, segments, mask) -> np.ndarray:
+def encoder_output(pretrained: checkpoints.Pretrained, ids, segments, mask) -> np.ndarray:
     encoder = model.build_encoder(dataclasses.replace(pretrained.config, dropout=0.0))
     pretrained.load_weights(encoder)
     out = encoder({"token_ids": ids, "segment_ids": segments, "padding_mask": mask}, training=False)
@@ -43,7 +45,7 @@ def test_huggingface_folder_matches_reference(tmp_path, hidden_act, prefix):
     config = dataclasses.replace(CONFIG, hidden_act=hidden_act, layer_norm_eps=1e-7)
     weights = bf.random_bert_weights(config, seed=1)
     bf.write_hf_folder(tmp_path, config, weights, prefix=prefix)
-    pretrained = model.locate_pretrained(str(tmp_path))
+    pretrained = checkpoints.locate_pretrained(str(tmp_path))
     assert pretrained.format == "huggingface" and pretrained.lowercase is True
     ids, segments, mask = inputs()
     expected = bf.numpy_bert_forward(weights, config, ids, segments, mask)
@@ -56,22 +58,22 @@ def test_huggingface_folder_matches_reference(tmp_path, hidden_act, prefix):
 
 def test_huggingface_folder_with_only_tokenizer_json(tmp_path):
     bf.write_hf_folder(tmp_path, CONFIG, bf.random_bert_weights(CONFIG), vocab=False, tokenizer_json=True)
-    pretrained = model.locate_pretrained(str(tmp_path))
+    pretrained = checkpoints.locate_pretrained(str(tmp_path))
     assert pretrained.vocab_file is None and pretrained.tokenizer_file.endswith("tokenizer.json")
 
 
 def test_pickle_only_huggingface_folder_is_refused(tmp_path):
     bf.write_hf_folder(tmp_path, CONFIG, bf.random_bert_weights(CONFIG))
     os.rename(tmp_path / "model.safetensors", tmp_path / "pytorch_model.bin")
-    with pytest.raises(model.PretrainedError, match="pickle that bner will not load"):
-        model.locate_pretrained(str(tmp_path))
+    with pytest.raises(checkpoints.PretrainedError, match="pickle that bner will not load"):
+        checkpoints.locate_pretrained(str(tmp_path))
 
 
 def test_google_checkpoint_matches_reference(tmp_path):
     # Google's modeling.py computes "gelu" with the tanh approximation.
     weights = bf.random_bert_weights(CONFIG, seed=2)
     bf.write_google_checkpoint(tmp_path, CONFIG, weights, with_adam_slots=True)
-    pretrained = model.locate_pretrained(
+    pretrained = checkpoints.locate_pretrained(
         bert_config_file=str(tmp_path / "bert_config.json"),
         init_checkpoint=str(tmp_path / "bert_model.ckpt"),
         vocab_file=str(tmp_path / "vocab.txt"),
@@ -84,12 +86,12 @@ def test_google_checkpoint_matches_reference(tmp_path):
 
 def test_google_folder_through_pretrained_model_flag(tmp_path):
     bf.write_google_checkpoint(tmp_path, CONFIG, bf.random_bert_weights(CONFIG))
-    assert model.locate_pretrained(str(tmp_path)).format == "google"
+    assert checkpoints.locate_pretrained(str(tmp_path)).format == "google"
 
 
 def test_keras_hub_preset_matches_reference(tmp_path):
     weights = bf.write_keras_hub_preset(str(tmp_path), CONFIG, seed=3, lowercase=False)
-    pretrained = model.locate_pretrained(str(tmp_path))
+    pretrained = checkpoints.locate_pretrained(str(tmp_path))
     assert pretrained.format == "keras_hub" and pretrained.lowercase is False
     assert pretrained.vocab_file.endswith("vocabulary.txt")
     ids, segments, mask = inputs(2)
@@ -98,14 +100,14 @@ def test_keras_hub_preset_matches_reference(tmp_path):
 
 
 def test_missing_pieces_get_clear_errors(tmp_path):
-    with pytest.raises(model.PretrainedError, match="not a model folder"):
-        model.locate_pretrained(str(tmp_path))
+    with pytest.raises(checkpoints.PretrainedError, match="not a model folder"):
+        checkpoints.locate_pretrained(str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))
     (tmp_path / "model.safetensors").write_bytes(b"")
-    with pytest.raises(model.PretrainedError, match="missing field 'vocab_size'"):
-        model.locate_pretrained(str(tmp_path))
-    with pytest.raises(model.PretrainedError, match="no pretrained model given"):
-        model.locate_pretrained()
+    with pytest.raises(checkpoints.PretrainedError, match="missing field 'vocab_size'"):
+        checkpoints.locate_pretrained(str(tmp_path))
+    with pytest.raises(checkpoints.PretrainedError, match="no pretrained model given"):
+        checkpoints.locate_pretrained()
 
 
 def test_tagger_outputs_float32_logits_under_mixed_precision():
@@ -113,7 +115,7 @@ def test_tagger_outputs_float32_logits_under_mixed_precision():
 
     keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
     try:
-        tagger = model.build_tagger(model.EncoderConfig(50, 16, 1, 2, 32, 64), num_labels=5)
+        tagger = model.build_tagger(EncoderConfig(50, 16, 1, 2, 32, 64), num_labels=5)
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
     ids, segments, mask = (np.ones((2, 6), np.int32),) * 3
@@ -143,7 +145,7 @@ def test_dropout_keeps_one_minus_rate_and_the_mean_under_mixed_precision():
 def test_every_dropout_of_the_tagger_is_bners():
     import keras
 
-    tagger = model.build_tagger(model.EncoderConfig(50, 16, 2, 2, 32, 64), num_labels=5)
+    tagger = model.build_tagger(EncoderConfig(50, 16, 2, 2, 32, 64), num_labels=5)
     dropouts = [layer for layer in tagger._flatten_layers() if isinstance(layer, keras.layers.Dropout)]
     # embeddings, head, and per layer: attention probabilities, attention output, feed-forward output
     assert len(dropouts) == 2 + 2 * 3
@@ -151,7 +153,7 @@ def test_every_dropout_of_the_tagger_is_bners():
 
 
 def test_model_lowercases_follows_the_model_then_its_vocabulary(tmp_path):
-    from bner.model import EncoderConfig, Pretrained, model_lowercases
+    from bner.pretrained import Pretrained, model_lowercases
 
     def pretrained(lowercase=None, words=None):
         vocab = None
@@ -176,7 +178,7 @@ def test_compiled_activation_changes_speed_not_results(hidden_act):
         pytest.skip("compiled_activation applies to TensorFlow")
     import tensorflow as tf
 
-    config = model.EncoderConfig(50, 16, 2, 2, 32, 64, hidden_act=hidden_act)
+    config = EncoderConfig(50, 16, 2, 2, 32, 64, hidden_act=hidden_act)
     plain = model.build_tagger(config, num_labels=5)
     compiled = model.build_tagger(config, num_labels=5, compiled_activation=True)
     compiled.set_weights(plain.get_weights())
@@ -209,3 +211,32 @@ def test_compiled_activation_changes_speed_not_results(hidden_act):
     for a, b in zip(compiled_grads, plain_grads, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)
     assert any(np.abs(g).max() > 1e-3 for g in plain_grads)
+
+
+@pytest.mark.parametrize(
+    "extra, error",
+    [
+        ({"cls.predictions.bias": np.zeros(3, np.float32), "embeddings.position_ids": np.arange(4)}, None),  # heads, buffers
+        ({"encoder.layer.0.attention.self.rotary.weight": np.zeros(3, np.float32)}, "1 encoder weight"),
+        ({"encoder.layer.7.output.dense.weight": np.zeros(3, np.float32)}, "no place for"),  # a deeper checkpoint
+    ],
+)
+def test_every_checkpoint_weight_is_accounted_for(tmp_path, extra, error):
+    """As nanoGPT asserts: an encoder weight the model has no place for is an error, not silently dropped."""
+    bf.write_hf_folder(tmp_path, CONFIG, bf.random_bert_weights(CONFIG), prefix="", extra_tensors=extra)
+    pretrained = checkpoints.locate_pretrained(str(tmp_path))
+    encoder = model.build_encoder(pretrained.config)
+    if error is None:
+        pretrained.load_weights(encoder)
+    else:
+        with pytest.raises(checkpoints.PretrainedError, match=error):
+            pretrained.load_weights(encoder)
+
+
+def test_a_missing_checkpoint_weight_is_an_error(tmp_path):
+    weights = bf.random_bert_weights(CONFIG)
+    weights.pop(next(k for k in weights if k.endswith("intermediate.dense.bias")))
+    bf.write_hf_folder(tmp_path, CONFIG, weights, prefix="")
+    pretrained = checkpoints.locate_pretrained(str(tmp_path))
+    with pytest.raises(checkpoints.PretrainedError, match="has no weight 'encoder.layer.0.intermediate.dense.bias'"):
+        pretrained.load_weights(model.build_encoder(pretrained.config))
