@@ -1,14 +1,12 @@
-"""Saving and restoring training state, and the trained tagger folder.
+"""Saving and restoring training state: resumable checkpoints of a run in progress.
 
 Training checkpoints hold the model's and the optimizer's variables plus the loop's
 state (global step, best dev score) in one ``.npz`` file of plain NumPy arrays (NumPy's
 loader refuses pickled objects), so they are backend-neutral: a run started under JAX can
 be resumed or exported under TensorFlow. A small ``checkpoint.json`` names the latest
 complete checkpoint and is replaced atomically after the checkpoint itself is written,
-so an interrupted write is never picked up.
-
-The trained tagger folder (``model/``) holds ``model.weights.h5``, ``metadata.json`` and
-``tokenizer.json``: everything evaluation, prediction and export need.
+so an interrupted write is never picked up. The trained model a run leaves behind is
+:mod:`bner.model_folder`'s business.
 """
 
 from __future__ import annotations
@@ -16,21 +14,15 @@ from __future__ import annotations
 import io as bytes_io
 import json
 import logging
-import os
-import tempfile
 
 import keras
 import numpy as np
-import tokenizers
 
 from bner import io
-from bner.metadata import METADATA_FILE, TOKENIZER_FILE, TaggerMetadata, read_metadata, write_metadata
-from bner.model import build_tagger
 
 log = logging.getLogger(__name__)
 
 POINTER = "checkpoint.json"
-WEIGHTS_FILE = "model.weights.h5"
 
 
 class CheckpointManager:
@@ -88,27 +80,3 @@ class CheckpointManager:
             state = json.loads(bytes(data["state"]).decode())
         log.info("resumed from %s (step %d)", path, state["step"])
         return state
-
-
-def save_tagger(model: keras.Model, metadata: TaggerMetadata, tokenizer: tokenizers.Tokenizer, folder: str) -> None:
-    """Write the tagger folder atomically: weights, metadata.json, tokenizer.json."""
-    with io.staged_directory(folder, publish_last=(METADATA_FILE,)) as staging:
-        model.save_weights(os.path.join(staging, WEIGHTS_FILE))
-        tokenizer.save(os.path.join(staging, TOKENIZER_FILE))
-        write_metadata(metadata, staging)
-
-
-def load_tokenizer(folder: str, metadata: TaggerMetadata) -> tokenizers.Tokenizer:
-    return tokenizers.Tokenizer.from_str(io.read_text(io.join(folder, metadata.tokenizer_file)))
-
-
-def load_tagger(folder: str) -> tuple[keras.Model, TaggerMetadata, tokenizers.Tokenizer]:
-    """The tagger saved by :func:`save_tagger`, rebuilt under the current backend and precision."""
-    metadata = read_metadata(folder)
-    model = build_tagger(metadata.encoder, len(metadata.labels))
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, WEIGHTS_FILE)
-        with open(local, "wb") as f:
-            f.write(io.read_bytes(io.join(folder, WEIGHTS_FILE)))
-        model.load_weights(local)
-    return model, metadata, load_tokenizer(folder, metadata)

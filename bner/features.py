@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import logging
+import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -59,6 +60,20 @@ def build_tokenizer(
     for name in SPECIAL.values():
         if tokenizer.token_to_id(name) is None:
             raise ValueError(f"the vocabulary has no {name} token")
+    return tokenizer
+
+
+def read_tokenizer(path: str) -> tokenizers.Tokenizer:
+    """A model folder's ``tokenizer.json`` (as bner saved it), with a one-line error for a bad file."""
+    try:
+        tokenizer = tokenizers.Tokenizer.from_str(io.read_text(path))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: file not found") from None
+    except Exception as e:  # noqa: BLE001 — the Rust parser raises plain Exception
+        raise ValueError(f"{path}: not a tokenizer file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    for name in SPECIAL.values():
+        if tokenizer.token_to_id(name) is None:
+            raise ValueError(f"{path}: the vocabulary has no {name} token")
     return tokenizer
 
 
@@ -192,8 +207,11 @@ class Example:
 
 
 @dataclasses.dataclass(frozen=True)
-class Encoder:
-    """Turns word sequences into model inputs exactly the same way for training and serving."""
+class Preprocessor:
+    """Turns word sequences into model inputs exactly the same way for training and serving.
+
+    (KerasHub's name for this role: the step between text and the network.)
+    """
 
     tokenizer: tokenizers.Tokenizer
     max_seq_length: int
@@ -202,6 +220,10 @@ class Encoder:
     @property
     def max_pieces(self) -> int:
         return self.max_seq_length - 2  # room for [CLS] and [SEP]
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.token_to_id(SPECIAL["pad"])
 
     def encode(
         self,
@@ -373,15 +395,45 @@ def length_grouped_order(lengths: np.ndarray, batch_size: int, rng: np.random.Ge
 
 
 def iterate_batches(
-    examples: Sequence[Example],
-    batch_size: int,
-    buckets: Sequence[int],
-    pad_id: int,
-    shuffle_seed: int | None = None,
-    drop_remainder: bool = False,
-    skip: int = 0,
-    group: int = 1,
+    examples: Sequence[Example], plan: Sequence[tuple[np.ndarray, int]], pad_id: int
 ) -> Iterator[Batch]:
-    plan = plan_batches([len(e) for e in examples], batch_size, buckets, shuffle_seed, drop_remainder, group)
-    for indices, length in plan[skip:]:
+    """The batches of a plan (from :func:`plan_batches` or :meth:`BatchPlan.epoch`), built as they are needed."""
+    for indices, length in plan:
         yield make_batch(examples, indices, length, pad_id)
+
+
+class BatchPlan:
+    """Every training batch of a run, planned once: which examples, padded to which length, epoch by epoch.
+
+    Epoch ``e`` is ordered with seed ``seed + e`` (:func:`plan_batches`), so a resumed run
+    sees exactly the batches it would have seen without the interruption. The training
+    loop, the progress bar and the run record all read the step counts from here.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        buckets: Sequence[int],
+        num_epochs: float,
+        seed: int,
+        drop_remainder: bool = False,
+        group: int = 1,
+    ):
+        self.lengths = np.asarray(lengths)
+        self.batch_size, self.buckets, self.num_epochs = batch_size, list(buckets), num_epochs
+        self.seed, self.drop_remainder, self.group = seed, drop_remainder, group
+        self._epochs: dict[int, list[tuple[np.ndarray, int]]] = {}
+        self.steps_per_epoch = len(self.epoch(0))
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"no full training batch: {len(self.lengths)} examples for a batch of {batch_size}")
+        self.total_steps = max(1, math.ceil(self.steps_per_epoch * num_epochs))
+
+    def epoch(self, epoch: int) -> list[tuple[np.ndarray, int]]:
+        if epoch not in self._epochs:
+            self._epochs = {
+                epoch: plan_batches(
+                    self.lengths, self.batch_size, self.buckets, self.seed + epoch, self.drop_remainder, self.group
+                )
+            }
+        return self._epochs[epoch]

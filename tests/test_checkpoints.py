@@ -3,13 +3,15 @@ import os
 import numpy as np
 import pytest
 
-from bner import model, train
+from bner import model
+from bner import optimizer as optimizers
 from bner.checkpoints import CheckpointManager
+from bner.metadata import EncoderConfig
 
 
 def small_tagger():
-    tagger = model.build_tagger(model.EncoderConfig(30, 8, 1, 2, 16, 16), 3)
-    optimizer = train.make_optimizer(1e-3, 10, 1)
+    tagger = model.build_tagger(EncoderConfig(30, 8, 1, 2, 16, 16), 3)
+    optimizer = optimizers.make_optimizer(1e-3, 10, 1)
     optimizer.build(tagger.trainable_variables)
     return tagger, optimizer
 

@@ -76,7 +76,7 @@ def test_windows_cover_every_word_once(counts, max_pieces, overlap):
 
 def test_encode_and_decode_long_sentences(vocab_file):
     tokenizer = features.build_tokenizer(vocab_file=vocab_file, lowercase=True)
-    encoder = features.Encoder(tokenizer, max_seq_length=8)
+    encoder = features.Preprocessor(tokenizer, max_seq_length=8)
     words = ["john", "lives", "in", "paris", "."] * 6  # 30 pieces, window of 6
     labels = list(range(len(words)))
     examples = encoder.encode([words, ["paris"]], [labels, [7]])

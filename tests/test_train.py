@@ -11,13 +11,15 @@ import types
 import numpy as np
 import pytest
 
-from bner import features, model, train
+from bner import features, hardware, loop, model
+from bner import optimizer as optimizers
+from bner.metadata import EncoderConfig
 from tests.cli import read_json, run_task, tiny_training_flags
 from tests.conftest import write_synthetic_data
 
 
 def test_schedule_warms_up_then_decays_to_zero():
-    schedule = train.WarmupLinearDecay(1e-3, warmup_steps=10, total_steps=110)
+    schedule = optimizers.WarmupLinearDecay(1e-3, warmup_steps=10, total_steps=110)
     values = [float(schedule(s)) for s in (0, 4, 9, 10, 60, 109, 110)]
     assert values[0] == pytest.approx(1e-4)
     assert values[2] == pytest.approx(1e-3)
@@ -37,12 +39,12 @@ def test_adamw_follows_the_adam_paper_even_for_tiny_gradients(fused, monkeypatch
 
     if fused and keras.backend.backend() != "tensorflow":
         pytest.skip("TensorFlow's kernel")
-    monkeypatch.setattr(train, "_fused_update_available", lambda: fused)
+    monkeypatch.setattr(optimizers, "_fused_update_available", lambda: fused)
     lr, eps, b1, b2, wd = 1e-3, 1e-8, 0.9, 0.999, 0.01
     start = np.array([1.0, -2.0, 0.5], dtype=np.float32)
     gradients = [np.array([3e-8, -2e-7, 0.3], dtype=np.float32) * (k + 1) for k in range(3)]
     variable = keras.Variable(start)
-    optimizer = train.AdamW(learning_rate=lr, weight_decay=wd, epsilon=eps)
+    optimizer = optimizers.AdamW(learning_rate=lr, weight_decay=wd, epsilon=eps)
     for g in gradients:
         optimizer.apply_gradients([(keras.ops.convert_to_tensor(g), variable)])
     expected, m, v = start.astype(np.float64), 0.0, 0.0
@@ -63,10 +65,11 @@ def test_adamw_follows_the_adam_paper_even_for_tiny_gradients(fused, monkeypatch
 
 
 def test_no_weight_decay_on_layer_norm_and_biases():
-    from bner.model import EncoderConfig, build_tagger
+    from bner.metadata import EncoderConfig
+    from bner.model import build_tagger
 
     tagger = build_tagger(EncoderConfig(30, 8, 1, 2, 16, 16), 3)
-    optimizer = train.make_optimizer(1e-3, 100, 10, weight_decay=0.01)
+    optimizer = optimizers.make_optimizer(1e-3, 100, 10, weight_decay=0.01)
     optimizer.build(tagger.trainable_variables)
     decayed = {v.path for v in tagger.trainable_variables if optimizer._use_weight_decay(v)}
     assert decayed, "kernels and embeddings decay"
@@ -75,14 +78,14 @@ def test_no_weight_decay_on_layer_norm_and_biases():
 
 
 def test_precision_and_strategy_on_this_machine():
-    assert train.select_precision("float32") == "float32"
-    expected = "mixed_bfloat16" if train.cpu_has_bf16() else "float32"
-    assert train.select_precision("auto") == expected
-    assert train.select_precision("auto", on_tpu=True) == "mixed_bfloat16"
+    assert hardware.select_precision("float32") == "float32"
+    expected = "mixed_bfloat16" if hardware.cpu_has_bf16() else "float32"
+    assert hardware.select_precision("auto") == expected
+    assert hardware.select_precision("auto", on_tpu=True) == "mixed_bfloat16"
     import tensorflow as tf
 
-    strategy = train.select_strategy()
-    assert strategy is tf.distribute.get_strategy() and train.is_chief()
+    strategy = hardware.select_strategy()
+    assert strategy is tf.distribute.get_strategy() and hardware.is_chief()
 
 
 class FakeTpuRuntime:
@@ -111,20 +114,20 @@ class FakeTpuRuntime:
 
 def test_tpu_flags_resolve_the_tpu_and_honour_num_tpu_cores():
     runtime = FakeTpuRuntime()
-    settings = train.TpuSettings(use_tpu=True, tpu_name="my-tpu", tpu_zone="us-central1-b", gcp_project="proj", num_tpu_cores=8)
-    assert train.select_strategy(settings, tpu_runtime=runtime) == "tpu strategy"
+    settings = hardware.TpuSettings(use_tpu=True, tpu_name="my-tpu", tpu_zone="us-central1-b", gcp_project="proj", num_tpu_cores=8)
+    assert hardware.select_strategy(settings, tpu_runtime=runtime) == "tpu strategy"
     assert runtime.calls == [
         ("resolve", "my-tpu", "us-central1-b", "proj"),
         ("initialize", "resolver"),
         ("strategy", "resolver", None),  # all cores: TPUStrategy's own layout
     ]
     runtime = FakeTpuRuntime()
-    master_only = train.TpuSettings(use_tpu=True, master="grpc://10.0.0.2:8470", num_tpu_cores=4)
-    train.select_strategy(master_only, tpu_runtime=runtime)
+    master_only = hardware.TpuSettings(use_tpu=True, master="grpc://10.0.0.2:8470", num_tpu_cores=4)
+    hardware.select_strategy(master_only, tpu_runtime=runtime)
     assert runtime.calls[0] == ("resolve", "grpc://10.0.0.2:8470", None, None)
     assert ("device_assignment", 4) in runtime.calls and runtime.calls[-1] == ("strategy", "resolver", "first 4 cores")
     with pytest.raises(ValueError, match="num_tpu_cores=16, but the TPU has 8 cores"):
-        train.select_strategy(dataclasses.replace(settings, num_tpu_cores=16), tpu_runtime=FakeTpuRuntime())
+        hardware.select_strategy(dataclasses.replace(settings, num_tpu_cores=16), tpu_runtime=FakeTpuRuntime())
 
 
 def test_steps_per_execution_groups_same_shape_batches_within_checkpoints():
@@ -134,7 +137,7 @@ def test_steps_per_execution_groups_same_shape_batches_within_checkpoints():
         for i, n in enumerate(rng.integers(3, 40, 1000))
     ]
     buckets = features.bucket_lengths(64)
-    settings = train.LoopSettings(batch_size=8, num_epochs=2, save_checkpoints_steps=12, drop_remainder=True, steps_per_execution=4)
+    plan = features.BatchPlan([len(e) for e in examples], 8, buckets, num_epochs=2, seed=42, drop_remainder=True, group=4)
     groups = []
 
     class RecordingStep:
@@ -154,11 +157,11 @@ def test_steps_per_execution_groups_same_shape_batches_within_checkpoints():
         def save(self, step, *args):
             self.saved.append(step)
 
-    tagger = model.build_tagger(model.EncoderConfig(40, 8, 1, 2, 16, 64, dropout=0.0), 2)
-    optimizer = train.make_optimizer(1e-3, 10, 0)
+    tagger = model.build_tagger(EncoderConfig(40, 8, 1, 2, 16, 64, dropout=0.0), 2)
+    optimizer = optimizers.make_optimizer(1e-3, 10, 0)
     checkpoints = NoCheckpoints()
-    state = train.run_training(tagger, optimizer, RecordingStep(), examples, settings, buckets, 0, checkpoints, [])
-    per_epoch = train.steps_per_epoch(examples, settings, buckets)
+    state = loop.run_training(tagger, optimizer, RecordingStep(), examples, plan, 0, checkpoints, [], 12, steps_per_execution=4)
+    per_epoch = plan.steps_per_epoch
     assert state.step == 2 * per_epoch == sum(len(g) for g in groups)
     assert all(len(g) <= 4 and len(set(g)) == 1 for g in groups), "one shape per execution"
     assert all(shape[0] == 8 for g in groups for shape in g), "static batch size"
@@ -175,15 +178,17 @@ MIRRORED_SCRIPT = textwrap.dedent(
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
-    from bner import features, model, train
+    from bner import features, model, steps
+    from bner import optimizer as optimizers
+    from bner.metadata import EncoderConfig
     replicas = int(sys.argv[1])
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if replicas == 2 else tf.distribute.get_strategy()
     keras.utils.set_random_seed(0)
     with strategy.scope():
-        tagger = model.build_tagger(model.EncoderConfig(40, 16, 1, 2, 32, 32, dropout=0.0), 3)
-        optimizer = train.make_optimizer(1e-2, 10, 0)
+        tagger = model.build_tagger(EncoderConfig(40, 16, 1, 2, 32, 32, dropout=0.0), 3)
+        optimizer = optimizers.make_optimizer(1e-2, 10, 0)
         optimizer.build(tagger.trainable_variables)
-    step = train.TensorFlowStep(tagger, optimizer, strategy, clip_norm=0.05)
+    step = steps.TensorFlowStep(tagger, optimizer, strategy, clip_norm=0.05)
     rng = np.random.default_rng(0)
     ids = rng.integers(5, 40, (6, 12)).astype(np.int32)
     labels = rng.integers(-1, 3, (6, 12)).astype(np.int32)
@@ -241,7 +246,7 @@ def test_killed_run_resumes_to_the_same_total_steps(tiny_model, tmp_path):
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     interrupted_at = int(read_json(pointer)["checkpoints"][-1][5:14])
-    assert not (out / "run.json").exists()
+    assert read_json(out / "run.json")["status"] == "running"
 
     result = run_task(*flags)
     assert "resuming from" in result.stdout
@@ -251,4 +256,5 @@ def test_killed_run_resumes_to_the_same_total_steps(tiny_model, tmp_path):
     assert 0 < interrupted_at < planned and interrupted_at % per_epoch
     assert record["training"]["steps"] == planned
     assert [h["epoch"] for h in record["training"]["history"]][-1] == 3
+    assert record["status"] == "finished" and record["training"]["resumed_from_step"] == interrupted_at
     assert (out / "export" / "bner" / "1" / "saved_model.pb").exists()
