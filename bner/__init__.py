@@ -1,3 +1,29 @@
-"""bner: BERT named-entity recognition, from CoNLL files to an HTTPS API."""
+"""bner: BERT named-entity recognition, from CoNLL files to an HTTPS API.
+
+    import bner
+    tagger = bner.load("runs/sample/export/bner")      # or a trained-model folder, a run folder, gs://...
+    tagger("Angela Merkel flew to Paris.")             # entities with character offsets
+
+    config = bner.TrainConfig.from_settings(pretrained_model="path/to/bert", output_dir="runs/x")
+    result = bner.train(config)                        # steps, scores, paths
+
+Importing bner is cheap: TensorFlow and Keras load only when a model does.
+"""
+
+from bner.config import TrainConfig
 
 __version__ = "0.1.0"
+__all__ = ["Tagger", "TrainConfig", "TrainResult", "load", "train"]
+
+
+def __getattr__(name: str):
+    # The heavy parts load on first use (PEP 562), so `import bner` stays fast.
+    if name in ("load", "Tagger"):
+        from bner import tagger
+
+        return getattr(tagger, name)
+    if name in ("train", "TrainResult"):
+        from bner import training
+
+        return getattr(training, name)
+    raise AttributeError(f"module 'bner' has no attribute {name!r}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from bner import io
 
@@ -45,55 +45,48 @@ class Span:
 # ---------------------------------------------------------------- reading and writing
 
 
-def parse_conll(text: str, source: str = "<string>", require_tags: bool = True) -> list[Sentence]:
-    """Sentences of a CoNLL text. ``source`` names the file in error messages."""
-    sentences: list[Sentence] = []
-    words: list[str] = []
-    tags: list[str] = []
-    document = 0
-    first_line = 0
-    columns = None
+def conll_rows(
+    text: str, source: str = "<string>", min_columns: int = 2, expected: str = "a word and a tag", same_columns: bool = True
+) -> Iterator[tuple[int, int, list[tuple[int, list[str]]]]]:
+    """``(document, first line, [(line number, fields), ...])`` for each sentence of a CoNLL text.
 
-    def flush():
-        nonlocal words, tags
-        if words:
-            sentences.append(Sentence(tuple(words), tuple(tags), document, first_line))
-        words, tags = [], []
-
+    The one reader of CoNLL lines (data files and conlleval's prediction files alike):
+    blank lines end sentences, ``-DOCSTART-`` lines start documents, and every token line
+    has at least ``min_columns`` columns (``expected`` says what they are), and with
+    ``same_columns`` as many as the first.
+    """
     if text.startswith("\ufeff"):
         text = text[1:]
+    document, rows, columns = 0, [], None
     for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line:
-            flush()
+        fields = raw.split()
+        if not fields or fields[0] == "-DOCSTART-":
+            if rows:
+                yield document, rows[0][0], rows
+            rows = []
+            document += 1 if fields else 0
             continue
-        fields = line.split()
-        if fields[0] == "-DOCSTART-":
-            flush()
-            document += 1
-            continue
+        if len(fields) < min_columns:
+            raise CorpusError(f"{source}:{number}: expected {expected} separated by a space or tab, got {raw!r}")
+        if columns is None:
+            columns = len(fields)
+        elif same_columns and len(fields) != columns:
+            raise CorpusError(f"{source}:{number}: expected {columns} columns like the lines before, got {len(fields)} in {raw!r}")
+        rows.append((number, fields))
+    if rows:
+        yield document, rows[0][0], rows
+
+
+def parse_conll(text: str, source: str = "<string>", require_tags: bool = True) -> list[Sentence]:
+    """Sentences of a CoNLL text. ``source`` names the file in error messages."""
+    sentences = []
+    for document, first_line, rows in conll_rows(text, source, 2 if require_tags else 1, same_columns=require_tags):
         if require_tags:
-            if len(fields) < 2:
-                raise CorpusError(
-                    f"{source}:{number}: expected a word and a tag separated by a space or tab, "
-                    f"got {raw!r}"
-                )
-            if columns is None:
-                columns = len(fields)
-            elif len(fields) != columns:
-                raise CorpusError(
-                    f"{source}:{number}: expected {columns} columns like the lines before, "
-                    f"got {len(fields)} in {raw!r}"
-                )
-            tag = fields[-1]
-            check_tag(tag, f"{source}:{number}")
-        else:
-            tag = OUTSIDE
-        if not words:
-            first_line = number
-        words.append(fields[0])
-        tags.append(tag)
-    flush()
+            for number, fields in rows:
+                check_tag(fields[-1], f"{source}:{number}")
+        words = tuple(fields[0] for _, fields in rows)
+        tags = tuple(fields[-1] for _, fields in rows) if require_tags else (OUTSIDE,) * len(rows)
+        sentences.append(Sentence(words, tags, document, first_line))
     return sentences
 
 

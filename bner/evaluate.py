@@ -118,31 +118,28 @@ def format_report(scores: Scores) -> str:
     return "\n".join(lines) + "\n"
 
 
+def format_summary(scores: Scores) -> str:
+    """Overall entity scores and a per-type table, as the command line shows them."""
+    o = scores.overall
+    lines = [
+        f"entity precision {100 * o.precision:.2f}  recall {100 * o.recall:.2f}  F1 {100 * scores.f1:.2f}",
+        f"  {'type':<16} {'precision':>9} {'recall':>7} {'F1':>7} {'support':>8}",
+    ]
+    for entity_type, c in scores.per_type.items():
+        lines.append(f"  {entity_type:<16} {100 * c.precision:9.2f} {100 * c.recall:7.2f} {100 * c.f1:7.2f} {c.gold:8d}")
+    return "\n".join(lines)
+
+
 def read_predictions(path: str) -> tuple[list[list[str]], list[list[str]]]:
     """Gold and predicted tag sequences from a file in conlleval's input format."""
     gold, predicted = [], []
-    gold_tags: list[str] = []
-    predicted_tags: list[str] = []
-    text = io.read_text(path)
-    for number, raw in enumerate(text.splitlines(), start=1):
-        fields = raw.split()
-        if not fields or fields[0] == "-DOCSTART-":
-            if gold_tags:
-                gold.append(gold_tags)
-                predicted.append(predicted_tags)
-                gold_tags, predicted_tags = [], []
-            continue
-        if len(fields) < 3:
-            raise corpus.CorpusError(
-                f"{path}:{number}: expected a word, a gold tag and a predicted tag, got {raw!r}"
-            )
-        for tag in fields[-2:]:
-            corpus.check_tag(tag, f"{path}:{number}")
-        gold_tags.append(fields[-2])
-        predicted_tags.append(fields[-1])
-    if gold_tags:
-        gold.append(gold_tags)
-        predicted.append(predicted_tags)
+    expected = "a word, a gold tag and a predicted tag"
+    for _, _, rows in corpus.conll_rows(io.read_text(path), path, min_columns=3, expected=expected):
+        for number, fields in rows:
+            for tag in fields[-2:]:
+                corpus.check_tag(tag, f"{path}:{number}")
+        gold.append([fields[-2] for _, fields in rows])
+        predicted.append([fields[-1] for _, fields in rows])
     return gold, predicted
 
 

@@ -14,17 +14,12 @@ the probability of the chosen label) and ``logits``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 
-import keras
-
 from bner import io
-from bner.checkpoints import load_tagger
-from bner.metadata import METADATA_FILE, TOKENIZER_FILE, write_metadata
-
-SIGNATURE = "serving_default"
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+from bner.metadata import INPUTS, METADATA_FILE, SIGNATURE, TOKENIZER_FILE, read_metadata, write_metadata
 
 
 def versions(model_base: str) -> list[int]:
@@ -47,21 +42,61 @@ def next_version(model_base: str) -> int:
     return max(_numbered(model_base), default=0) + 1
 
 
+def model_digest(model_folder: str) -> str:
+    """SHA-256 of a trained-model folder's weights: the same digest means the same model."""
+    from bner.model_folder import WEIGHTS_FILE
+
+    return hashlib.sha256(io.read_bytes(io.join(model_folder, WEIGHTS_FILE))).hexdigest()
+
+
+def existing_export(model_folder: str, export_dir: str, model_name: str) -> str | None:
+    """The latest version already exported from exactly this model, if there is one."""
+    found = versions(io.join(export_dir, model_name))
+    if not found:
+        return None
+    latest = io.join(export_dir, model_name, str(found[-1]))
+    try:
+        exported = read_metadata(latest).training.get("export", {}).get("model_sha256")
+    except ValueError:
+        return None
+    return latest if exported == model_digest(model_folder) else None
+
+
 def export_tagger(model_folder: str, export_dir: str, model_name: str, version: int | None = None) -> str:
     """Export the tagger saved in ``model_folder``; returns the version folder's path."""
+    import keras
     import tensorflow as tf
+
+    from bner import model_folder as folders
 
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError("exporting a SavedModel needs KERAS_BACKEND=tensorflow (weights trained under JAX load there)")
     previous = keras.mixed_precision.dtype_policy()
     keras.mixed_precision.set_dtype_policy("float32")  # exports compute in float32 on any serving hardware
     try:
-        model, metadata, tokenizer = load_tagger(model_folder)
+        model, metadata, tokenizer = folders.load(model_folder)
     finally:
         keras.mixed_precision.set_dtype_policy(previous)
+    module = serving_module(model)
+    base = io.join(export_dir, model_name)
+    version = version or next_version(base)
+    final = io.join(base, str(version))
+    export_facts = {"model_name": model_name, "version": version, "signature": SIGNATURE, "inputs": list(INPUTS),
+                    "model_sha256": model_digest(model_folder)}
+    exported = dataclasses.replace(metadata, training={**metadata.training, "export": export_facts})
+    # metadata.json is published last: readers count a version only once it is there.
+    with io.staged_directory(final, publish_last=("saved_model.pb", METADATA_FILE)) as staging:
+        tf.saved_model.save(module, staging, signatures={SIGNATURE: module.serve})
+        tokenizer.save(os.path.join(staging, TOKENIZER_FILE))
+        write_metadata(exported, staging)
+    return final
+
+
+def serving_module(model):
+    """A plain ``tf.Module`` holding only the model's variables: half the size of Keras' own export."""
+    import tensorflow as tf
 
     class Serving(tf.Module):
-        # A plain module that holds only the variables: half the size of Keras' own export.
         def __init__(self):
             super().__init__()
             self.weights = [w.value if hasattr(w, "value") else w for w in model.weights]
@@ -79,23 +114,7 @@ def export_tagger(model_folder: str, export_dir: str, model_name: str, version: 
                 "logits": logits,
             }
 
-    module = Serving()
-    base = io.join(export_dir, model_name)
-    version = version or next_version(base)
-    final = io.join(base, str(version))
-    exported = dataclasses.replace(
-        metadata,
-        training={
-            **metadata.training,
-            "export": {"model_name": model_name, "version": version, "signature": SIGNATURE, "inputs": list(INPUTS)},
-        },
-    )
-    # metadata.json is published last: readers count a version only once it is there.
-    with io.staged_directory(final, publish_last=("saved_model.pb", METADATA_FILE)) as staging:
-        tf.saved_model.save(module, staging, signatures={SIGNATURE: module.serve})
-        tokenizer.save(os.path.join(staging, TOKENIZER_FILE))
-        write_metadata(exported, staging)
-    return final
+    return Serving()
 
 
 def latest_export(model_base: str) -> str:

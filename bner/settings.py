@@ -2,26 +2,64 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.abc
+import importlib.machinery
 import os
 import sys
 import tempfile
 
 
-def configure_environment() -> None:
+def configure_environment(quiet: bool = True) -> None:
     # Keras picks its backend at import; TensorFlow is the default (export needs it).
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if quiet:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def import_tensorflow_quietly() -> None:
+def import_tensorflow_quietly(without_keras: bool = False) -> None:
     """Import TensorFlow and start its devices with native stderr captured.
 
     TensorFlow's C++ start-up lines (CUDA probing on CPU-only machines, oneDNN notes)
     are written before its logging settings take effect, so no environment variable
     hides them. They are shown after all if the import fails.
+
+    ``without_keras`` (serving an export): TensorFlow imports Keras' optimizers eagerly
+    at start-up, for SavedModels that Keras wrote; bner's exports are plain ``tf.Module``
+    graphs, so Keras is kept out of the import and stays importable afterwards.
     """
     if "tensorflow" in sys.modules or os.environ.get("KERAS_BACKEND") not in (None, "tensorflow"):
         return
+    with _keras_absent() if without_keras and "keras" not in sys.modules else contextlib.nullcontext():
+        _import_tensorflow()
+
+
+class _KerasAbsent(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Makes ``import keras`` fail with ImportError, which TensorFlow's start-up tolerates."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "keras" or name.startswith("keras."):
+            return importlib.machinery.ModuleSpec(name, self)  # no origin: TensorFlow then adds no keras path
+        return None
+
+    def create_module(self, spec):
+        raise ImportError(f"{spec.name} is not loaded while TensorFlow starts for serving")
+
+    def exec_module(self, module):
+        raise ImportError(module.__name__)
+
+
+@contextlib.contextmanager
+def _keras_absent():
+    finder = _KerasAbsent()
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+
+
+def _import_tensorflow() -> None:
     # A multi-worker job configures collective ops before TensorFlow starts its devices.
     start_devices = not os.environ.get("TF_CONFIG")
     sys.stderr.flush()

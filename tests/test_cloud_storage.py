@@ -22,6 +22,7 @@ if importlib.util.find_spec("gcsfs") is None:  # imported only once the emulator
 emulator = pytest.importorskip("gcp_storage_emulator.server")
 
 from bner import export, io, model  # noqa: E402
+from bner import pretrained as checkpoints  # noqa: E402
 from tests import bert_fixtures as bf  # noqa: E402
 from tests.cli import run_task, tiny_training_flags  # noqa: E402
 
@@ -117,10 +118,10 @@ def test_train_export_and_serve_with_gs_paths(bucket, tiny_model, synthetic_data
         server.terminate()
         server.wait(timeout=30)
 
-    # Running the same command again resumes from the bucket's checkpoints and exports version 2.
+    # Running the same command again finds the finished run in the bucket: nothing to train, no second export.
     again = run_task(*flags)
-    assert "resuming from" in again.stdout + again.stderr
-    assert export.versions(io.join(run_url, "export", "bner")) == [1, 2]
+    assert "holds this run, finished: nothing to train" in again.stdout
+    assert export.versions(io.join(run_url, "export", "bner")) == [1]
 
 
 def test_google_trio_flags_read_from_gs(bucket, tmp_path):
@@ -128,7 +129,7 @@ def test_google_trio_flags_read_from_gs(bucket, tmp_path):
     weights = bf.random_bert_weights(config)
     bf.write_google_checkpoint(tmp_path, config, weights)
     remote = upload(tmp_path, f"{bucket}/google/tiny")
-    pretrained = model.locate_pretrained(
+    pretrained = checkpoints.locate_pretrained(
         bert_config_file=f"{remote}/bert_config.json", init_checkpoint=f"{remote}/bert_model.ckpt", vocab_file=f"{remote}/vocab.txt"
     )
     encoder = model.build_encoder(pretrained.config)

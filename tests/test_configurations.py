@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from absl import flags
 
-from bner.ner import task
+from bner.ner import flags as task_flags
 
 yaml = pytest.importorskip("yaml")
 
@@ -53,7 +53,7 @@ TPU_VM_MACHINE = re.compile(r"ct5lp-hightpu-(\d)t")
 CAMEL_CASE = re.compile(r"[a-z][a-zA-Z0-9]*")
 FLAG_ARG = re.compile(r"--([a-z][a-z0-9_]*)=(.*)", re.DOTALL)
 PATH_FLAGS = ("data_dir", "output_dir", "pretrained_model", "export_dir", "bert_config_file", "vocab_file", "init_checkpoint", "predict_file")
-TASK_FLAGS = {f.name for f in flags.FLAGS.get_key_flags_for_module(task)}
+TASK_FLAGS = {f.name for f in flags.FLAGS.get_key_flags_for_module(task_flags)}
 
 # Placeholders one sed line fills in (docs/cloud.md).
 IMAGE_PREFIX = "REGION-docker.pkg.dev/PROJECT_ID/bner/bner-train:"

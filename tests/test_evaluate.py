@@ -67,4 +67,4 @@ def test_cli_reports_malformed_input_in_one_line(tmp_path):
     path.write_text("Peter I-PER\n")
     result = subprocess.run([sys.executable, "-m", "bner.evaluate", str(path)], capture_output=True, text=True)
     assert result.returncode == 2
-    assert result.stderr.strip() == f"error: {path}:1: expected a word, a gold tag and a predicted tag, got 'Peter I-PER'"
+    assert result.stderr.strip() == f"error: {path}:1: expected a word, a gold tag and a predicted tag separated by a space or tab, got 'Peter I-PER'"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -85,14 +86,22 @@ def test_two_workers_train_like_one_process_and_only_the_chief_writes(tiny_model
     assert read_json(shared / "eval_results.json")["f1"] == pytest.approx(read_json(single / "eval_results.json")["f1"], abs=0.02)
 
     # The chief's export loads and labels text.
-    from bner.serving.backends import SavedModelBackend
+    import bner
 
-    backend = SavedModelBackend(str(shared / "export" / "bner"))
-    assert backend.metadata.labels == read_json(single / "model" / "metadata.json")["labels"]
+    tagger = bner.load(str(shared / "export" / "bner"))
+    assert tagger.labels == read_json(single / "model" / "metadata.json")["labels"]
 
-    # Run again with more epochs: both workers resume from the chief's checkpoint.
-    more = [f for f in common if not f.startswith("--num_train_epochs")] + ["--num_train_epochs=3"]
-    resumed = run_two_workers(tiny_training_flags(tiny_model, small_data, str(shared), *more))
+    # Interrupted after a mid-run checkpoint (the last one and the finished model gone), then run
+    # again with the same flags: both workers resume from the chief's checkpoint and finish the run.
+    record = read_json(shared / "run.json")
+    record["status"] = "running"
+    (shared / "run.json").write_text(json.dumps(record))
+    pointer = read_json(shared / "checkpoints" / "checkpoint.json")
+    (shared / "checkpoints" / "checkpoint.json").write_text(json.dumps({"checkpoints": pointer["checkpoints"][:-1]}))
+    shutil.rmtree(shared / "model")
+    resumed = run_two_workers(tiny_training_flags(tiny_model, small_data, str(shared), *common))
     for result in resumed:
         assert "resuming from" in result.stdout
-    assert read_json(shared / "run.json")["training"]["steps"] == steps * 3 // 2
+        assert f"trained to step {steps} " in result.stdout
+    assert read_json(shared / "run.json")["training"]["steps"] == steps
+    assert read_json(shared / "run.json")["training"]["resumed_from_step"] < steps

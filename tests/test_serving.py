@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from bner import corpus
 from bner.serving.app import ServingSettings, create_app
-from bner.serving.backends import SavedModelBackend, TFServingBackend
+from bner.tagger import load
 from tests.cli import run_task, tiny_training_flags
 from tests.conftest import write_synthetic_data
 from tests.tf_serving import running_prediction_service, stop_prediction_service
@@ -26,16 +26,16 @@ def export(tiny_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def backend(export):
-    return SavedModelBackend(export[2])
+def tagger(export):
+    return load(export[2])
 
 
-def client_for(backend, **overrides) -> TestClient:
-    return TestClient(create_app(ServingSettings(**overrides), backend=backend))
+def client_for(tagger, **overrides) -> TestClient:
+    return TestClient(create_app(ServingSettings(**overrides), tagger=tagger))
 
 
-def test_health_ready_docs_and_page(backend):
-    with client_for(backend) as client:
+def test_health_ready_docs_and_page(tagger):
+    with client_for(tagger) as client:
         assert client.get("/api/ner/health").json() == {"status": "ok"}
         ready = client.get("/api/ner/ready").json()
         assert ready["status"] == "ready" and ready["entity_types"] == ["LOC", "ORG", "PER"]
@@ -45,8 +45,8 @@ def test_health_ready_docs_and_page(backend):
         assert page.status_code == 200 and "<textarea" in page.text
 
 
-def test_recognize_one_text_and_several(backend):
-    with client_for(backend) as client:
+def test_recognize_one_text_and_several(tagger):
+    with client_for(tagger) as client:
         one = client.post("/api/ner/recognize", json={"text": "Anna Kowalski visited Lisbon ."}).json()
         assert [(e["text"], e["type"], e["start"], e["end"]) for e in one["entities"]] == [
             ("Anna Kowalski", "PER", 0, 13), ("Lisbon", "LOC", 22, 28)
@@ -60,9 +60,9 @@ def test_recognize_one_text_and_several(backend):
         assert "entities" not in many
 
 
-def test_offsets_are_exact_for_accents_emoji_cjk_marks_and_whitespace(backend):
+def test_offsets_are_exact_for_accents_emoji_cjk_marks_and_whitespace(tagger):
     text = "Zoë\u00a0🙂  Anna\tKowalski  visited 東京 e\u0301 and   Lisbon 🇵🇹 ."
-    with client_for(backend) as client:
+    with client_for(tagger) as client:
         body = client.post("/api/ner/recognize", json={"text": text, "include_tokens": True}).json()
     result = body["results"][0]
     for item in result["entities"] + result["tokens"]:
@@ -71,17 +71,17 @@ def test_offsets_are_exact_for_accents_emoji_cjk_marks_and_whitespace(backend):
     assert ("Lisbon", "LOC") in {(e["text"], e["type"]) for e in result["entities"]}
 
 
-def test_a_10000_character_text_gets_entities_from_its_end(backend):
+def test_a_10000_character_text_gets_entities_from_its_end(tagger):
     text = ("the " * 2500)[:9980] + " Anna Kowalski visited Lisbon today ."
     assert len(text) >= 10_000
-    with client_for(backend) as client:
+    with client_for(tagger) as client:
         entities = client.post("/api/ner/recognize", json={"text": text}).json()["entities"]
     assert [(e["text"], e["type"]) for e in entities][-2:] == [("Anna Kowalski", "PER"), ("Lisbon", "LOC")]
     assert entities[-1]["start"] > 9_900
 
 
-def test_errors_and_limits(backend):
-    with client_for(backend, max_text_chars=50, max_texts=3, max_body_bytes=5_000) as client:
+def test_errors_and_limits(tagger):
+    with client_for(tagger, max_text_chars=50, max_texts=3, max_body_bytes=5_000) as client:
         post = client.post
         assert post("/api/ner/recognize", json={"text": "x" * 51}).status_code == 413
         assert post("/api/ner/recognize", json={"texts": ["a"] * 4}).status_code == 413
@@ -94,20 +94,20 @@ def test_errors_and_limits(backend):
         assert post("/api/ner/recognize", json={"text": ""}).json()["entities"] == []
 
 
-def test_api_key_and_cors(backend):
-    with client_for(backend, api_key="s3cret") as client:
+def test_api_key_and_cors(tagger):
+    with client_for(tagger, api_key="s3cret") as client:
         assert client.post("/api/ner/recognize", json={"text": "Oslo"}).status_code == 401
         assert client.post("/api/ner/recognize", json={"text": "Oslo"}, headers={"X-API-Key": "wrong"}).status_code == 401
         assert client.post("/api/ner/recognize", json={"text": "Oslo"}, headers={"X-API-Key": "s3cret"}).status_code == 200
         assert client.get("/api/ner/health").status_code == 200  # probes need no key
         assert "access-control-allow-origin" not in client.get("/api/ner/health", headers={"Origin": "https://a.example"}).headers
-    with client_for(backend, cors_origins=("https://a.example",)) as client:
+    with client_for(tagger, cors_origins=("https://a.example",)) as client:
         headers = client.get("/api/ner/health", headers={"Origin": "https://a.example"}).headers
         assert headers["access-control-allow-origin"] == "https://a.example"
 
 
-def test_concurrent_requests_share_model_calls(backend):
-    app = create_app(ServingSettings(max_batch_size=64, max_wait_ms=50), backend=backend)
+def test_concurrent_requests_share_model_calls(tagger):
+    app = create_app(ServingSettings(max_batch_size=64, max_wait_ms=50), tagger=tagger)
     texts = [f"{name} visited {city} ." for name, city in zip(["Anna", "Boris", "Chen", "Dara"] * 5, ["Oslo", "Lima", "Quito", "Perth", "Dakar"] * 4)]
 
     async def run_all():
@@ -128,8 +128,8 @@ def test_concurrent_requests_share_model_calls(backend):
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.one_of(st.text(max_size=300), st.lists(st.text(max_size=40), max_size=5)))
-def test_no_input_produces_a_server_error(backend, value):
-    with client_for(backend) as client:
+def test_no_input_produces_a_server_error(tagger, value):
+    with client_for(tagger) as client:
         body = {"texts": value} if isinstance(value, list) else {"text": value}
         response = client.post("/api/ner/recognize", json=body)
         assert response.status_code == 200
@@ -138,13 +138,13 @@ def test_no_input_produces_a_server_error(backend, value):
                 assert result["text"][e["start"] : e["end"]] == e["text"]
 
 
-def test_served_entities_equal_word_level_evaluation(export, backend):
+def test_served_entities_equal_word_level_evaluation(export, tagger):
     """Raw text in (words joined by spaces) → the same entities as --do_eval's predictions."""
     root, data, _ = export
     gold = corpus.read_conll(os.path.join(data, "test.conll"))
     evaluated = corpus.parse_conll((root / "out" / "test_results.tsv").read_text())
     texts = [" ".join(s.words) for s in gold]
-    with client_for(backend) as client:
+    with client_for(tagger) as client:
         results = client.post("/api/ner/recognize", json={"texts": texts}).json()["results"]
     for sentence, text, result in zip(evaluated, texts, results):
         starts = {}
@@ -158,15 +158,15 @@ def test_served_entities_equal_word_level_evaluation(export, backend):
         assert served == predicted, text
 
 
-def test_grpc_backend_gives_identical_entities_and_recovers(export, backend):
+def test_grpc_backend_gives_identical_entities_and_recovers(export, tagger):
     _, _, model_dir = export
     texts = ["Anna Kowalski visited Lisbon .", "Acme  works for\tBoris in Oslo today", "", "the " * 200 + "Chen Rossi from Lima ."]
-    with client_for(backend) as client:
+    with client_for(tagger) as client:
         expected = client.post("/api/ner/recognize", json={"texts": texts}).json()["results"]
     base = os.path.dirname(model_dir)
     with running_prediction_service(base) as (host, port, process):
-        grpc_backend = TFServingBackend(model_dir, host, port, "bner", timeout_seconds=5)
-        with client_for(grpc_backend) as client:
+        grpc_tagger = load(model_dir, host=host, port=port, model_name="bner", timeout_seconds=5)
+        with client_for(grpc_tagger) as client:
             assert client.get("/api/ner/ready").json()["backend"] == "tf-serving"
             assert client.post("/api/ner/recognize", json={"texts": texts}).json()["results"] == expected
             stop_prediction_service(process)
@@ -188,15 +188,20 @@ def test_settings_from_the_original_environment_variables():
 
 
 def test_model_dir_may_be_the_folder_of_versions(tmp_path):
-    from bner.serving.backends import metadata_path, resolve_version
+    from bner.tagger import locate
 
     for name in ("1", "3", ".tmp-ab12-4"):
         (tmp_path / "bner" / name).mkdir(parents=True)
         (tmp_path / "bner" / name / "metadata.json").write_text("{}")
-    assert resolve_version(str(tmp_path / "bner")) == str(tmp_path / "bner" / "3")
-    assert metadata_path(str(tmp_path / "bner" / "1")) == str(tmp_path / "bner" / "1" / "metadata.json")
-    with pytest.raises(FileNotFoundError, match="neither an export version folder"):
-        resolve_version(str(tmp_path))
+        (tmp_path / "bner" / name / "saved_model.pb").write_bytes(b"")
+    assert locate(str(tmp_path / "bner")) == ("export", str(tmp_path / "bner" / "3"))
+    assert locate(str(tmp_path / "bner" / "1")) == ("export", str(tmp_path / "bner" / "1"))
+    assert locate(str(tmp_path / "bner" / "1" / "metadata.json")) == ("export", str(tmp_path / "bner" / "1"))
+    (tmp_path / "run" / "export").mkdir(parents=True)
+    (tmp_path / "bner").rename(tmp_path / "run" / "export" / "bner")
+    assert locate(str(tmp_path / "run")) == ("export", str(tmp_path / "run" / "export" / "bner" / "3"))
+    with pytest.raises(FileNotFoundError, match="not a bner model"):
+        locate(str(tmp_path))
 
 
 def test_worker_listener_gives_connections_tcp_nodelay():

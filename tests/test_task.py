@@ -115,9 +115,9 @@ np.save(sys.argv[3], out["label_ids"].numpy())
 
 def test_export_reloads_in_a_fresh_process_with_the_trained_predictions(trained, tmp_path):
     _, _, out, _ = trained
-    from bner.checkpoints import load_tagger
+    from bner import model_folder
 
-    tagger, meta, tokenizer = load_tagger(str(out / "model"))
+    tagger, meta, tokenizer = model_folder.load(str(out / "model"))
     rng = np.random.default_rng(0)
     ids = rng.integers(5, 40, size=(3, 17)).astype(np.int32)
     ids[1, 9:] = 0
@@ -135,11 +135,11 @@ def test_export_reloads_in_a_fresh_process_with_the_trained_predictions(trained,
     assert (exported[mask == 1] == expected[mask == 1]).all()
 
 
-def test_export_again_makes_a_new_version(trained):
+def test_export_again_reuses_the_version_of_the_same_model(trained):
     _, _, out, _ = trained
     result = run_task(f"--output_dir={out}", "--do_export")
-    assert "export/bner/2" in result.stdout
-    assert not [n for n in os.listdir(out / "export" / "bner") if n.startswith(".tmp")]
+    assert "export/bner/1 is already an export of this model" in result.stdout
+    assert sorted(os.listdir(out / "export" / "bner")) == ["1"]
 
 
 @pytest.mark.parametrize(

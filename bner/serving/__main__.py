@@ -40,7 +40,7 @@ def settings_from_args(args: argparse.Namespace):
 def app_factory():
     """uvicorn's factory for worker processes: settings travel in the environment."""
     configure_environment()
-    import_tensorflow_quietly()
+    import_tensorflow_quietly(without_keras=True)
     from bner.serving.app import ServingSettings, create_app
 
     return create_app(ServingSettings.from_env())
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import uvicorn
 
-    import_tensorflow_quietly()  # before anything imports Keras, which imports TensorFlow
+    import_tensorflow_quietly(without_keras=True)  # serving runs a SavedModel: TensorFlow, no Keras
     settings = settings_from_args(args)
     if args.workers > 1:
         # Each worker builds its own app from the environment.
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"bner: serving {settings.model_name} ({app.state.backend.name}) on http://{args.host}:{args.port}", flush=True)
+    print(f"bner: serving {settings.model_name} ({app.state.tagger.backend.name}) on http://{args.host}:{args.port}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 

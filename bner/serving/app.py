@@ -1,7 +1,8 @@
 """The FastAPI application: ``POST /api/ner/recognize`` and friends.
 
-A thin layer: requests are validated here, texts go through the micro-batcher to
-:func:`bner.predict.tag_texts` with the chosen backend, and results come back as JSON.
+A thin layer: requests are validated here, texts go through the micro-batcher to a
+:class:`bner.tagger.Tagger` (in-process SavedModel or TensorFlow Serving), and results
+come back as JSON. Importing it imports neither Keras nor TensorFlow.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from bner import features, predict
-from bner.serving.backends import BackendUnavailable
+from bner.backends import BackendUnavailable
+from bner.metadata import SIGNATURE
 from bner.serving.batching import MicroBatcher
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class ServingSettings:
     model_name: str = "bner"  # MODEL_NAME
     model_version: int | None = None  # MODEL_VERSION
     model_version_label: str | None = None  # MODEL_VERSION_LABEL
-    signature_name: str = "serving_default"  # SIGNATURE_NAME
+    signature_name: str = SIGNATURE  # SIGNATURE_NAME
     backend_timeout_seconds: float = 10.0  # BNER_BACKEND_TIMEOUT
     max_batch_size: int = 16  # BNER_MAX_BATCH_SIZE: texts per model call (larger batches pad more: measured in bench/serve_load.py)
     max_wait_ms: float = 5.0  # BNER_MAX_WAIT_MS: how long the first text waits for company
@@ -65,7 +66,7 @@ class ServingSettings:
             "model_name": get("MODEL_NAME", str, "bner"),
             "model_version": get("MODEL_VERSION", int),
             "model_version_label": get("MODEL_VERSION_LABEL"),
-            "signature_name": get("SIGNATURE_NAME", str, "serving_default"),
+            "signature_name": get("SIGNATURE_NAME", str, SIGNATURE),
             "backend_timeout_seconds": get("BNER_BACKEND_TIMEOUT", float, 10.0),
             "max_batch_size": get("BNER_MAX_BATCH_SIZE", int, 16),
             "max_wait_ms": get("BNER_MAX_WAIT_MS", float, 5.0),
@@ -79,27 +80,24 @@ class ServingSettings:
         return cls(**values)
 
 
-def make_backend(settings: ServingSettings):
-    from bner.serving import backends
+def make_tagger(settings: ServingSettings):
+    """The tagger the settings name: the export in this process, or TF Serving with the export's metadata."""
+    from bner.tagger import load
 
     if settings.host_name:
         metadata = settings.metadata_file or settings.model_dir
         if not metadata:
             raise ValueError("the TF Serving backend needs METADATA_FILE (the export's metadata.json) or --model_dir")
-        return backends.TFServingBackend(
-            metadata,
-            settings.host_name,
-            settings.grpc_port,
-            settings.model_name,
-            settings.model_version,
-            settings.model_version_label,
-            settings.signature_name,
-            settings.backend_timeout_seconds,
+        return load(
+            metadata, host=settings.host_name, port=settings.grpc_port, model_name=settings.model_name,
+            version=settings.model_version, version_label=settings.model_version_label,
+            signature_name=settings.signature_name, timeout_seconds=settings.backend_timeout_seconds,
+            batch_size=settings.max_batch_size,
         )
     model_dir = settings.model_dir or (os.path.dirname(settings.metadata_file) if settings.metadata_file else None)
     if not model_dir:
         raise ValueError("no model: pass --model_dir (an export version folder) or set MODEL_DIR / METADATA_FILE")
-    return backends.SavedModelBackend(model_dir)
+    return load(model_dir, signature_name=settings.signature_name, batch_size=settings.max_batch_size)
 
 
 # ---------------------------------------------------------------- API schema
@@ -172,17 +170,11 @@ class Metrics:
         self.batch_latency.observe(seconds)
 
 
-def create_app(settings: ServingSettings, backend=None) -> FastAPI:
-    """The service; ``backend`` is built from ``settings`` when not given."""
-    backend = backend or make_backend(settings)
-    metadata = backend.metadata
-    encoder = features.Encoder(backend.tokenizer, metadata.max_seq_length)
+def create_app(settings: ServingSettings, tagger=None) -> FastAPI:
+    """The service; ``tagger`` (a :class:`bner.tagger.Tagger`) is loaded as ``settings`` say when not given."""
+    tagger = tagger or make_tagger(settings)
     metrics = Metrics()
-
-    def process(texts: list[str]) -> list[predict.TaggedText]:
-        return predict.tag_texts(texts, encoder, backend.piece_labels, metadata.labels, settings.max_batch_size)
-
-    batcher = MicroBatcher(process, settings.max_batch_size, settings.max_wait_ms, metrics.observe_batch)
+    batcher = MicroBatcher(tagger.tag_texts, settings.max_batch_size, settings.max_wait_ms, metrics.observe_batch)
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
@@ -194,13 +186,19 @@ def create_app(settings: ServingSettings, backend=None) -> FastAPI:
         description="Named-entity recognition with a fine-tuned BERT. Entities come with character offsets into the request text.",
         version="1",
     )
-    app.state.settings, app.state.backend, app.state.batcher = settings, backend, batcher
+    app.state.settings, app.state.tagger, app.state.batcher = settings, tagger, batcher
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
             allow_headers=["Content-Type", "X-API-Key"],
         )
+    add_limits_and_errors(app, settings, metrics)
+    add_probes_and_metrics(app, settings, tagger, metrics)
+    add_recognize(app, settings, batcher, metrics)
+    return app
 
+
+def add_limits_and_errors(app: FastAPI, settings: ServingSettings, metrics: Metrics) -> None:
     @app.middleware("http")
     async def limits_and_metrics(request: Request, call_next):
         endpoint = request.url.path
@@ -229,6 +227,14 @@ def create_app(settings: ServingSettings, backend=None) -> FastAPI:
         metrics.errors.labels("backend").inc()
         return JSONResponse({"detail": str(error)}, status_code=503, headers={"Retry-After": "1"})
 
+
+def add_probes_and_metrics(app: FastAPI, settings: ServingSettings, tagger, metrics: Metrics) -> None:
+    page_html = resources.files("bner.serving").joinpath("static/index.html").read_text(encoding="utf-8")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page():
+        return page_html
+
     @app.get("/api/ner/health", summary="Liveness: the process is up")
     async def health():
         return {"status": "ok"}
@@ -238,10 +244,10 @@ def create_app(settings: ServingSettings, backend=None) -> FastAPI:
         import asyncio
 
         try:
-            await asyncio.to_thread(backend.check)
+            await asyncio.to_thread(tagger.check)
         except BackendUnavailable as e:
             return JSONResponse({"status": "unavailable", "detail": str(e)}, status_code=503)
-        return {"status": "ready", "model": settings.model_name, "backend": backend.name, "entity_types": metadata.entity_types}
+        return {"status": "ready", "model": settings.model_name, "backend": tagger.backend.name, "entity_types": tagger.entity_types}
 
     @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     async def prometheus_metrics():
@@ -249,6 +255,8 @@ def create_app(settings: ServingSettings, backend=None) -> FastAPI:
 
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+
+def add_recognize(app: FastAPI, settings: ServingSettings, batcher: MicroBatcher, metrics: Metrics) -> None:
     @app.post("/api/ner/recognize", response_model=RecognizeResponse, response_model_exclude_none=True,
               summary="Find the named entities in one text or several")
     async def recognize(body: RecognizeRequest, request: Request):
@@ -277,11 +285,3 @@ def create_app(settings: ServingSettings, backend=None) -> FastAPI:
         if body.text is not None:
             response["entities"] = results[0]["entities"]
         return response
-
-    page_html = resources.files("bner.serving").joinpath("static/index.html").read_text(encoding="utf-8")
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page():
-        return page_html
-
-    return app

@@ -1,24 +1,20 @@
-"""Where the model runs: the exported SavedModel in this process, or TensorFlow Serving over gRPC.
+"""Where the model runs: a Keras model, the exported SavedModel in this process, or TensorFlow Serving over gRPC.
 
-A backend turns a batch of int32 model inputs into per-piece label ids and scores (the
-export's ``label_ids`` and ``scores`` outputs). Everything before and after, from raw
-text to entities, is shared code in :mod:`bner.predict`, so both backends return
-identical entities.
+A backend turns a batch of int32 model inputs (``input_ids``, ``attention_mask``,
+``token_type_ids``: ``[batch, length]``) into per-piece label ids and scores, the
+export's ``label_ids`` and ``scores`` outputs. Everything before and after, from raw
+text to entities, is :class:`bner.tagger.Tagger`'s shared code, so every backend returns
+the same entities. None of them imports Keras unless it runs a Keras model.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import threading
 
 import numpy as np
-import tokenizers
 
 from bner import io
-from bner.checkpoints import load_tokenizer
-from bner.export import INPUTS, SIGNATURE
-from bner.metadata import read_metadata
+from bner.metadata import INPUTS, SIGNATURE
 
 log = logging.getLogger(__name__)
 OUTPUTS = ("label_ids", "scores")
@@ -28,44 +24,60 @@ class BackendUnavailable(RuntimeError):
     """The model cannot answer now (server down, timing out); the request may be retried."""
 
 
-def metadata_path(path: str) -> str:
-    return path if path.endswith(".json") else io.join(resolve_version(path), "metadata.json")
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=-1, keepdims=True)
 
 
-def resolve_version(path: str) -> str:
-    """An export version folder; given the model folder TF Serving watches, its latest version."""
-    if path.endswith(".json") or io.exists(io.join(path, "metadata.json")):
-        return path
-    from bner.export import latest_export
+def labels_from_logits(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The exported signature's ``label_ids`` and ``scores``, computed from logits."""
+    probabilities = softmax(np.asarray(logits, dtype=np.float32))
+    ids = probabilities.argmax(-1)
+    return ids, np.take_along_axis(probabilities, ids[..., None], axis=-1)[..., 0]
 
-    try:
-        return latest_export(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: neither an export version folder (with metadata.json) nor a folder of versions") from None
+
+class KerasBackend:
+    """A Keras tagger network, through Keras' compiled prediction step (any backend).
+
+    Training's dev evaluation runs the model being trained this way; ``bner.load`` of a
+    trained-model folder builds one from its weights.
+    """
+
+    name = "keras"
+
+    def __init__(self, model):
+        self.model = model
+
+    def piece_labels(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        return labels_from_logits(self.model.predict_on_batch(inputs))
 
 
 class SavedModelBackend:
-    """The exported SavedModel, run in this process."""
+    """The exported SavedModel, run in this process (TensorFlow only, no Keras)."""
 
     name = "in-process"
 
-    def __init__(self, model_dir: str):
+    def __init__(self, version_folder: str, signature_name: str = SIGNATURE):
         import tensorflow as tf
 
-        self.metadata_file = metadata_path(model_dir)
-        self.metadata = read_metadata(self.metadata_file)
-        self.tokenizer = load_tokenizer(os.path.dirname(self.metadata_file), self.metadata)
-        with io.local_copy(resolve_version(model_dir)) as local:
-            self._loaded = tf.saved_model.load(local)
-        self._signature = self._loaded.signatures[SIGNATURE]
+        with io.local_copy(version_folder) as local:
+            try:
+                self._loaded = tf.saved_model.load(local)
+            except Exception as e:  # noqa: BLE001 — TensorFlow raises many types for a damaged SavedModel
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ValueError(f"{version_folder}: cannot load the SavedModel ({first})") from None
+        if signature_name not in self._loaded.signatures:
+            raise ValueError(
+                f"{version_folder}: the SavedModel has no signature {signature_name!r} "
+                f"(it has {', '.join(self._loaded.signatures) or 'none'})"
+            )
+        self._signature = self._loaded.signatures[signature_name]
         self._tf = tf
 
     def piece_labels(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         out = self._signature(**{k: self._tf.constant(inputs[k]) for k in INPUTS})
         return out["label_ids"].numpy(), out["scores"].numpy()
-
-    def check(self) -> None:
-        self.piece_labels(_probe(self.tokenizer))
 
 
 class TFServingBackend:
@@ -83,7 +95,6 @@ class TFServingBackend:
 
     def __init__(
         self,
-        metadata_file: str,
         host: str,
         port: int = 8500,
         model_name: str = "bner",
@@ -91,14 +102,13 @@ class TFServingBackend:
         version_label: str | None = None,
         signature_name: str = SIGNATURE,
         timeout_seconds: float = 10.0,
+        pad_to: int = 0,
         max_message_bytes: int = 64 * 1024 * 1024,
     ):
         import grpc
         from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-        self.metadata_file = metadata_path(metadata_file)
-        self.metadata = read_metadata(self.metadata_file)
-        self.tokenizer = load_tokenizer(os.path.dirname(self.metadata_file), self.metadata)
+        self.pad_to = pad_to  # the export's max_seq_length
         self.target = f"{host}:{port}"
         self.model_name, self.version, self.version_label = model_name, version, version_label
         self.signature_name, self.timeout = signature_name, timeout_seconds
@@ -106,7 +116,6 @@ class TFServingBackend:
         self._channel = grpc.insecure_channel(self.target, options=options)
         self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._grpc = grpc
-        self._lock = threading.Lock()
 
     def _request(self, inputs: dict[str, np.ndarray]):
         from tensorflow_serving.apis import predict_pb2
@@ -125,7 +134,7 @@ class TFServingBackend:
 
     def piece_labels(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         length = inputs["input_ids"].shape[1]
-        fixed = max(length, self.metadata.max_seq_length)
+        fixed = max(length, self.pad_to)
         padded = {k: np.pad(v, ((0, 0), (0, fixed - length))) for k, v in inputs.items()}
         try:
             response = self._stub.Predict(self._request(padded), timeout=self.timeout)
@@ -136,15 +145,6 @@ class TFServingBackend:
             raise BackendUnavailable(f"TensorFlow Serving at {self.target} refused the request ({code.name}: {e.details()})") from None
         ids, scores = from_tensor_proto(response.outputs["label_ids"]), from_tensor_proto(response.outputs["scores"])
         return ids[:, :length], scores[:, :length]
-
-    def check(self) -> None:
-        self.piece_labels(_probe(self.tokenizer))
-
-
-def _probe(tokenizer: tokenizers.Tokenizer) -> dict[str, np.ndarray]:
-    ids = np.array([[tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")]], dtype=np.int32)
-    mask = np.ones_like(ids)
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(mask)}
 
 
 # TensorProto conversion by hand: a few lines of NumPy instead of TensorFlow's

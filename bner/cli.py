@@ -1,0 +1,167 @@
+"""The ``bner`` command: ``bner train | evaluate | predict | export | serve``.
+
+A shell over the library, beside the unchanged ``python -m bner.ner.task``. ``bner train``'s
+options are made from :class:`bner.TrainConfig`'s fields (as the absl flags are), grouped
+as the config is; every verb checks its arguments before TensorFlow is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from bner.config import SECTIONS, ConfigError, TrainConfig
+from bner.settings import configure_environment, import_tensorflow_quietly
+
+GROUP_TITLES = {
+    "data": "data",
+    "model": "model",
+    "optimization": "training",
+    "loop": "training",
+    "hardware": "hardware/TPU",
+    "output": "output",
+}
+
+
+def _flag_value(kind: type):
+    if kind is bool:
+        return lambda text: {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}[text.lower()]
+    return kind
+
+
+def add_train_options(parser: argparse.ArgumentParser) -> None:
+    groups = {}
+    for section, section_cls in SECTIONS.items():
+        title = GROUP_TITLES[section]
+        group = groups.get(title) or groups.setdefault(title, parser.add_argument_group(title))
+        for field in section_cls.__dataclass_fields__.values():
+            meta = field.metadata
+            shown = "follows the model" if field.name == "do_lower_case" else field.default
+            group.add_argument(
+                f"--{field.name}", type=_flag_value(meta["kind"]), choices=meta["choices"], default=argparse.SUPPRESS,
+                metavar=None if meta["choices"] else field.name.upper() if meta["kind"] is not bool else "true|false",
+                help=f"{meta['help']} (default: {shown})",
+            )
+    extra = parser.add_argument_group("run")
+    extra.add_argument("--config", help="a run.json to replay; options given beside it override its values")
+    extra.add_argument("--overwrite_output_dir", action="store_true", help="start over in an output folder that holds another run")
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from bner.training import check_before_training, train
+
+    base = TrainConfig.read(args.config) if args.config else TrainConfig()
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "config", "overwrite_output_dir", "handler")}
+    if not args.config and "do_lower_case" not in given:
+        given["do_lower_case"] = None
+    config = TrainConfig.from_settings(base, **given)
+    check_before_training(config, args.overwrite_output_dir)
+    import_tensorflow_quietly()
+    result = train(config, overwrite_output_dir=args.overwrite_output_dir)
+    if result.export_path:
+        from bner.commands import next_steps
+
+        next_steps(result.export_path)
+    return 0
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    from bner import evaluate
+    from bner.commands import check_model_window
+
+    check_model_window(args.model, args.max_seq_length)
+    tagger = _load(args)
+    scores = tagger.evaluate(args.data, args.batch_size)
+    if args.output_dir:
+        evaluate.write_results(scores, args.output_dir, args.name)
+    print(json.dumps(scores.as_dict(), indent=2) if args.json else evaluate.format_report(scores), end="\n" if args.json else "")
+    return 0
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    from bner.commands import check_model_window, predict_file
+
+    check_model_window(args.model, args.max_seq_length)
+    tagger = _load(args)
+    written = predict_file(tagger, args.input, args.output, args.batch_size, progress=args.output not in (None, "-"))
+    if written != "standard output":
+        print(f"wrote predictions for {args.input} to {written}", file=sys.stderr)
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from bner import io
+    from bner.training import export_model
+
+    if not io.exists(io.join(args.run_dir, "model", "metadata.json")):
+        raise ConfigError(f"{args.run_dir}/model: no trained model to export")
+    config = TrainConfig.from_settings(output_dir=args.run_dir, export_dir=args.export_dir, model_name=args.model_name)
+    import_tensorflow_quietly()
+    export_model(config, print)
+    return 0
+
+
+def _load(args):
+    import bner
+
+    return bner.load(args.model, batch_size=args.batch_size, max_seq_length=args.max_seq_length)
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="an export (version folder or folder of versions), a trained-model folder or a run folder")
+    parser.add_argument("--batch_size", type=int, default=32, help="texts or sentences per model call (default 32)")
+    parser.add_argument("--max_seq_length", type=int, help="window length in word pieces (default: the model's)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bner", description="BERT named-entity recognition: train, evaluate, predict, export, serve.")
+    verbs = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict,export,serve}")
+    train = verbs.add_parser("train", help="fine-tune a pretrained BERT on CoNLL files, score it and export it")
+    add_train_options(train)
+    train.set_defaults(handler=train_command)
+    evaluate = verbs.add_parser("evaluate", help="score a model on a CoNLL file, as conlleval does")
+    _model_arguments(evaluate)
+    evaluate.add_argument("data", help="a CoNLL file with gold tags")
+    evaluate.add_argument("--output_dir", help="also write <name>.txt and <name>.json there")
+    evaluate.add_argument("--name", default="eval_results", help="file name stem of the written results (default eval_results)")
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of conlleval's report")
+    evaluate.set_defaults(handler=evaluate_command)
+    predict = verbs.add_parser("predict", help="label a .conll file (CoNLL out) or plain text, one text a line (JSONL out)")
+    _model_arguments(predict)
+    predict.add_argument("input", help="a .conll file, or a text file with one text a line")
+    predict.add_argument("--output", default="-", help="where to write (default: standard output)")
+    predict.set_defaults(handler=predict_command)
+    export = verbs.add_parser("export", help="export a run's trained model as a versioned SavedModel")
+    export.add_argument("run_dir", help="the run's --output_dir")
+    export.add_argument("--export_dir", help="default: <run_dir>/export")
+    export.add_argument("--model_name", default="bner", help="model name in the export path (default bner)")
+    export.set_defaults(handler=export_command)
+    serve = verbs.add_parser("serve", help="serve an export over HTTP (all of bner-serve's options)", add_help=False)
+    serve.set_defaults(handler=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    configure_environment()
+    if argv[:1] == ["serve"]:
+        from bner.serving.__main__ import main as serve
+
+        rest = argv[1:]
+        if rest and not rest[0].startswith("-"):
+            rest = ["--model_dir", rest[0], *rest[1:]]
+        return serve(rest)
+    args = build_parser().parse_args(argv)
+    from bner.corpus import CorpusError
+    from bner.pretrained import PretrainedError
+
+    try:
+        return args.handler(args)
+    except (ConfigError, CorpusError, PretrainedError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

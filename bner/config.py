@@ -1,0 +1,233 @@
+"""One frozen record of everything that determines a training run: :class:`TrainConfig`.
+
+It is the single input of :func:`bner.train`. The command line builds it (both
+``python -m bner.ner.task``'s absl flags and ``bner train``'s options are made from the
+fields below, so they cannot drift), ``run.json`` stores it in the same shape, and
+``--config run.json`` reads it back to replay a run. Standard library only: a config is
+checked before TensorFlow is imported, so a mistake fails in well under a second.
+
+Each field's metadata gives its help text and whether it *determines the result*
+(``result=True``): a rerun in an existing output folder may resume only when all of
+those are equal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+SAMPLE_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "sample")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+TAG_SCHEMES = ("auto", "IOB1", "IOB2", "IOBES")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work: reported as one line naming the setting."""
+
+
+def setting(default: Any, help: str, result: bool = False, choices: tuple[str, ...] | None = None, kind: type | None = None):
+    """A config field; ``kind`` is the flag's type where the default (None) does not say."""
+    meta = {"help": help, "result": result, "choices": choices, "kind": kind or type(default)}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    data_dir: str = setting(SAMPLE_DATA, "Folder with train.conll, test.conll and optionally dev.conll (local or gs://). Defaults to the bundled sample.")
+    tag_scheme: str = setting("auto", "Tag scheme of the data files; auto detects it from train.conll.", result=True, choices=TAG_SCHEMES)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    pretrained_model: str | None = setting(None, "Pretrained BERT as one folder: a Hugging Face folder (config.json, model.safetensors, vocab.txt or tokenizer.json), a KerasHub preset folder, or a Google BERT folder. Instead of the original trio.", result=True, kind=str)
+    bert_config_file: str | None = setting(None, "bert_config.json of a Google BERT checkpoint: the model architecture.", result=True, kind=str)
+    vocab_file: str | None = setting(None, "vocab.txt the BERT model was trained with.", result=True, kind=str)
+    init_checkpoint: str | None = setting(None, "Initial checkpoint, usually from a pre-trained BERT model (e.g. .../bert_model.ckpt).", result=True, kind=str)
+    # None: follow the model (what it says, else its vocabulary).
+    do_lower_case: bool | None = setting(None, "Lower-case (and strip accents from) the input: true for uncased models. If not given, follows the model.", result=True, kind=bool)
+    max_seq_length: int = setting(128, "Maximum word pieces per model input, [CLS] and [SEP] included. Longer sentences are split into overlapping windows, never cut.", result=True)
+    dropout: float | None = setting(None, "Dropout of the encoder and head. Default: the pretrained model's hidden_dropout_prob.", result=True, kind=float)
+    hidden_act: str | None = setting(None, "Override the encoder's feed-forward activation (gelu = exact erf, gelu_tanh = tanh approximation, relu).", result=True, kind=str)
+    tfhub_cache_dir: str | None = setting(None, "Cache folder for models downloaded by name (KerasHub presets, via KaggleHub).", kind=str)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizationConfig:
+    learning_rate: float = setting(5e-5, "Peak learning rate of AdamW.", result=True)
+    num_train_epochs: float = setting(3.0, "Number of training epochs (may be fractional).", result=True)
+    warmup_proportion: float = setting(0.1, "Proportion of training steps with linear learning-rate warm-up.", result=True)
+    train_batch_size: int = setting(32, "Total batch size for training (across all replicas).", result=True)
+    weight_decay: float = setting(0.01, "AdamW weight decay (not applied to LayerNorm parameters and biases).", result=True)
+    adam_epsilon: float = setting(1e-8, "AdamW epsilon.", result=True)
+    max_grad_norm: float = setting(1.0, "Clip gradients to this global norm (0 turns clipping off).", result=True)
+    seed: int = setting(42, "Random seed for initialisation, dropout and shuffling.", result=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    save_checkpoints_steps: int = setting(1000, "Save a checkpoint every this many steps (and at the end of each epoch).")
+    keep_checkpoints: int = setting(2, "How many training checkpoints to keep.")
+    eval_batch_size: int = setting(8, "Batch size for evaluation.")
+    progress: bool = setting(True, "Show progress bars.")
+
+
+@dataclasses.dataclass(frozen=True)
+class HardwareConfig:
+    precision: str = setting("auto", "Training precision; auto uses bfloat16 where the CPU/GPU/TPU computes it natively.", result=True, choices=PRECISIONS)
+    use_tpu: bool = setting(False, "Train on a Cloud TPU.", result=True)
+    tpu_name: str | None = setting(None, "Name or grpc:// address of the Cloud TPU to use with --use_tpu.", kind=str)
+    tpu_zone: str | None = setting(None, "GCE zone of the Cloud TPU. If not given, looked up from metadata.", kind=str)
+    gcp_project: str | None = setting(None, "Google Cloud project of the Cloud TPU. If not given, looked up from metadata.", kind=str)
+    master: str | None = setting(None, "TensorFlow master address of the TPU (used when --tpu_name is not given).", kind=str)
+    num_tpu_cores: int = setting(8, "Number of TPU cores to use with --use_tpu.", result=True)
+    iterations_per_loop: int = setting(1000, "Steps run on the TPU per host call (TPU only): up to this many batches of one shape run as one device execution.")
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputConfig:
+    output_dir: str = setting("output", "Folder for checkpoints, results, the trained model and the export (local or gs://).")
+    export_dir: str | None = setting(None, "Where exports go: <export_dir>/<model_name>/<version>/. Default: <output_dir>/export.", kind=str)
+    model_name: str = setting("bner", "Model name in the export path and in TensorFlow Serving.")
+    export: bool = setting(True, "Export a versioned SavedModel at the end of training.")
+
+
+SECTIONS = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "optimization": OptimizationConfig,
+    "loop": LoopConfig,
+    "hardware": HardwareConfig,
+    "output": OutputConfig,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run, in six sections."""
+
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    optimization: OptimizationConfig = OptimizationConfig()
+    loop: LoopConfig = LoopConfig()
+    hardware: HardwareConfig = HardwareConfig()
+    output: OutputConfig = OutputConfig()
+
+    # ------------------------------------------------------------ building and storing
+
+    @classmethod
+    def from_settings(cls, base: TrainConfig | None = None, **values: Any) -> TrainConfig:
+        """A config from flat settings (``learning_rate=1e-4``), on top of ``base`` or the defaults."""
+        base = base or cls()
+        unknown = set(values) - set(field_sections())
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        fields = all_fields()
+        values = {k: _coerce(k, v, fields[k].metadata["kind"]) for k, v in values.items()}
+        sections = {}
+        for name, section_cls in SECTIONS.items():
+            own = {k: v for k, v in values.items() if k in section_cls.__dataclass_fields__}
+            sections[name] = dataclasses.replace(getattr(base, name), **own)
+        return cls(**sections)
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting by its flag name."""
+        return {f.name: getattr(getattr(self, s), f.name) for s, section_cls in SECTIONS.items() for f in dataclasses.fields(section_cls)}
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict, source: str = "run.json") -> TrainConfig:
+        """The config stored in run.json (under ``config``) or given alone."""
+        data = data.get("config", data) if isinstance(data, dict) else data
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a JSON object with the sections {', '.join(SECTIONS)}")
+        flat = {}
+        for name, section in data.items():
+            if name not in SECTIONS:
+                raise ConfigError(f"{source}: unknown section {name!r}; expected {', '.join(SECTIONS)}")
+            if not isinstance(section, dict):
+                raise ConfigError(f"{source}: section {name!r} must be a JSON object")
+            for key, value in section.items():
+                if key not in SECTIONS[name].__dataclass_fields__:
+                    raise ConfigError(f"{source}: unknown setting {name}.{key}")
+                flat[key] = value
+        return cls.from_settings(**flat)
+
+    @classmethod
+    def read(cls, path: str) -> TrainConfig:
+        from bner import io
+
+        try:
+            data = json.loads(io.read_text(path))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: file not found") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: not a JSON file ({e})") from None
+        return cls.from_json(data, path)
+
+    def differences(self, other: TrainConfig) -> list[str]:
+        """Settings that determine the result and differ: ``name (self → other)``."""
+        mine, theirs = self.flat(), other.flat()
+        return [f"{name} ({mine[name]!r} → {theirs[name]!r})" for name, f in all_fields().items()
+                if f.metadata["result"] and mine[name] != theirs[name]]
+
+    # ------------------------------------------------------------ checks
+
+    def check(self) -> None:
+        """Refuse values that cannot work, with one line naming the setting (no TensorFlow needed)."""
+        o, m, loop = self.optimization, self.model, self.loop
+        positive = {"learning_rate": o.learning_rate, "num_train_epochs": o.num_train_epochs,
+                    "train_batch_size": o.train_batch_size, "eval_batch_size": loop.eval_batch_size,
+                    "save_checkpoints_steps": loop.save_checkpoints_steps, "keep_checkpoints": loop.keep_checkpoints,
+                    "num_tpu_cores": self.hardware.num_tpu_cores, "iterations_per_loop": self.hardware.iterations_per_loop}
+        for name, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"--{name}={value}: must be greater than 0")
+        for name, value in {"weight_decay": o.weight_decay, "adam_epsilon": o.adam_epsilon, "max_grad_norm": o.max_grad_norm}.items():
+            if not value >= 0:
+                raise ConfigError(f"--{name}={value}: must be 0 or more")
+        if not 0 <= o.warmup_proportion <= 1:
+            raise ConfigError(f"--warmup_proportion={o.warmup_proportion}: must be between 0 and 1")
+        if m.dropout is not None and not 0 <= m.dropout < 1:
+            raise ConfigError(f"--dropout={m.dropout}: must be at least 0 and below 1")
+        if m.max_seq_length < 3:
+            raise ConfigError(f"--max_seq_length={m.max_seq_length}: must be at least 3 ([CLS], one piece, [SEP])")
+        if self.hardware.use_tpu and o.train_batch_size % self.hardware.num_tpu_cores:
+            raise ConfigError(
+                f"--train_batch_size={o.train_batch_size} must divide evenly over --num_tpu_cores={self.hardware.num_tpu_cores}"
+            )
+        if m.hidden_act is not None and m.hidden_act not in ACTIVATION_NAMES:
+            raise ConfigError(f"--hidden_act={m.hidden_act}: expected one of {', '.join(ACTIVATION_NAMES)}")
+        for name, choices in (("tag_scheme", TAG_SCHEMES), ("precision", PRECISIONS)):
+            value = self.flat()[name]
+            if value not in choices:
+                raise ConfigError(f"--{name}={value}: expected one of {', '.join(choices)}")
+
+
+# The activations bner's encoder computes (bner.model.ACTIVATIONS), named here without importing Keras.
+ACTIVATION_NAMES = ("gelu", "gelu_exact", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_tanh", "relu")
+
+
+def _coerce(name: str, value: Any, kind: type) -> Any:
+    """A setting's value as its field's type (5 → 5.0 for a float), or an error naming it."""
+    if value is None:
+        return None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{name}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def all_fields() -> dict[str, dataclasses.Field]:
+    return {f.name: f for section_cls in SECTIONS.values() for f in dataclasses.fields(section_cls)}
+
+
+def field_sections() -> dict[str, str]:
+    """Flag name → section name."""
+    return {f.name: s for s, section_cls in SECTIONS.items() for f in dataclasses.fields(section_cls)}

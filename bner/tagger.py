@@ -1,0 +1,293 @@
+"""A trained tagger, from any backend: raw text → words → windows → model → word tags → entities.
+
+:func:`load` opens a trained-model folder, an export, a folder of export versions or a
+run folder (local or ``gs://``), or talks to TensorFlow Serving, and returns a
+:class:`Tagger`. The same class is what training's dev evaluation, the CLI's evaluate
+and predict steps and both server backends use: only the backend (:mod:`bner.backends`)
+differs, never the preprocessing or the decoding.
+
+Importing this module imports neither Keras nor TensorFlow; a backend imports what it
+runs on.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+import tokenizers
+
+from bner import corpus, features, io, text
+from bner.metadata import METADATA_FILE, SIGNATURE, TaggerMetadata, read_metadata
+
+# inputs (input_ids, attention_mask, token_type_ids: int32 [batch, length])
+#   → (label ids int [batch, length], scores float32 [batch, length])
+PieceLabelsFn = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclasses.dataclass(frozen=True)
+class TaggedSentence:
+    tags: list[str]  # one tag a word, in the model's label scheme
+    scores: np.ndarray  # float32: the probability of each word's tag
+
+    def spans(self) -> list[corpus.Span]:
+        return corpus.entity_spans(self.tags)
+
+
+@dataclasses.dataclass(frozen=True)
+class Entity:
+    text: str
+    type: str
+    start: int  # character offsets into the original text
+    end: int
+    score: float  # mean probability of the entity's word tags
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaggedText:
+    text: str
+    words: list[text.Word]
+    tagged: TaggedSentence
+    entities: list[Entity]
+
+
+class Tagger:
+    """Labels texts, word sequences and CoNLL files with one trained model."""
+
+    def __init__(
+        self,
+        backend,
+        metadata: TaggerMetadata,
+        tokenizer: tokenizers.Tokenizer,
+        batch_size: int = 32,
+        max_seq_length: int | None = None,
+        source: str = "",
+    ):
+        self.backend, self.metadata, self.batch_size, self.source = backend, metadata, batch_size, source
+        window = max_seq_length or metadata.max_seq_length
+        if window > metadata.encoder.max_position_embeddings:
+            raise ValueError(
+                f"max_seq_length {window} is longer than the model's {metadata.encoder.max_position_embeddings} positions"
+            )
+        self.preprocessor = features.Preprocessor(tokenizer, window)
+
+    def __repr__(self) -> str:
+        return f"Tagger({self.source or 'in memory'!s}, types={self.entity_types}, backend={self.backend.name})"
+
+    @property
+    def labels(self) -> list[str]:
+        return self.metadata.labels
+
+    @property
+    def entity_types(self) -> list[str]:
+        return self.metadata.entity_types
+
+    # ------------------------------------------------------------ raw text
+
+    def __call__(self, text: str) -> list[Entity]:
+        """The entities of one text, with character offsets into it."""
+        return self.tag_texts([text])[0].entities
+
+    def predict(
+        self, texts: Iterable[str], batch_size: int | None = None, progress: bool = False, group_by_type: bool = False
+    ) -> list[list[Entity]] | list[dict[str, list[str]]]:
+        """Entities of many texts; with ``group_by_type``, ``{"PER": ["Angela Merkel"], ...}`` per text."""
+        texts = list(texts)
+        results: list = []
+        chunk = (batch_size or self.batch_size) * 8  # texts per progress update; bounded work between updates
+        bar = _progress_bar(len(texts), "texts") if progress else None
+        for start in range(0, len(texts), chunk):
+            for tagged in self.tag_texts(texts[start : start + chunk], batch_size):
+                results.append(group_entities(tagged.entities) if group_by_type else tagged.entities)
+            if bar is not None:
+                bar.update(min(chunk, len(texts) - start))
+        if bar is not None:
+            bar.close()
+        return results
+
+    def tag_texts(self, texts: Sequence[str], batch_size: int | None = None) -> list[TaggedText]:
+        """Raw texts → words (CoNLL-style segmentation) → tags → entities with character offsets."""
+        segmented = [text.segment(t) for t in texts]
+        nonempty = [i for i, words in enumerate(segmented) if words]
+        tagged = self.tag_sentences([[w.text for w in segmented[i]] for i in nonempty], batch_size)
+        by_text = dict(zip(nonempty, tagged))
+        empty = TaggedSentence([], np.zeros(0, np.float32))
+        results = []
+        for i, (source, words) in enumerate(zip(texts, segmented)):
+            t = by_text.get(i, empty)
+            results.append(TaggedText(source, words, t, entities_of(source, words, t)))
+        return results
+
+    # ------------------------------------------------------------ words and CoNLL files
+
+    def tag(self, words: Sequence[str] | Sequence[Sequence[str]]) -> list[str] | list[list[str]]:
+        """Tags of pre-split words, in the training data's scheme; a list of sentences gives a list of tag lists."""
+        single = bool(words) and isinstance(words[0], str)
+        sentences = [words] if single else words
+        tags = [corpus.convert_tags(t.tags, self.metadata.data_scheme) for t in self.tag_sentences(sentences)]
+        return tags[0] if single else tags
+
+    def tag_sentences(self, sentences: Sequence[Sequence[str]], batch_size: int | None = None) -> list[TaggedSentence]:
+        """Word tags (in the model's label scheme) and their probabilities, sentence by sentence."""
+        if not sentences:
+            return []
+        examples = self.preprocessor.encode(sentences)
+        buckets = features.bucket_lengths(self.preprocessor.max_seq_length)
+        plan = features.plan_batches([len(e) for e in examples], batch_size or self.batch_size, buckets)
+        piece_ids: list[np.ndarray] = [np.empty(0)] * len(examples)
+        piece_scores: list[np.ndarray] = [np.empty(0)] * len(examples)
+        for batch in features.iterate_batches(examples, plan, self.preprocessor.pad_id):
+            ids, scores = self.backend.piece_labels(batch.inputs)
+            for row, i in enumerate(batch.indices):
+                piece_ids[i] = ids[row]
+                piece_scores[i] = scores[row]
+        decoded = features.decode(examples, piece_ids, piece_scores, len(sentences))
+        labels = self.labels
+        return [TaggedSentence([labels[i] for i in ids], scores) for ids, scores in decoded]
+
+    def evaluate(self, data: str | Sequence[corpus.Sentence], batch_size: int | None = None):
+        """conlleval's scores on a CoNLL file (or read sentences): a :class:`bner.evaluate.Scores`."""
+        return self.evaluation(data, batch_size)[0]
+
+    def evaluation(self, data: str | Sequence[corpus.Sentence], batch_size: int | None = None):
+        """Scores and the predicted tags (in the data's scheme) of every sentence."""
+        from bner.evaluate import score
+
+        sentences = corpus.read_conll(data) if isinstance(data, str) else data
+        predicted = [
+            corpus.convert_tags(t.tags, self.metadata.data_scheme)
+            for t in self.tag_sentences([s.words for s in sentences], batch_size)
+        ]
+        return score([s.tags for s in sentences], predicted), predicted
+
+    # ------------------------------------------------------------ health
+
+    def check(self) -> None:
+        """One real model call on a short input; raises what the backend raises."""
+        ids = np.array([[self.preprocessor.tokenizer.token_to_id(features.SPECIAL[n]) for n in ("cls", "sep")]], np.int32)
+        mask = np.ones_like(ids)
+        label_ids, _ = self.backend.piece_labels({"input_ids": ids, "attention_mask": mask, "token_type_ids": 0 * mask})
+        if np.asarray(label_ids).max(initial=0) >= len(self.labels):
+            raise ValueError(f"{self.source}: the model predicts label ids beyond the {len(self.labels)} labels of metadata.json")
+
+
+def entities_of(source: str, words: Sequence[text.Word], tagged: TaggedSentence) -> list[Entity]:
+    """Entities with character offsets into ``source``, from word tags."""
+    out = []
+    for span in tagged.spans():
+        start, end = words[span.start].start, words[span.end - 1].end
+        score = float(np.mean(tagged.scores[span.start : span.end]))
+        out.append(Entity(source[start:end], span.type, start, end, round(score, 4)))
+    return out
+
+
+def group_entities(entities: Sequence[Entity]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = collections.defaultdict(list)
+    for e in entities:
+        grouped[e.type].append(e.text)
+    return dict(grouped)
+
+
+def _progress_bar(total: int, unit: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit=unit, desc="predicting", dynamic_ncols=True)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load(
+    path: str,
+    *,
+    host: str | None = None,
+    port: int = 8500,
+    model_name: str = "bner",
+    version: int | None = None,
+    version_label: str | None = None,
+    signature_name: str = SIGNATURE,
+    timeout_seconds: float = 10.0,
+    batch_size: int = 32,
+    max_seq_length: int | None = None,
+    verbose: bool = False,
+) -> Tagger:
+    """A :class:`Tagger` for ``path``: a trained-model folder, an export version folder, a folder of
+    versions (the latest), a run folder (its latest export, else its model), or an export's
+    ``metadata.json``; local or ``gs://``.
+
+    With ``host``, the model runs in TensorFlow Serving at ``host:port`` under ``model_name``
+    and ``path`` names the export whose metadata and tokenizer to use. TensorFlow's C++ start-up
+    lines are hidden unless ``verbose``.
+    """
+    from bner import backends
+
+    kind, folder = locate(path)
+    metadata = read_metadata(folder)
+    tokenizer = features.read_tokenizer(io.join(folder, metadata.tokenizer_file))
+    _quiet_tensorflow(verbose, without_keras=bool(host) or kind == "export")
+    if host:
+        backend = backends.TFServingBackend(
+            host, port, model_name, version, version_label, signature_name, timeout_seconds, pad_to=metadata.max_seq_length
+        )
+    else:
+        if kind == "export":
+            backend = backends.SavedModelBackend(folder, signature_name)
+        else:
+            from bner import model_folder
+
+            backend = backends.KerasBackend(_float32(lambda: model_folder.load_network(folder, metadata)))
+    return Tagger(backend, metadata, tokenizer, batch_size, max_seq_length, source=folder)
+
+
+def locate(path: str) -> tuple[str, str]:
+    """``("export", version folder)`` or ``("model", trained-model folder)`` for any path :func:`load` takes."""
+    from bner import export, model_folder
+
+    path = str(path).rstrip("/") or "/"
+    if path.endswith(".json"):  # an export's metadata.json (METADATA_FILE), as the original client took it
+        return "export", os.path.dirname(path)
+    if io.exists(io.join(path, "saved_model.pb")) and io.exists(io.join(path, METADATA_FILE)):
+        return "export", path
+    if model_folder.is_model_folder(path):
+        return "model", path
+    if export.versions(path):
+        return "export", export.latest_export(path)
+    exports = io.join(path, "export")
+    if io.exists(exports):
+        for name in io.listdir(exports):
+            if export.versions(io.join(exports, name)):
+                return "export", export.latest_export(io.join(exports, name))
+    if model_folder.is_model_folder(io.join(path, "model")):
+        return "model", io.join(path, "model")
+    if not io.exists(path):
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    raise FileNotFoundError(
+        f"{path}: not a bner model (expected an export version with saved_model.pb and metadata.json, a folder of "
+        "numbered versions, a trained-model folder with model.weights.h5, or a run folder holding one of those)"
+    )
+
+
+def _quiet_tensorflow(verbose: bool, without_keras: bool) -> None:
+    from bner.settings import configure_environment, import_tensorflow_quietly
+
+    configure_environment(quiet=not verbose)
+    if not verbose:
+        import_tensorflow_quietly(without_keras)
+
+
+def _float32(build):
+    """Build a network in float32 whatever policy is set: inference runs in float32 everywhere."""
+    import keras
+
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy("float32")
+    try:
+        return build()
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)

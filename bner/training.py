@@ -1,0 +1,497 @@
+"""``bner.train(config)``: fine-tune, keep the best model, score it and export it, in this process.
+
+The recipe top to bottom: :func:`prepare` reads the data and the pretrained model and
+builds everything a run trains with (labels, model inputs, the batch plan, the network,
+the optimizer, the step); :func:`train` checks the output folder, runs the loop
+(:mod:`bner.loop`), saves the trained-model folder, scores dev and test with a
+:class:`bner.tagger.Tagger`, exports, and writes ``run.json``: the config it was given
+plus what came of it. The command line is a shell over :func:`train`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import platform
+import time
+from collections.abc import Sequence
+from importlib import metadata as package_metadata
+
+from bner import corpus, features, io
+from bner.config import ConfigError, TrainConfig
+from bner.metadata import TaggerMetadata
+
+log = logging.getLogger(__name__)
+RUN_RECORD = "run.json"
+
+
+class OutputDirError(ConfigError):
+    """The output folder holds another run."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What a run produced: where, how far, how well."""
+
+    output_dir: str
+    model_dir: str
+    export_path: str | None
+    steps: int
+    best_step: int | None
+    best_dev_f1: float | None
+    dev: dict | None  # scores as in dev_results.json
+    test: dict | None  # scores as in eval_results.json
+    train_seconds: float
+    resumed_from_step: int = 0
+    already_finished: bool = False
+
+    @property
+    def test_f1(self) -> float | None:
+        return self.test["f1"] if self.test else None
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything a run trains with, built once by :func:`prepare`."""
+
+    config: TrainConfig
+    splits: dict[str, list[corpus.Sentence]]
+    metadata: TaggerMetadata  # labels, schemes, casing and encoder of the model being trained
+    tokenizer: object
+    examples: list[features.Example]
+    plan: features.BatchPlan
+    network: object  # the Keras tagger
+    optimizer: object
+    step: object  # bner.steps.TensorFlowStep or KerasStep
+    strategy: object | None
+    precision: str
+    pretrained: object  # bner.pretrained.Pretrained
+    checkpoints: object  # bner.checkpoints.CheckpointManager
+
+
+# ---------------------------------------------------------------- preparing
+
+
+def read_splits(data_dir: str, need_train: bool = True) -> dict[str, list[corpus.Sentence]]:
+    splits = {}
+    for name in ("train", "dev", "test"):
+        path = io.join(data_dir, f"{name}.conll")
+        if io.exists(path):
+            splits[name] = corpus.read_conll(path)
+        elif name == "train" and need_train:
+            raise ConfigError(f"{path}: file not found (training needs train.conll in --data_dir)")
+    return splits
+
+
+def describe_data(config: TrainConfig, splits) -> tuple[str, str, list[str]]:
+    """(data scheme, label scheme, labels) of the training data."""
+    train = splits["train"]
+    wanted = config.data.tag_scheme
+    data_scheme = wanted if wanted != "auto" else corpus.detect_scheme(s.tags for s in train)
+    label_scheme = corpus.model_scheme(data_scheme)
+    return data_scheme, label_scheme, corpus.label_list(corpus.entity_types(train), label_scheme)
+
+
+def check_before_training(config: TrainConfig, overwrite_output_dir: bool = False) -> None:
+    """What can be checked without TensorFlow: values, the data folder, the pretrained model and its positions,
+    and that the output folder holds no other run."""
+    config.check()
+    data_dir = config.data.data_dir
+    if not io.exists(data_dir):
+        raise ConfigError(f"--data_dir={data_dir}: no such folder")
+    if not io.exists(io.join(data_dir, "train.conll")):
+        raise ConfigError(f"{io.join(data_dir, 'train.conll')}: file not found (training needs train.conll in --data_dir)")
+    locate_pretrained(config)
+    if not overwrite_output_dir:
+        check_output_dir(config.output.output_dir, config, file_digests(data_dir))
+
+
+def locate_pretrained(config: TrainConfig):
+    """The pretrained encoder the config names, with the config's overrides applied to its shape."""
+    from bner import pretrained
+
+    m = config.model
+    found = pretrained.locate_pretrained(m.pretrained_model, m.bert_config_file, m.init_checkpoint, m.vocab_file, m.tfhub_cache_dir)
+    shape = found.config
+    if m.hidden_act:
+        shape = dataclasses.replace(shape, hidden_act=m.hidden_act)
+    if m.dropout is not None:
+        shape = dataclasses.replace(shape, dropout=m.dropout)
+    if m.max_seq_length > shape.max_position_embeddings:
+        raise ConfigError(f"--max_seq_length {m.max_seq_length} is longer than the model's {shape.max_position_embeddings} positions")
+    return dataclasses.replace(found, config=shape)
+
+
+def prepare(config: TrainConfig, splits=None) -> Setup:
+    """Read the data and the pretrained model and build the network, optimizer, step and batch plan."""
+    import keras
+
+    from bner import hardware, pretrained
+
+    config.check()
+    keras.utils.set_random_seed(config.optimization.seed)
+    splits = splits if splits is not None else read_splits(config.data.data_dir)
+    found = locate_pretrained(config)
+    said = config.model.do_lower_case
+    lowercase = pretrained.model_lowercases(found) if said is None else said
+    lowercase = True if lowercase is None else lowercase  # the original --do_lower_case default
+    tokenizer = features.build_tokenizer(found.vocab_file, found.tokenizer_file, lowercase, lowercase)
+    data_scheme, label_scheme, labels = describe_data(config, splits)
+    metadata = TaggerMetadata(
+        labels=labels, label_scheme=label_scheme, data_scheme=data_scheme, max_seq_length=config.model.max_seq_length,
+        lowercase=lowercase, strip_accents=lowercase, encoder=found.config,
+        pretrained={"format": found.format, "source": str(found.source)},
+    )
+    on_tpu = config.hardware.use_tpu
+    precision = hardware.select_precision(config.hardware.precision, on_tpu=on_tpu)
+    keras.mixed_precision.set_dtype_policy(precision)
+    preprocessor = features.Preprocessor(tokenizer, config.model.max_seq_length)
+    index = {label: i for i, label in enumerate(labels)}
+    train = splits["train"]
+    examples = preprocessor.encode(
+        [s.words for s in train], [[index[t] for t in corpus.convert_tags(s.tags, label_scheme)] for s in train]
+    )
+    o = config.optimization
+    plan = features.BatchPlan(
+        [len(e) for e in examples], o.train_batch_size, features.bucket_lengths(config.model.max_seq_length),
+        o.num_train_epochs, o.seed, drop_remainder=on_tpu, group=config.hardware.iterations_per_loop if on_tpu else 1,
+    )
+    network, optimizer, step, strategy, checkpoints = build_training(config, metadata, plan, found, precision)
+    return Setup(config, splits, metadata, tokenizer, examples, plan, network, optimizer, step, strategy, precision, found, checkpoints)
+
+
+def build_training(config: TrainConfig, metadata: TaggerMetadata, plan: features.BatchPlan, found, precision: str):
+    """The network (pretrained encoder, fresh head), optimizer and step, under the run's strategy."""
+    import keras
+
+    from bner import hardware, model, optimizer, steps
+    from bner.checkpoints import CheckpointManager
+
+    h, o = config.hardware, config.optimization
+    strategy = None
+    if keras.backend.backend() == "tensorflow":
+        tpu = hardware.TpuSettings(h.use_tpu, h.tpu_name, h.tpu_zone, h.gcp_project, h.master, h.num_tpu_cores)
+        strategy = hardware.select_strategy(tpu)
+    checkpoints = CheckpointManager(
+        io.join(config.output.output_dir, "checkpoints"), keep=config.loop.keep_checkpoints, writer=hardware.is_chief()
+    )
+    clip = o.max_grad_norm or None
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        # On TPUs the whole step is compiled by XLA already.
+        network = model.build_tagger(metadata.encoder, len(metadata.labels), compiled_activation=not h.use_tpu)
+        adamw = optimizer.make_optimizer(
+            o.learning_rate, plan.total_steps, int(plan.total_steps * o.warmup_proportion), o.weight_decay,
+            clip_norm=clip if strategy is None else None, loss_scaling=precision == "mixed_float16", epsilon=o.adam_epsilon,
+        )
+        adamw.build(network.trainable_variables)
+        if checkpoints.latest() is None:
+            found.load_weights(model.encoder_of(network))
+    if strategy is not None:
+        step = steps.TensorFlowStep(network, adamw, strategy, clip, static_shapes=h.use_tpu)
+    else:
+        step = steps.KerasStep(network, adamw)
+    return network, adamw, step, strategy, checkpoints
+
+
+# ---------------------------------------------------------------- training
+
+
+def train(config: TrainConfig, callbacks: Sequence = (), overwrite_output_dir: bool = False, say=print) -> TrainResult:
+    """Fine-tune as ``config`` says, resuming an interrupted run in the same output folder.
+
+    ``callbacks`` are Keras callbacks the loop calls besides bner's own (see :mod:`bner.loop`);
+    ``say`` receives the lines a user sees (``print`` by default).
+    """
+    from bner import hardware
+
+    config.check()
+    splits = read_splits(config.data.data_dir)
+    out = config.output.output_dir
+    if overwrite_output_dir:
+        clear_run(out)
+    previous = check_output_dir(out, config, file_digests(config.data.data_dir))
+    digests = data_digests(config.data.data_dir, splits)
+    if previous and previous.get("status") == "finished" and io.exists(io.join(out, "model", "metadata.json")):
+        say(f"{out} holds this run, finished: nothing to train")
+        return finished_result(config, previous, out, say)
+    setup = prepare(config, splits)
+    chief = hardware.is_chief()
+    if chief and not previous:
+        write_record(out, run_record(config, setup, digests, status="running"))
+    state, seconds = fit(setup, callbacks, say)
+    model_dir = io.join(out, "model")
+    if not chief:
+        say("training done on this worker; the chief writes results and the export")
+        return TrainResult(out, model_dir, None, state.step, None, None, None, None, state.train_seconds)
+    summary = save_trained_model(setup, state, seconds, say)
+    from bner.tagger import load
+
+    scores = evaluate_splits(load(model_dir, batch_size=config.loop.eval_batch_size), splits, out, say)
+    export_path = export_model(config, say) if config.output.export else None
+    record = run_record(config, setup, digests, status="finished")
+    record["training"] = summary
+    record["result"] = {"dev": scores.get("dev"), "test": scores.get("test"), "export": export_path}
+    write_record(out, record)
+    return TrainResult(
+        out, model_dir, export_path, state.step, summary["best_step"], summary["best_dev_f1"], scores.get("dev"),
+        scores.get("test"), state.train_seconds, resumed_from_step=summary["resumed_from_step"],
+    )
+
+
+def fit(setup: Setup, callbacks: Sequence, say):
+    """Run the loop with bner's callbacks (dev F1 and best-model keeping, TensorBoard, progress) and the caller's."""
+    import keras
+
+    from bner import callbacks as plugins
+    from bner import hardware, loop
+
+    config, out = setup.config, setup.config.output.output_dir
+    per_epoch, planned = setup.plan.steps_per_epoch, setup.plan.total_steps
+    windows = len(setup.examples) - len(setup.splits["train"])
+    say(
+        f"data: {setup.metadata.data_scheme} tags, {len(setup.splits['train'])} training sentences, entity types "
+        f"{', '.join(setup.metadata.entity_types)}; learning {setup.metadata.label_scheme} labels"
+    )
+    say(
+        f"model: {setup.pretrained.format} BERT from {setup.pretrained.source} ({setup.metadata.encoder.num_layers} layers, "
+        f"hidden {setup.metadata.encoder.hidden_size}, {'uncased' if setup.metadata.lowercase else 'cased'}); "
+        f"{setup.precision} on {keras.backend.backend()}; {planned} steps ({per_epoch} per epoch)"
+        f"{f'; {windows} extra windows for long sentences' if windows else ''}"
+    )
+    if setup.checkpoints.latest() is not None:
+        say(f"resuming from {setup.checkpoints.latest()}")
+    chief = hardware.is_chief()
+    own = []
+    if "dev" in setup.splits:
+        own.append(dev_evaluation(setup, chief))
+    if chief:
+        own.append(plugins.TensorBoardLogs(io.join(out, "logs")))
+    own.append(plugins.ProgressBar(config.loop.progress))
+    started = time.time()
+    state = loop.run_training(
+        setup.network, setup.optimizer, setup.step, setup.examples, setup.plan,
+        setup.tokenizer.token_to_id(features.SPECIAL["pad"]), setup.checkpoints, [*own, *callbacks], config.loop.save_checkpoints_steps,
+        steps_per_execution=setup.plan.group,
+    )
+    replicas = setup.strategy.num_replicas_in_sync if setup.strategy is not None else 1
+    say(f"trained to step {state.step} on {replicas} replica(s), global batch {config.optimization.train_batch_size}")
+    return state, time.time() - started
+
+
+def dev_evaluation(setup: Setup, chief: bool):
+    """Score dev after each epoch through the same Tagger as evaluation; keep the best model."""
+    from bner import callbacks as plugins
+    from bner import model_folder
+    from bner.backends import KerasBackend
+    from bner.evaluate import score
+    from bner.tagger import Tagger
+
+    dev = setup.splits["dev"]
+    tagger = Tagger(KerasBackend(setup.network), setup.metadata, setup.tokenizer, setup.config.loop.eval_batch_size)
+    best_dir = io.join(setup.config.output.output_dir, "best_model")
+
+    def dev_f1() -> float:
+        return score([s.tags for s in dev], [t.tags for t in tagger.tag_sentences([s.words for s in dev])]).f1
+
+    def keep_best(at_step: int) -> None:
+        if chief:
+            best = dataclasses.replace(setup.metadata, training={"best_step": at_step})
+            model_folder.save(setup.network, best, setup.tokenizer, best_dir)
+
+    return plugins.DevEvaluation(dev_f1, keep_best)
+
+
+def save_trained_model(setup: Setup, state, seconds: float, say) -> dict:
+    """Write ``<output_dir>/model``: the best dev model if there is a dev set, else the last; its summary."""
+    import keras
+
+    from bner import model_folder
+
+    out = setup.config.output.output_dir
+    has_dev = "dev" in setup.splits
+    summary = {
+        "steps": state.step,
+        "epochs": setup.config.optimization.num_train_epochs,
+        "seconds_this_run": round(seconds, 1),
+        "train_seconds": round(state.train_seconds, 2),
+        "real_pieces_per_epoch": int(sum(len(e) for e in setup.examples)),
+        "precision": setup.precision,
+        "backend": keras.backend.backend(),
+        "replicas": setup.strategy.num_replicas_in_sync if setup.strategy is not None else 1,
+        "history": state.history,
+        "best_dev_f1": state.best_dev_f1 if has_dev else None,
+        "best_step": state.best_step if has_dev else None,
+        "train_examples": len(setup.examples),
+        "resumed_from_step": state.resumed_from_step,
+    }
+    best_dir = io.join(out, "best_model")
+    network = setup.network
+    if has_dev and io.exists(best_dir):
+        say(f"best dev F1 {100 * state.best_dev_f1:.2f} at step {state.best_step}: keeping that model")
+        network, _, _ = model_folder.load(best_dir)
+    model_folder.save(network, dataclasses.replace(setup.metadata, training=summary), setup.tokenizer, io.join(out, "model"))
+    return summary
+
+
+# ---------------------------------------------------------------- results, export, the run record
+
+
+def evaluate_splits(tagger, splits, out: str, say) -> dict[str, dict]:
+    """Score dev and test with the trained model: ``dev_results.*``, ``eval_results.*``, ``test_results.tsv``."""
+    from bner import evaluate
+
+    scores = {}
+    for name in ("dev", "test"):
+        if name not in splits:
+            continue
+        sentences = splits[name]
+        result, predicted = tagger.evaluation(sentences)
+        evaluate.write_results(result, out, "eval_results" if name == "test" else "dev_results")
+        if name == "test":
+            rows = [[(w, g, p) for w, g, p in zip(s.words, s.tags, pred)] for s, pred in zip(sentences, predicted)]
+            io.write_text(io.join(out, "test_results.tsv"), corpus.format_conll(rows))
+        say(f"\n{name} ({len(sentences)} sentences): " + evaluate.format_summary(result))
+        scores[name] = result.as_dict()
+    if scores:
+        say(f"wrote {io.join(out, 'eval_results.txt')} (+ .json) and test_results.tsv")
+    return scores
+
+
+def export_model(config: TrainConfig, say) -> str | None:
+    """Export ``<output_dir>/model``, unless its latest export is of this very model; the version's path.
+
+    A SavedModel is a TensorFlow artefact: under another Keras backend the export runs in a
+    TensorFlow subprocess from the backend-neutral weights, or is left for later with the
+    command to run.
+    """
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    import keras
+
+    from bner import export
+
+    out = config.output.output_dir
+    model_dir = io.join(out, "model")
+    export_dir = config.output.export_dir or io.join(out, "export")
+    existing = export.existing_export(model_dir, export_dir, config.output.model_name)
+    if existing:
+        say(f"{existing} is already an export of this model")
+        return existing
+    if keras.backend.backend() != "tensorflow":
+        command = ["-m", "bner.ner.task", "--do_export", f"--output_dir={out}", f"--export_dir={export_dir}",
+                   f"--model_name={config.output.model_name}"]
+        if importlib.util.find_spec("tensorflow") is None:
+            say("TensorFlow is not installed here: export on a machine that has it with\n  KERAS_BACKEND=tensorflow python " + " ".join(command))
+            return None
+        say("exporting under the TensorFlow backend")
+        subprocess.run([sys.executable, *command], env={**os.environ, "KERAS_BACKEND": "tensorflow"}, check=True)
+        return export.latest_export(io.join(export_dir, config.output.model_name))
+    path = export.export_tagger(model_dir, export_dir, config.output.model_name)
+    say(f"exported SavedModel to {path}")
+    return path
+
+
+def file_digests(data_dir: str) -> dict[str, str]:
+    """SHA-256 of each of train/dev/test.conll that exists."""
+    digests = {}
+    for name in ("train", "dev", "test"):
+        path = io.join(data_dir, f"{name}.conll")
+        if io.exists(path):
+            digests[name] = hashlib.sha256(io.read_bytes(path)).hexdigest()
+    return digests
+
+
+def data_digests(data_dir: str, splits) -> dict[str, dict]:
+    """Path, SHA-256 and counts of each data file: what the run learned from, exactly."""
+    shas = file_digests(data_dir)
+    return {
+        name: {"path": io.join(data_dir, f"{name}.conll"), "sha256": shas[name], **corpus.corpus_statistics(splits[name])}
+        for name in splits
+    }
+
+
+def package_versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for name in ("bner", "keras", "keras-hub", "tensorflow", "tokenizers", "numpy", "jax"):
+        try:
+            versions[name] = package_metadata.version(name)
+        except package_metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def run_record(config: TrainConfig, setup: Setup, digests: dict, status: str) -> dict:
+    """run.json: the config (replayable with ``--config``), versions, labels and data fingerprints."""
+    return {
+        "status": status,
+        "config": config.to_json(),
+        "versions": package_versions(),
+        "labels": setup.metadata.labels,
+        "data_scheme": setup.metadata.data_scheme,
+        "data_files": digests,
+        "seed": config.optimization.seed,
+    }
+
+
+def write_record(out: str, record: dict) -> None:
+    io.write_text(io.join(out, RUN_RECORD), json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_record(out: str) -> dict | None:
+    path = io.join(out, RUN_RECORD)
+    if not io.exists(path):
+        return None
+    try:
+        record = json.loads(io.read_text(path))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise OutputDirError(f"{path}: not a run record ({e}); pass --overwrite_output_dir to start over") from None
+    return record if isinstance(record, dict) else None
+
+
+def check_output_dir(out: str, config: TrainConfig, digests: dict[str, str]) -> dict | None:
+    """The earlier record of this same run in ``out``, if any; an error if ``out`` holds a different run.
+
+    A run may resume (or be found finished) only when every setting that determines the
+    result and every data file are what they were.
+    """
+    record = read_record(out)
+    if record is None:
+        if io.exists(io.join(out, "checkpoints", "checkpoint.json")):
+            raise OutputDirError(f"{out} holds checkpoints but no run.json: pass --overwrite_output_dir to start over")
+        return None
+    if "config" not in record:
+        raise OutputDirError(f"{out}/run.json was written by an older bner: pass --overwrite_output_dir to start over")
+    recorded = TrainConfig.from_json(record, io.join(out, RUN_RECORD))
+    differs = recorded.differences(config)
+    before = {k: v.get("sha256") for k, v in record.get("data_files", {}).items()}
+    now = digests
+    differs += [f"{name}.conll (contents changed)" for name in sorted(set(before) | set(now)) if before.get(name) != now.get(name)]
+    if differs:
+        raise OutputDirError(
+            f"{out} holds a run with other settings: {'; '.join(differs)}. Pass --overwrite_output_dir to start over, "
+            "or the original values to resume it"
+        )
+    return record
+
+
+def clear_run(out: str) -> None:
+    """Remove an earlier run's state (checkpoints, models, results, logs); exports stay, as versions."""
+    for name in ("checkpoints", "best_model", "model", "logs", RUN_RECORD, "eval_results.txt", "eval_results.json",
+                 "dev_results.txt", "dev_results.json", "test_results.tsv"):
+        io.remove(io.join(out, name))
+
+
+def finished_result(config: TrainConfig, record: dict, out: str, say) -> TrainResult:
+    """The result of a finished run, from its record; exports again only if its export is missing."""
+    training, result = record.get("training", {}), record.get("result", {})
+    export_path = export_model(config, say) if config.output.export else None
+    return TrainResult(
+        out, io.join(out, "model"), export_path, training.get("steps", 0), training.get("best_step"), training.get("best_dev_f1"),
+        result.get("dev"), result.get("test"), training.get("train_seconds", 0.0), already_finished=True,
+    )

@@ -1,0 +1,122 @@
+"""TrainConfig: one record of a run, built from flags, stored in run.json, checked before TensorFlow starts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bner.config import ConfigError, TrainConfig, all_fields
+
+
+def test_config_round_trips_through_json():
+    config = TrainConfig.from_settings(learning_rate=1e-4, pretrained_model="m", output_dir="runs/x", do_lower_case=False)
+    assert TrainConfig.from_json(config.to_json()) == config
+    assert TrainConfig.from_json({"config": config.to_json(), "status": "finished"}) == config
+    assert config.optimization.learning_rate == 1e-4 and config.model.do_lower_case is False
+    assert config.flat()["output_dir"] == "runs/x"
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"optimisation": {}}, "unknown section 'optimisation'"),
+        ({"optimization": {"lr": 1}}, "unknown setting optimization.lr"),
+        ({"model": "x"}, "section 'model' must be a JSON object"),
+        ([1, 2], "expected a JSON object"),
+    ],
+)
+def test_config_from_json_names_what_is_wrong(data, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig.from_json(data)
+
+
+def test_unknown_settings_are_refused():
+    with pytest.raises(ConfigError, match="unknown setting"):
+        TrainConfig.from_settings(learning_rat=1)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"learning_rate": -1.0}, "--learning_rate=-1.0: must be greater than 0"),
+        ({"train_batch_size": 0}, "--train_batch_size=0: must be greater than 0"),
+        ({"num_train_epochs": 0.0}, "--num_train_epochs"),
+        ({"warmup_proportion": 1.5}, "--warmup_proportion=1.5"),
+        ({"max_seq_length": 2}, "--max_seq_length=2"),
+        ({"dropout": 1.0}, "--dropout=1.0"),
+        ({"hidden_act": "swish"}, "--hidden_act=swish"),
+        ({"use_tpu": True, "train_batch_size": 12}, "must divide evenly over --num_tpu_cores=8"),
+    ],
+)
+def test_nonsense_values_are_refused(settings, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        TrainConfig.from_settings(**settings).check()
+
+
+def test_differences_name_only_settings_that_determine_the_result():
+    a = TrainConfig.from_settings(learning_rate=1e-4, output_dir="a", eval_batch_size=8)
+    b = TrainConfig.from_settings(learning_rate=2e-4, output_dir="b", eval_batch_size=64, seed=7)
+    assert a.differences(b) == ["learning_rate (0.0001 → 0.0002)", "seed (42 → 7)"]
+
+
+def test_absl_flags_are_made_from_the_config_fields():
+    from bner.ner.flags import FLAGS
+
+    for name, field in all_fields().items():
+        expected = True if name == "do_lower_case" else field.default  # the original flag's default
+        assert FLAGS[name].default == expected, name
+        assert FLAGS[name].help.endswith(field.metadata["help"]), name
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        (["-m", "bner.ner.task", "--do_train", "--data_dir=/no/such/folder", "--pretrained_model=/x"], "--data_dir=/no/such/folder: no such folder"),
+        (["-m", "bner.ner.task", "--do_train", "--learning_rate=-1"], "--learning_rate=-1.0: must be greater than 0"),
+        (["-m", "bner.ner.task", "--do_eval", "--output_dir=/no/run"], "/no/run/model: no trained model"),
+        (["-m", "bner.cli", "train", "--train_batch_size=0"], "--train_batch_size=0: must be greater than 0"),
+        (["-m", "bner.cli", "train", "--data_dir=/no/such/folder"], "--data_dir=/no/such/folder: no such folder"),
+        (["-m", "bner.cli", "evaluate", "/no/model", "/no/test.conll"], "/no/model: no such file or folder"),
+    ],
+)
+def test_command_lines_refuse_mistakes_in_one_line_before_tensorflow(command, message):
+    started = time.perf_counter()
+    result = run(*command)
+    elapsed = time.perf_counter() - started
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"error: {lines[0][7:]}"] and message in lines[0], result.stderr
+    assert elapsed < 8, f"{elapsed:.1f} s: something heavy was imported before the check"  # a bound, not a benchmark
+
+
+def test_max_seq_length_beyond_the_models_positions_is_refused_for_eval_too(tiny_model, tmp_path):
+    out = tmp_path / "run" / "model"
+    out.mkdir(parents=True)
+    metadata = {"labels": ["O", "B-X", "I-X"], "label_scheme": "IOB2", "data_scheme": "IOB2", "max_seq_length": 32,
+                "lowercase": True, "strip_accents": True,
+                "encoder": {"vocab_size": 10, "hidden_size": 8, "num_layers": 1, "num_heads": 2, "intermediate_size": 8,
+                            "max_position_embeddings": 64}}
+    (out / "metadata.json").write_text(json.dumps(metadata))
+    (out / "model.weights.h5").write_bytes(b"")
+    (tmp_path / "test.conll").write_text("Paris B-LOC\n")
+    result = run("-m", "bner.ner.task", "--do_eval", f"--output_dir={tmp_path / 'run'}", f"--data_dir={tmp_path}", "--max_seq_length=128")
+    assert result.returncode == 2 and "longer than the model's 64 positions" in result.stderr
+
+
+def test_each_verb_lists_only_its_own_options():
+    train = run("-m", "bner.cli", "train", "--help").stdout
+    for group in ("data:", "model:", "training:", "hardware/TPU:", "output:"):
+        assert group in train
+    assert "--learning_rate" in train and "--batch_size " not in train
+    evaluate = run("-m", "bner.cli", "evaluate", "--help").stdout
+    assert "--batch_size" in evaluate and "--learning_rate" not in evaluate
+    predict = run("-m", "bner.cli", "predict", "--help").stdout
+    assert "--output" in predict and "--tpu_name" not in predict

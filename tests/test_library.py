@@ -1,0 +1,145 @@
+"""bner as a Python library: ``bner.train(config)`` and ``bner.load(path)``, and what they promise."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import bner
+from bner.config import TrainConfig
+from tests.cli import read_json, run_task
+from tests.conftest import write_synthetic_data
+
+SETTINGS = dict(num_train_epochs=5, learning_rate=1e-3, train_batch_size=16, max_seq_length=32, precision="float32", progress=False)
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model, tmp_path_factory):
+    """One run trained in this process through the library."""
+    root = tmp_path_factory.mktemp("library")
+    data = write_synthetic_data(root / "data", scheme="IOB1", long_every=10)
+    config = TrainConfig.from_settings(pretrained_model=tiny_model, data_dir=data, output_dir=str(root / "out"), **SETTINGS)
+    lines = []
+    result = bner.train(config, say=lines.append)
+    return config, result, root, lines
+
+
+def test_train_returns_what_the_run_produced(run):
+    config, result, root, lines = run
+    assert result.steps > 0 and result.model_dir == str(root / "out" / "model")
+    assert result.export_path == str(root / "out" / "export" / "bner" / "1")
+    assert result.test["f1"] == pytest.approx(read_json(root / "out" / "eval_results.json")["f1"])
+    assert result.dev["f1"] >= 0.9 and result.best_step is not None and not result.already_finished
+    assert any(line.startswith("\ntest (60 sentences)") for line in lines)
+
+
+def test_run_json_holds_the_config_that_replays_it(run, tiny_model, tmp_path):
+    config, result, root, _ = run
+    record = read_json(root / "out" / "run.json")
+    assert record["status"] == "finished" and record["config"] == config.to_json()
+    assert TrainConfig.read(str(root / "out" / "run.json")) == config
+    # Replayed in another folder by the command line (a flag beside --config overrides it): the same model.
+    replay = run_task(f"--config={root / 'out' / 'run.json'}", f"--output_dir={tmp_path / 'replay'}", "--do_train")
+    assert "error" not in replay.stderr
+    assert read_json(tmp_path / "replay" / "eval_results.json") == read_json(root / "out" / "eval_results.json")
+    replayed = read_json(tmp_path / "replay" / "run.json")["config"]
+    assert replayed["output"]["output_dir"] == str(tmp_path / "replay")
+    assert {k: v for k, v in replayed.items() if k != "output"} == {k: v for k, v in config.to_json().items() if k != "output"}
+
+
+def test_a_changed_setting_does_not_resume_silently(run):
+    config, _, root, _ = run
+    out = str(root / "out")
+    result = run_task(f"--config={out}/run.json", "--learning_rate=0.002", "--num_train_epochs=6", "--do_train", check=False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "learning_rate (0.001 → 0.002)" in lines[0] and "num_train_epochs (5.0 → 6.0)" in lines[0]
+    assert "--overwrite_output_dir" in lines[0]
+    assert read_json(root / "out" / "run.json")["config"] == config.to_json()  # untouched
+
+
+def test_rerunning_a_finished_run_trains_and_exports_nothing_new(run):
+    config, first, root, _ = run
+    lines = []
+    again = bner.train(config, say=lines.append)
+    assert again.already_finished and again.export_path == first.export_path and again.test == first.test
+    assert sorted(os.listdir(root / "out" / "export" / "bner")) == ["1"]
+    assert any("nothing to train" in line for line in lines)
+
+
+def test_load_any_model_path_and_tag(run):
+    _, result, root, _ = run
+    out = root / "out"
+    for path in (result.export_path, out / "export" / "bner", out, out / "model", f"{result.export_path}/metadata.json"):
+        tagger = bner.load(str(path))
+        entities = tagger("Anna Kowalski visited Lisbon .")
+        assert [(e.text, e.type, e.start, e.end) for e in entities] == [("Anna Kowalski", "PER", 0, 13), ("Lisbon", "LOC", 22, 28)]
+        assert 0 < entities[0].score <= 1
+    assert bner.load(str(out)).backend.name == "in-process"  # a run folder's export, not its Keras weights
+    assert bner.load(str(out / "model")).backend.name == "keras"
+
+
+def test_tagger_predicts_groups_tags_and_evaluates(run, tmp_path):
+    _, result, root, _ = run
+    tagger = bner.load(result.export_path)
+    texts = ["Anna Kowalski visited Lisbon .", "", "Acme  works for   Boris in Oslo today"]
+    entities = tagger.predict(texts, batch_size=2)
+    assert [len(e) for e in entities] == [2, 0, 3]
+    assert tagger.predict(texts, group_by_type=True) == [
+        {"PER": ["Anna Kowalski"], "LOC": ["Lisbon"]}, {}, {"ORG": ["Acme"], "PER": ["Boris"], "LOC": ["Oslo"]}
+    ]
+    assert tagger.tag(["Anna", "met", "Chen", "in", "Quito"]) == ["I-PER", "O", "I-PER", "O", "I-LOC"]  # IOB1, as the data
+    assert tagger.tag([["Hana"], ["Oslo", "today"]]) == [["I-PER"], ["I-LOC", "O"]]
+    test_file = os.path.join(root, "data", "test.conll")
+    scores = tagger.evaluate(test_file)
+    scorer = subprocess.run([sys.executable, "-m", "bner.evaluate", str(root / "out" / "test_results.tsv"), "--json"],
+                            capture_output=True, text=True, check=True)
+    assert scores.f1 == pytest.approx(json.loads(scorer.stdout)["f1"])
+
+
+def test_tagger_and_http_api_give_the_same_entities(run):
+    from fastapi.testclient import TestClient
+
+    from bner.serving.app import ServingSettings, create_app
+
+    _, result, _, _ = run
+    tagger = bner.load(result.export_path)
+    texts = ["Hana Silva met Chen in Quito .", "Umbrella works for Goran Petrov at Lagos yesterday ."]
+    with TestClient(create_app(ServingSettings(), tagger=tagger)) as client:
+        served = client.post("/api/ner/recognize", json={"texts": texts}).json()["results"]
+    assert [r["entities"] for r in served] == [[e.as_dict() for e in found] for found in tagger.predict(texts)]
+
+
+LOAD_QUIETLY = """
+import sys, bner, bner.serving.app
+tagger = bner.load(sys.argv[1])
+print(tagger("Anna Kowalski visited Lisbon ."))
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("keras", "keras_hub")))
+"""
+
+
+def test_serving_and_loading_an_export_import_no_keras_and_print_no_tensorflow_logs(run):
+    _, result, _, _ = run
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-c", LOAD_QUIETLY, result.export_path], capture_output=True, text=True, env=env, check=True)
+    lines = done.stdout.strip().splitlines()
+    assert "Anna Kowalski" in lines[0] and lines[-1] == "[]"
+    assert done.stderr == "", done.stderr
+
+
+def test_reading_metadata_needs_only_the_standard_library(run):
+    _, result, _, _ = run
+    script = ("import sys; from bner.metadata import read_metadata; m = read_metadata(sys.argv[1]); "
+              "third = sorted({n.split('.')[0] for n in sys.modules} & {'numpy', 'tensorflow', 'keras', 'fsspec', 'tokenizers'}); "
+              "print(m.labels[0], third)")
+    done = subprocess.run([sys.executable, "-c", script, result.export_path], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "O []"
+
+
+def test_import_bner_is_cheap():
+    script = "import sys, bner; print(sorted({n.split('.')[0] for n in sys.modules} & {'numpy', 'tensorflow', 'keras', 'tokenizers'}))"
+    assert subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.strip() == "[]"
