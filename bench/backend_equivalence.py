@@ -2,7 +2,8 @@
 """Do the TensorFlow and JAX backends train identically? Step by step, on the same random draws.
 
 Runs bner's own training step on each backend in its own process (``TensorFlowStep`` on
-TensorFlow, ``KerasStep`` on JAX) from the same starting point: the pretrained encoder,
+TensorFlow, ``KerasStep`` on JAX), set up by ``bner.training.prepare`` as a real run is, from
+the same starting point: the pretrained encoder,
 a classification head drawn by NumPy, the same batches in the same order, float32. The
 two backends' random generators differ, so dropout is replaced, in this script only, by
 a mask that is a fixed hash of (layer seed, step, element), computed with integer ops
@@ -61,8 +62,9 @@ def worker(args) -> None:
     os.environ["KERAS_BACKEND"] = args.worker
     import keras
 
-    from bner import corpus, features, model
-    from bner import train as training
+    from bner import features, model
+    from bner.config import TrainConfig
+    from bner.training import prepare
 
     dropout = hashed_dropout(args.worker)
 
@@ -71,37 +73,21 @@ def worker(args) -> None:
 
     model.Float32MaskDropout.call = hashed_dropout_call  # every dropout layer of the tagger
 
-    keras.utils.set_random_seed(args.seed)
-    pretrained = model.locate_pretrained(args.model_dir)
-    sentences = corpus.read_conll(os.path.join(args.data_dir, "train.conll"))
-    scheme = corpus.model_scheme(corpus.detect_scheme(s.tags for s in sentences))
-    labels = corpus.label_list(corpus.entity_types(sentences), scheme)
-    index = {label: i for i, label in enumerate(labels)}
-    lowercase = model.model_lowercases(pretrained)
-    lowercase = True if lowercase is None else lowercase  # --do_lower_case's default, as bner.ner.task
-    tokenizer = features.build_tokenizer(pretrained.vocab_file, pretrained.tokenizer_file, lowercase, lowercase)
-    examples = features.Encoder(tokenizer, args.max_seq_length).encode(
-        [s.words for s in sentences], [[index[t] for t in corpus.convert_tags(s.tags, scheme)] for s in sentences]
-    )
-    plan = features.plan_batches([len(e) for e in examples], args.batch_size, features.bucket_lengths(args.max_seq_length), args.seed)
-    steps = min(args.steps, len(plan))
-
-    tagger = model.build_tagger(pretrained.config, len(labels), compiled_activation=True)  # as bner.ner.task
-    pretrained.load_weights(model.encoder_of(tagger))
-    head = tagger.get_layer("logits")
+    with tempfile.TemporaryDirectory(prefix="bner-equivalence-") as out:
+        # The run as bner.train prepares it (one epoch's schedule), in float32.
+        config = TrainConfig.from_settings(
+            pretrained_model=args.model_dir, data_dir=args.data_dir, output_dir=out, max_seq_length=args.max_seq_length,
+            train_batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed, num_train_epochs=1.0,
+            precision="float32",
+        )
+        setup = prepare(config)
+    head = setup.network.get_layer("logits")
     rng = np.random.default_rng(args.seed)
-    head.set_weights([(rng.standard_normal(tuple(head.kernel.shape)) * 0.02).astype("float32"), np.zeros(len(labels), "float32")])
-    optimizer = training.make_optimizer(args.learning_rate, steps, max(1, steps // 10), 0.01, clip_norm=1.0)
-    if args.worker == "tensorflow":
-        import tensorflow as tf
-
-        step = training.TensorFlowStep(tagger, optimizer, tf.distribute.get_strategy(), clip_norm=1.0)
-    else:
-        step = training.KerasStep(tagger, optimizer)
-    pad = tokenizer.token_to_id(features.SPECIAL["pad"])
-    losses = [step(features.make_batch(examples, indices, length, pad)) for indices, length in plan[:steps]]
-    np.savez(args.weights_out, *[keras.ops.convert_to_numpy(v.value) for v in tagger.trainable_variables])
-    dropouts = [layer for layer in tagger._flatten_layers() if isinstance(layer, keras.layers.Dropout) and layer.rate > 0]
+    head.set_weights([(rng.standard_normal(tuple(head.kernel.shape)) * 0.02).astype("float32"), np.zeros(head.units, "float32")])
+    plan = setup.plan.epoch(0)[: args.steps]
+    losses = [setup.step(batch) for batch in features.iterate_batches(setup.examples, plan, setup.tokenizer.token_to_id(features.SPECIAL["pad"]))]
+    np.savez(args.weights_out, *[keras.ops.convert_to_numpy(v.value) for v in setup.network.trainable_variables])
+    dropouts = [layer for layer in setup.network._flatten_layers() if isinstance(layer, keras.layers.Dropout) and layer.rate > 0]
     if not all(isinstance(layer, model.Float32MaskDropout) for layer in dropouts):
         raise SystemExit("a dropout layer of the tagger is not bner's: its mask would differ between the backends")
     print(json.dumps({"losses": losses, "dropout_layers": len(dropouts)}))

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run ``python -m bner.ner.task`` and record its random draws for a paired comparison.
+"""Run bner's training and record its random draws for a paired comparison.
 
 Writes ``<record_to>_head.npz`` (the classification head's initial kernel, bias and the
 label names of its rows) and ``<record_to>_batches.json`` (the training-sentence indices
@@ -10,8 +10,8 @@ that move WNUT-17 F1 by points from seed to seed. Used by ``bench/wnut17.py --pa
 
     python bench/bner_recorded.py --record_to /tmp/seed7 -- --pretrained_model=... --do_train ...
 
-Only for benchmarks: it wraps three library functions (``corpus.label_list``,
-``features.iterate_batches``, ``train.run_training``) and records a fresh run, not a resumed one.
+The flags are ``python -m bner.ner.task``'s; the run is ``bner.train`` with one more callback
+(the loop's hook points), and it records a fresh run, not a resumed one.
 """
 
 from __future__ import annotations
@@ -23,49 +23,54 @@ import sys
 import numpy as np
 
 
-def record_and_run(record_to: str, task_argv: list[str]) -> None:
-    from absl import app
+def recorder(record_to: str):
+    import keras
 
+    class RecordDraws(keras.callbacks.Callback):
+        """The initial head at the start, and each epoch's planned batches as sentence indices."""
+
+        def on_train_begin(self, logs=None):
+            if self.params["initial_step"]:
+                sys.exit("the output folder holds a started run: record a fresh one")
+            self.sentences = [example.window.sentence for example in self.params["examples"]]
+            if len(set(self.sentences)) != len(self.sentences):
+                sys.exit("a training sentence spans several windows: its batches cannot be replayed by sentence")
+            self.head = [np.asarray(w) for w in self.model.get_layer("logits").get_weights()]
+            self.epochs = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            plan = self.params["plan"].epoch(epoch)
+            self.epochs.append([[self.sentences[i] for i in indices] for indices, _ in plan])
+
+        def on_train_end(self, logs=None):
+            steps = self.params["state"].step
+            per_epoch = self.params["steps_per_epoch"]
+            if steps % per_epoch:  # a fractional last epoch stops early
+                self.epochs[-1] = self.epochs[-1][: steps % per_epoch]
+            with open(f"{record_to}_batches.json", "w", encoding="utf-8") as f:
+                json.dump({"epochs": self.epochs}, f)
+
+    return RecordDraws()
+
+
+def record_and_run(record_to: str, task_argv: list[str]) -> None:
     from bner.settings import configure_environment, import_tensorflow_quietly
 
     configure_environment()
+    from bner.ner.flags import FLAGS, config_from_flags
+
+    FLAGS([sys.argv[0], *task_argv])
+    config = config_from_flags()
     import_tensorflow_quietly()
-    from bner import corpus, features, train
-    from bner.ner import task
+    from bner.training import train
 
-    labels: list[str] = []
-    epochs: list[list[np.ndarray]] = []
-    label_list, iterate_batches, run_training = corpus.label_list, features.iterate_batches, train.run_training
+    callback = recorder(record_to)
+    train(config, callbacks=[callback])
+    from bner.metadata import read_metadata
 
-    def recording_label_list(*args, **kwargs):
-        labels[:] = label_list(*args, **kwargs)
-        return labels[:]
-
-    def recording_iterate_batches(*args, shuffle_seed=None, **kwargs):
-        """Training batches (the shuffled ones) as they are handed to the step."""
-        if shuffle_seed is not None:
-            epochs.append([])
-        for batch in iterate_batches(*args, shuffle_seed=shuffle_seed, **kwargs):
-            if shuffle_seed is not None:
-                epochs[-1].append(batch.indices)
-            yield batch
-
-    def recording_run_training(model, optimizer, step_fn, examples, *args, **kwargs):
-        sentences = [example.window.sentence for example in examples]
-        if len(set(sentences)) != len(sentences):
-            sys.exit("a training sentence spans several windows: its batches cannot be replayed by sentence")
-        kernel, bias = model.get_layer("logits").get_weights()
-        np.savez(f"{record_to}_head.npz", kernel=np.asarray(kernel), bias=np.asarray(bias), labels=np.asarray(labels))
-        state = run_training(model, optimizer, step_fn, examples, *args, **kwargs)
-        batches = [[[sentences[i] for i in indices] for indices in epoch] for epoch in epochs]
-        with open(f"{record_to}_batches.json", "w", encoding="utf-8") as f:
-            json.dump({"epochs": batches}, f)
-        return state
-
-    corpus.label_list, features.iterate_batches, train.run_training = (
-        recording_label_list, recording_iterate_batches, recording_run_training
-    )
-    app.run(task.main, argv=[sys.argv[0], *task_argv])
+    labels = read_metadata(f"{config.output.output_dir}/model").labels
+    kernel, bias = callback.head
+    np.savez(f"{record_to}_head.npz", kernel=kernel, bias=bias, labels=np.asarray(labels))
 
 
 def main() -> None:

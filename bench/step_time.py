@@ -21,30 +21,29 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 LENGTHS = (32, 64, 128)
 
 BNER = """
-import json, sys, time, numpy as np
+import json, sys, tempfile, time, numpy as np
 from bner.settings import configure_environment; configure_environment()
-import keras, tensorflow as tf
-from bner import features, model, train
+from bner import features
+from bner.config import TrainConfig
+from bner.training import prepare
 precision, model_dir, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 lengths = [int(x) for x in sys.argv[4].split(",")]
-keras.mixed_precision.set_dtype_policy(precision)
-pretrained = model.locate_pretrained(model_dir)
-tagger = model.build_tagger(pretrained.config, 13, compiled_activation=True)
-pretrained.load_weights(model.encoder_of(tagger))
-optimizer = train.make_optimizer(5e-5, 1000, 100)
-optimizer.build(tagger.trainable_variables)
-step = train.TensorFlowStep(tagger, optimizer, tf.distribute.get_strategy(), clip_norm=1.0)
+# The step as bner.train prepares it (network, AdamW, strategy, clipping) for a run on the bundled sample.
+with tempfile.TemporaryDirectory() as out:
+    setup = prepare(TrainConfig.from_settings(pretrained_model=model_dir, output_dir=out, precision=precision))
+step, num_labels = setup.step, len(setup.metadata.labels)
 rng = np.random.default_rng(0)
 for length in lengths:
     ids = rng.integers(1000, 20000, (32, length)).astype(np.int32)
-    labels = rng.integers(0, 13, (32, length)).astype(np.int32)
+    labels = rng.integers(0, num_labels, (32, length)).astype(np.int32)
     mask = np.ones_like(ids)
     b = features.Batch(np.arange(32), {"input_ids": ids, "attention_mask": mask, "token_type_ids": 0 * mask}, labels)
     step(b); step(b)
     times = []
     for _ in range(steps):
         t = time.perf_counter(); step(b); times.append(time.perf_counter() - t)
-    print(json.dumps({"system": "bner", "precision": precision, "length": length, "median_seconds": float(np.median(times))}), flush=True)
+    print(json.dumps({"system": "bner", "precision": precision, "length": length, "labels": num_labels,
+                      "median_seconds": float(np.median(times))}), flush=True)
 """
 
 TORCH = """
@@ -53,11 +52,11 @@ from transformers import AutoModelForTokenClassification
 model_dir, steps = sys.argv[1], int(sys.argv[2])
 lengths = [int(x) for x in sys.argv[3].split(",")]
 torch.manual_seed(0)
-m = AutoModelForTokenClassification.from_pretrained(model_dir, num_labels=13)
+m = AutoModelForTokenClassification.from_pretrained(model_dir, num_labels=9)  # as bner: the sample's labels
 m.train()
 opt = torch.optim.AdamW(m.parameters(), lr=5e-5, weight_decay=0.01, fused=True)
 for length in lengths:
-    ids = torch.randint(1000, 20000, (32, length)); labels = torch.randint(0, 13, (32, length))
+    ids = torch.randint(1000, 20000, (32, length)); labels = torch.randint(0, 9, (32, length))
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss = m(input_ids=ids, labels=labels).loss
