@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -22,6 +23,8 @@ import tokenizers
 
 from bner import corpus, features, io, text
 from bner.metadata import METADATA_FILE, SIGNATURE, TaggerMetadata, read_metadata
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # inputs (input_ids, attention_mask, token_type_ids: int32 [batch, length])
 #   → (label ids int [batch, length], scores float32 [batch, length])
@@ -112,7 +115,12 @@ class Tagger:
         return results
 
     def tag_texts(self, texts: Sequence[str], batch_size: int | None = None) -> list[TaggedText]:
-        """Raw texts → words (CoNLL-style segmentation) → tags → entities with character offsets."""
+        """Raw texts → words (CoNLL-style segmentation) → tags → entities with character offsets.
+
+        Lone surrogates (valid in JSON, not in UTF-8, refused by the tokenizer) read as U+FFFD,
+        one character for one, so every offset still points into the text as given.
+        """
+        texts = [_LONE_SURROGATE.sub("\ufffd", t) for t in texts]
         segmented = [text.segment(t) for t in texts]
         nonempty = [i for i, words in enumerate(segmented) if words]
         tagged = self.tag_sentences([[w.text for w in segmented[i]] for i in nonempty], batch_size)
@@ -123,6 +131,12 @@ class Tagger:
             t = by_text.get(i, empty)
             results.append(TaggedText(source, words, t, entities_of(source, words, t)))
         return results
+
+    def count_pieces(self, texts: Sequence[str]) -> int:
+        """Word pieces the texts make (the model's work, before windows): what a server budgets."""
+        words = [[w.text for w in text.segment(_LONE_SURROGATE.sub("\ufffd", t))] for t in texts]
+        tokenized = features.tokenize(self.preprocessor.tokenizer, [w for w in words if w], self.preprocessor.max_pieces)
+        return sum(len(t.pieces) for t in tokenized)
 
     # ------------------------------------------------------------ words and CoNLL files
 

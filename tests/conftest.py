@@ -114,3 +114,13 @@ def tiny_model(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory) -> str:
     return write_synthetic_data(tmp_path_factory.mktemp("synthetic"))
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

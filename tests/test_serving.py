@@ -231,3 +231,110 @@ def test_worker_listener_gives_connections_tcp_nodelay():
             server.close()
 
     assert asyncio.run(accepted_nodelay()) == 1
+
+
+def test_a_lone_surrogate_is_read_as_a_replacement_character_and_harms_no_neighbour(tagger):
+    """A lone surrogate is valid JSON but no text the tokenizer takes: it reads as U+FFFD, offsets intact."""
+    app = create_app(ServingSettings(max_batch_size=64, max_wait_ms=50), tagger=tagger)
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            bodies = [b'{"text": "Anna \\ud800 Kowalski visited Lisbon ."}'] + [b'{"text": "Hana Silva met Chen in Quito ."}'] * 20
+            return await asyncio.gather(*(
+                client.post("/api/ner/recognize", content=b, headers={"content-type": "application/json"}) for b in bodies
+            ))
+
+    with TestClient(app):
+        responses = asyncio.run(scenario())
+    assert [r.status_code for r in responses] == [200] * 21
+    first = responses[0].json()["entities"]
+    assert ("Lisbon", 24) in {(e["text"], e["start"]) for e in first}  # "Anna " + one U+FFFD + " Kowalski visited "
+    assert all(r.json()["entities"] == responses[1].json()["entities"] for r in responses[1:])
+
+
+def test_a_failing_request_does_not_fail_the_requests_batched_with_it():
+    from bner.serving.batching import MicroBatcher
+
+    def process(texts):
+        if "boom" in texts:
+            raise RuntimeError("boom")
+        return [t.upper() for t in texts]
+
+    batcher = MicroBatcher(process, max_batch_size=64, max_wait_ms=100)
+
+    async def scenario():
+        return await asyncio.gather(*(batcher.submit([t]) for t in ["a", "boom", "b", "c"]), return_exceptions=True)
+
+    try:
+        results = asyncio.run(scenario())
+    finally:
+        batcher.close()
+    assert results[0] == ["A"] and results[2] == ["B"] and results[3] == ["C"]
+    assert isinstance(results[1], RuntimeError)
+
+
+def test_work_is_bounded_by_word_pieces_not_characters(tagger):
+    with client_for(tagger, max_pieces=500) as client:
+        dots = client.post("/api/ner/recognize", json={"text": "." * 2_000})  # 2,000 characters, 2,000 words
+        assert dots.status_code == 413 and "word pieces" in dots.json()["detail"]
+        assert client.post("/api/ner/recognize", json={"text": "Anna visited Lisbon . " * 20}).status_code == 200
+
+
+def test_the_key_is_checked_before_the_body_and_any_key_bytes_are_just_wrong(tagger):
+    with client_for(tagger, api_key="s3cret") as client:
+        invalid = client.post("/api/ner/recognize", content=b"{not json", headers={"content-type": "application/json"})
+        assert invalid.status_code == 401  # not 422: no schema is shown to unauthenticated clients
+        assert client.post("/api/ner/recognize", json={"text": "Oslo"}, headers={"X-API-Key": "ключ".encode()}).status_code == 401
+        assert client.get("/metrics").status_code == 200  # open unless BNER_PROTECT_ALL
+    with client_for(tagger, api_key="ключ-s3cret") as client:  # a non-ASCII key works too
+        ok = client.post("/api/ner/recognize", json={"text": "Oslo"}, headers={"X-API-Key": "ключ-s3cret".encode()})
+        assert ok.status_code == 200
+    with client_for(tagger, api_key="s3cret", protect_all=True) as client:
+        assert client.get("/metrics").status_code == 401 and client.get("/api/ner/ready").status_code == 401
+        assert client.get("/metrics", headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert client.get("/api/ner/health").status_code == 200  # liveness never needs the key
+
+
+def test_metrics_label_unknown_paths_as_other(tagger):
+    with client_for(tagger) as client:
+        for i in range(50):
+            assert client.get(f"/random/{i}").status_code == 404
+        text = client.get("/metrics").text
+    assert 'endpoint="other"' in text and "/random/" not in text
+
+
+def test_a_chunked_body_over_the_limit_is_refused_without_reading_it_whole(export, unused_port):
+    """Against a real server: the limit holds for a body sent without Content-Length."""
+    import subprocess
+    import sys
+    import time
+
+    port = unused_port
+    env = {**os.environ, "BNER_MAX_BODY_BYTES": "10000", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    server = subprocess.Popen([sys.executable, "-m", "bner.serving", "--model_dir", export[2], "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/ner/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None and time.time() < deadline, "server did not start"
+            time.sleep(0.3)
+
+        def chunks():
+            yield b'{"text": "'
+            for _ in range(2_000):  # 2 MB in all, sent chunked
+                yield b"a" * 1_000
+            yield b'"}'
+
+        started = time.time()
+        reply = httpx.post(f"http://127.0.0.1:{port}/api/ner/recognize", content=chunks(), headers={"content-type": "application/json"}, timeout=30)
+        assert reply.status_code == 413 and time.time() - started < 10
+        assert httpx.post(f"http://127.0.0.1:{port}/api/ner/recognize", json={"text": "Oslo"}, timeout=30).status_code == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

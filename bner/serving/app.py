@@ -7,12 +7,11 @@ come back as JSON. Importing it imports neither Keras nor TensorFlow.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
-import hmac
 import logging
 import os
-import time
 from importlib import resources
 from typing import Any
 
@@ -25,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from bner.backends import BackendUnavailable
 from bner.metadata import SIGNATURE
 from bner.serving.batching import MicroBatcher
+from bner.serving.guard import RequestGuard
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,13 @@ class ServingSettings:
     max_batch_size: int = 16  # BNER_MAX_BATCH_SIZE: texts per model call (larger batches pad more: measured in bench/serve_load.py)
     max_wait_ms: float = 5.0  # BNER_MAX_WAIT_MS: how long the first text waits for company
     max_text_chars: int = 100_000  # BNER_MAX_TEXT_CHARS: longer texts → 413
+    # BNER_MAX_PIECES: word pieces per request (the model's work) → 413; a text of punctuation,
+    # one word per character, is held to the same budget as ordinary text.
+    max_pieces: int = 32_768
     max_texts: int = 256  # BNER_MAX_TEXTS: texts per request
     max_body_bytes: int = 2_000_000  # BNER_MAX_BODY_BYTES: request bodies larger → 413
-    api_key: str | None = None  # BNER_API_KEY: when set, X-API-Key must match
+    api_key: str | None = None  # BNER_API_KEY: when set, X-API-Key must match on recognize
+    protect_all: bool = False  # BNER_PROTECT_ALL: the key guards /metrics, /api/ner/ready, /docs and / too
     cors_origins: tuple[str, ...] = ()  # BNER_CORS_ORIGINS: comma-separated; empty = CORS off
 
     @classmethod
@@ -71,9 +75,11 @@ class ServingSettings:
             "max_batch_size": get("BNER_MAX_BATCH_SIZE", int, 16),
             "max_wait_ms": get("BNER_MAX_WAIT_MS", float, 5.0),
             "max_text_chars": get("BNER_MAX_TEXT_CHARS", int, 100_000),
+            "max_pieces": get("BNER_MAX_PIECES", int, 32_768),
             "max_texts": get("BNER_MAX_TEXTS", int, 256),
             "max_body_bytes": get("BNER_MAX_BODY_BYTES", int, 2_000_000),
             "api_key": get("BNER_API_KEY"),
+            "protect_all": get("BNER_PROTECT_ALL", lambda v: v.lower() in ("1", "true", "yes"), False),
             "cors_origins": tuple(o.strip() for o in get("BNER_CORS_ORIGINS", str, "").split(",") if o.strip()),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -187,32 +193,29 @@ def create_app(settings: ServingSettings, tagger=None) -> FastAPI:
         version="1",
     )
     app.state.settings, app.state.tagger, app.state.batcher = settings, tagger, batcher
+    routes = frozenset()
+
+    def known_routes() -> frozenset:
+        nonlocal routes
+        routes = routes or frozenset(r.path for r in app.routes)
+        return routes
+
+    app.add_middleware(
+        RequestGuard, max_body_bytes=settings.max_body_bytes, api_key=settings.api_key, protect_all=settings.protect_all,
+        metrics=metrics, routes=known_routes,
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
             allow_headers=["Content-Type", "X-API-Key"],
         )
-    add_limits_and_errors(app, settings, metrics)
+    add_error_handlers(app, metrics)
     add_probes_and_metrics(app, settings, tagger, metrics)
-    add_recognize(app, settings, batcher, metrics)
+    add_recognize(app, settings, tagger, batcher, metrics)
     return app
 
 
-def add_limits_and_errors(app: FastAPI, settings: ServingSettings, metrics: Metrics) -> None:
-    @app.middleware("http")
-    async def limits_and_metrics(request: Request, call_next):
-        endpoint = request.url.path
-        started = time.perf_counter()
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
-            response = JSONResponse({"detail": f"request body over {settings.max_body_bytes} bytes"}, status_code=413)
-        else:
-            response = await call_next(request)
-        if endpoint != "/metrics":
-            metrics.requests.labels(endpoint, str(response.status_code)).inc()
-            metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
-        return response
-
+def add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError):
         metrics.errors.labels("invalid").inc()
@@ -241,8 +244,6 @@ def add_probes_and_metrics(app: FastAPI, settings: ServingSettings, tagger, metr
 
     @app.get("/api/ner/ready", summary="Readiness: the model is loaded and the backend answers")
     async def ready():
-        import asyncio
-
         try:
             await asyncio.to_thread(tagger.check)
         except BackendUnavailable as e:
@@ -256,13 +257,22 @@ def add_probes_and_metrics(app: FastAPI, settings: ServingSettings, tagger, metr
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def add_recognize(app: FastAPI, settings: ServingSettings, batcher: MicroBatcher, metrics: Metrics) -> None:
+async def until_disconnected(work, request: Request, poll_seconds: float = 0.25):
+    """The result of ``work``, or None (and ``work`` cancelled) once the client has gone away."""
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=poll_seconds)
+        if done:
+            return task.result()
+        if await request.is_disconnected():
+            task.cancel()
+            return None
+
+
+def add_recognize(app: FastAPI, settings: ServingSettings, tagger, batcher: MicroBatcher, metrics: Metrics) -> None:
     @app.post("/api/ner/recognize", response_model=RecognizeResponse, response_model_exclude_none=True,
               summary="Find the named entities in one text or several")
     async def recognize(body: RecognizeRequest, request: Request):
-        if settings.api_key and not hmac.compare_digest(request.headers.get("x-api-key", ""), settings.api_key):
-            metrics.errors.labels("unauthorized").inc()
-            return JSONResponse({"detail": "missing or wrong X-API-Key header"}, status_code=401)
         texts = [body.text] if body.text is not None else body.texts
         if len(texts) > settings.max_texts:
             return JSONResponse({"detail": f"{len(texts)} texts in one request; the limit is {settings.max_texts}"}, status_code=413)
@@ -271,7 +281,14 @@ def add_recognize(app: FastAPI, settings: ServingSettings, batcher: MicroBatcher
                 return JSONResponse(
                     {"detail": f"text {i} has {len(t)} characters; the limit is {settings.max_text_chars}"}, status_code=413
                 )
-        tagged = await batcher.submit(texts) if texts else []
+        pieces = await asyncio.to_thread(tagger.count_pieces, texts) if texts else 0
+        if pieces > settings.max_pieces:
+            metrics.errors.labels("too_large").inc()
+            return JSONResponse({"detail": f"the texts make {pieces} word pieces; the limit is {settings.max_pieces}"}, status_code=413)
+        tagged = await until_disconnected(batcher.submit(texts), request) if texts else []
+        if tagged is None:
+            metrics.errors.labels("disconnected").inc()
+            return Response(status_code=499)  # nobody is listening; the work was dropped
         results = []
         for t in tagged:
             result = {"text": t.text, "entities": [e.as_dict() for e in t.entities]}

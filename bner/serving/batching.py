@@ -2,7 +2,10 @@
 
 Requests put their texts on a queue; one worker thread takes what has arrived (up to
 ``max_batch_size`` texts, waiting at most ``max_wait_ms`` for more after the first),
-runs them through the model together and hands each request its own results.
+runs them through the model together and hands each request its own results. A request
+whose client has gone (its future cancelled) is dropped before the model call. When a
+shared call fails, each request is run again alone, so only the one that caused the
+failure gets the error.
 """
 
 from __future__ import annotations
@@ -69,24 +72,31 @@ class MicroBatcher:
             first = self._queue.get()
             if first is None:
                 return
-            jobs = self._collect(first)
-            texts = [t for job in jobs for t in job.texts]
-            started = time.perf_counter()
+            jobs = [job for job in self._collect(first) if not job.future.done()]
+            if not jobs:
+                continue
             try:
-                results = self.process(texts)
-                error = None
-            except Exception as e:  # noqa: BLE001 — handed to the waiting requests
-                results, error = None, e
-            if self.on_batch:
-                self.on_batch(len(texts), time.perf_counter() - started)
-            offset = 0
-            for job in jobs:
-                if error is not None:
-                    job.loop.call_soon_threadsafe(_set_exception, job.future, error)
-                else:
-                    part = results[offset : offset + len(job.texts)]
-                    job.loop.call_soon_threadsafe(_set_result, job.future, part)
-                offset += len(job.texts)
+                self._run_together(jobs)
+            except Exception as e:  # noqa: BLE001 — retried alone, handed to the culprit
+                if len(jobs) == 1:
+                    jobs[0].loop.call_soon_threadsafe(_set_exception, jobs[0].future, e)
+                    continue
+                for job in jobs:
+                    try:
+                        self._run_together([job])
+                    except Exception as alone:  # noqa: BLE001
+                        job.loop.call_soon_threadsafe(_set_exception, job.future, alone)
+
+    def _run_together(self, jobs: list[_Job]) -> None:
+        texts = [t for job in jobs for t in job.texts]
+        started = time.perf_counter()
+        results = self.process(texts)
+        if self.on_batch:
+            self.on_batch(len(texts), time.perf_counter() - started)
+        offset = 0
+        for job in jobs:
+            job.loop.call_soon_threadsafe(_set_result, job.future, results[offset : offset + len(job.texts)])
+            offset += len(job.texts)
 
 
 def _set_result(future: asyncio.Future, value) -> None:
