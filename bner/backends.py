@@ -48,6 +48,7 @@ class KerasBackend:
 
     def __init__(self, model):
         self.model = model
+        self.num_labels = int(model.output_shape[-1])
 
     def piece_labels(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         return labels_from_logits(self.model.predict_on_batch(inputs))
@@ -74,6 +75,8 @@ class SavedModelBackend:
             )
         self._signature = self._loaded.signatures[signature_name]
         self._tf = tf
+        logits = self._signature.structured_outputs.get("logits")
+        self.num_labels = int(logits.shape[-1]) if logits is not None and logits.shape[-1] is not None else None
 
     def piece_labels(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         out = self._signature(**{k: self._tf.constant(inputs[k]) for k in INPUTS})
@@ -92,6 +95,7 @@ class TFServingBackend:
     """
 
     name = "tf-serving"
+    num_labels = None  # known to TF Serving only; checked through each answer's label ids
 
     def __init__(
         self,

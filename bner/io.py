@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -151,7 +152,8 @@ def staged_directory(final_path: str, publish_last: tuple[str, ...] = ()) -> Ite
     if is_local(final_path):
         parent = os.path.dirname(os.path.abspath(final_path))
         os.makedirs(parent, exist_ok=True)
-        tmp = os.path.join(parent, f".tmp-{uuid.uuid4().hex[:8]}-{os.path.basename(final_path)}")
+        remove_abandoned_staging(parent)
+        tmp = os.path.join(parent, f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{os.path.basename(final_path)}")
         os.makedirs(tmp)
         try:
             yield tmp
@@ -177,6 +179,28 @@ def staged_directory(final_path: str, publish_last: tuple[str, ...] = ()) -> Ite
         finally:
             if fs.exists(staging):
                 fs.rm(staging, recursive=True)
+
+
+def remove_abandoned_staging(parent: str) -> None:
+    """Remove staging folders left by a process that was killed mid-write (its pid no longer runs).
+
+    Each staging folder carries its writer's pid; one whose writer still runs (another
+    export under way) is left alone. Local folders only: pids mean nothing across machines.
+    """
+    for name in os.listdir(parent):
+        match = re.fullmatch(r"\.tmp-(\d+)-[0-9a-f]{8}-.+", name)
+        if match and not _process_runs(int(match.group(1))):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
+def _process_runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 @contextlib.contextmanager

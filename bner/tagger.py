@@ -79,6 +79,11 @@ class Tagger:
                 f"max_seq_length {window} is longer than the model's {metadata.encoder.max_position_embeddings} positions"
             )
         self.preprocessor = features.Preprocessor(tokenizer, window)
+        outputs = getattr(backend, "num_labels", None)
+        if outputs is not None and outputs != len(metadata.labels):
+            raise ValueError(
+                f"{source or 'the model'}: metadata.json lists {len(metadata.labels)} labels but the model has {outputs} outputs"
+            )
 
     def __repr__(self) -> str:
         return f"Tagger({self.source or 'in memory'!s}, types={self.entity_types}, backend={self.backend.name})"
@@ -163,6 +168,8 @@ class Tagger:
                 piece_scores[i] = scores[row]
         decoded = features.decode(examples, piece_ids, piece_scores, len(sentences))
         labels = self.labels
+        if any(len(ids) and int(ids.max()) >= len(labels) for ids, _ in decoded):
+            raise ValueError(f"{self.source}: the model answered a label id beyond the {len(labels)} labels of metadata.json")
         return [TaggedSentence([labels[i] for i in ids], scores) for ids, scores in decoded]
 
     def evaluate(self, data: str | Sequence[corpus.Sentence], batch_size: int | None = None):

@@ -45,3 +45,16 @@ def test_fsspec_urls_work_through_the_same_functions():
 def test_a_url_whose_file_system_is_not_installed_is_a_clear_error():
     with pytest.raises(ValueError, match="needs an extra package"):
         io.exists("oci://bucket@namespace/file")  # a known protocol whose package (ocifs) is not installed
+
+
+def test_staging_left_by_a_killed_writer_is_removed_by_the_next_write(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    (tmp_path / f".tmp-{dead}-0123abcd-3").mkdir()  # a killed exporter's half-written version
+    (tmp_path / f".tmp-{os.getpid()}-89abcdef-4").mkdir()  # a writer that still runs (this one)
+    (tmp_path / ".tmp-deadbeef-5").mkdir()  # not bner's pattern: left alone
+    with io.staged_directory(str(tmp_path / "6")) as staging:
+        open(os.path.join(staging, "f"), "w").close()
+    assert sorted(os.listdir(tmp_path)) == [f".tmp-{os.getpid()}-89abcdef-4", ".tmp-deadbeef-5", "6"]

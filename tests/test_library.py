@@ -143,3 +143,42 @@ def test_reading_metadata_needs_only_the_standard_library(run):
 def test_import_bner_is_cheap():
     script = "import sys, bner; print(sorted({n.split('.')[0] for n in sys.modules} & {'numpy', 'tensorflow', 'keras', 'tokenizers'}))"
     assert subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+def broken_copy(export: str, tmp_path, change) -> str:
+    import shutil
+
+    target = tmp_path / "broken"
+    shutil.copytree(export, target)
+    change(target)
+    return str(target)
+
+
+def edit_metadata(**values):
+    def change(folder):
+        data = json.loads((folder / "metadata.json").read_text())
+        data.update(values)
+        (folder / "metadata.json").write_text(json.dumps(data))
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda f: (f / "saved_model.pb").write_bytes(b"\x08\x01garbage"), "cannot load the SavedModel"),
+        (lambda f: (f / "metadata.json").write_text("[1, 2]"), "expected a JSON object, got list"),
+        (edit_metadata(format_version="1"), "format_version must be a whole number"),
+        (edit_metadata(tokenizer_file="../../../../etc/passwd"), "tokenizer_file must be a file name inside the model folder"),
+        (lambda f: (f / "tokenizer.json").write_text("{}"), "not a tokenizer file"),
+        (edit_metadata(labels=["O", "B-LOC"]), "metadata.json lists 2 labels but the model has 7 outputs"),
+    ],
+)
+def test_a_damaged_export_fails_to_load_with_one_line(run, tmp_path, change, message):
+    _, result, _, _ = run
+    folder = broken_copy(result.export_path, tmp_path, change)
+    with pytest.raises(ValueError, match=message):
+        bner.load(folder)
+    served = subprocess.run([sys.executable, "-m", "bner.serving", "--model_dir", folder, "--port", "1"], capture_output=True, text=True, timeout=120)
+    lines = served.stderr.strip().splitlines()
+    assert served.returncode == 2 and len(lines) == 1 and message.split(" (")[0] in lines[0], served.stderr

@@ -179,6 +179,8 @@ class Metrics:
 def create_app(settings: ServingSettings, tagger=None) -> FastAPI:
     """The service; ``tagger`` (a :class:`bner.tagger.Tagger`) is loaded as ``settings`` say when not given."""
     tagger = tagger or make_tagger(settings)
+    if tagger.backend.name != "tf-serving":
+        tagger.check()  # one real inference before the server says it is up (TF Serving may start later)
     metrics = Metrics()
     batcher = MicroBatcher(tagger.tag_texts, settings.max_batch_size, settings.max_wait_ms, metrics.observe_batch)
     @contextlib.asynccontextmanager
