@@ -46,26 +46,35 @@ class Span:
 
 
 def conll_rows(
-    text: str, source: str = "<string>", min_columns: int = 2, expected: str = "a word and a tag", same_columns: bool = True
+    text: str,
+    source: str = "<string>",
+    min_columns: int = 2,
+    expected: str = "a word and a tag",
+    same_columns: bool = True,
+    docstart_is_token: bool = False,
 ) -> Iterator[tuple[int, int, list[tuple[int, list[str]]]]]:
     """``(document, first line, [(line number, fields), ...])`` for each sentence of a CoNLL text.
 
     The one reader of CoNLL lines (data files and conlleval's prediction files alike):
     blank lines end sentences, ``-DOCSTART-`` lines start documents, and every token line
     has at least ``min_columns`` columns (``expected`` says what they are), and with
-    ``same_columns`` as many as the first.
+    ``same_columns`` as many as the first. With ``docstart_is_token`` (conlleval's reading)
+    a ``-DOCSTART-`` line is a token too, a sentence of its own, column-checked like the rest.
     """
     if text.startswith("\ufeff"):
         text = text[1:]
     document, rows, columns = 0, [], None
     for number, raw in enumerate(text.splitlines(), start=1):
         fields = raw.split()
-        if not fields or fields[0] == "-DOCSTART-":
+        if not fields or (fields[0] == "-DOCSTART-" and not docstart_is_token):
             if rows:
                 yield document, rows[0][0], rows
             rows = []
             document += 1 if fields else 0
             continue
+        if fields[0] == "-DOCSTART-" and rows:
+            yield document, rows[0][0], rows
+            rows = []
         if len(fields) < min_columns:
             raise CorpusError(f"{source}:{number}: expected {expected} separated by a space or tab, got {raw!r}")
         if columns is None:
@@ -73,6 +82,10 @@ def conll_rows(
         elif same_columns and len(fields) != columns:
             raise CorpusError(f"{source}:{number}: expected {columns} columns like the lines before, got {len(fields)} in {raw!r}")
         rows.append((number, fields))
+        if fields[0] == "-DOCSTART-":
+            document += 1
+            yield document, number, rows
+            rows = []
     if rows:
         yield document, rows[0][0], rows
 
@@ -206,29 +219,67 @@ def convert_tags(tags: Sequence[str], scheme: str) -> list[str]:
     return spans_to_tags(entity_spans(tags), len(tags), scheme)
 
 
-def detect_scheme(tag_sequences: Iterable[Sequence[str]]) -> str:
-    """IOB1, IOB2 or IOBES, from how entities start in the data.
+@dataclasses.dataclass
+class SchemeEvidence:
+    """How entities start in a corpus: with ``B-`` (IOB2's way) or ``I-`` (IOB1's way), and where."""
 
-    IOB2 starts every entity with ``B-``; IOB1 starts entities with ``I-`` and uses ``B-``
-    only between two adjacent entities of one type. Data with no evidence either way
-    (no entities, or only entities that read the same in both) counts as IOB2.
-    """
-    b_opens, i_opens = 0, 0
-    for tags in tag_sequences:
+    b_opens: int = 0
+    i_opens: int = 0
+    iobes: bool = False
+    b_lines: list[int] = dataclasses.field(default_factory=list)  # first few lines of each kind
+    i_lines: list[int] = dataclasses.field(default_factory=list)
+
+    @property
+    def scheme(self) -> str:
+        if self.iobes:
+            return "IOBES"
+        return "IOB1" if self.i_opens > self.b_opens else "IOB2"
+
+    def inconsistency(self, source: str = "") -> str | None:
+        """A warning naming the tags that disagree with the detected scheme, or None."""
+        if self.iobes or not (self.b_opens and self.i_opens):
+            return None
+        if self.scheme == "IOB1":
+            odd, lines, how = self.b_opens, self.b_lines, "start with B- after O or another type"
+        else:
+            odd, lines, how = self.i_opens, self.i_lines, "start with I- after O or another type"
+        where = ", ".join(f"{source}:{n}" if source else str(n) for n in lines)
+        return (f"{odd} entities {how}, against {max(self.b_opens, self.i_opens)} that follow {self.scheme}; "
+                f"read as {self.scheme} (first at {where}); pass --tag_scheme to choose")
+
+
+def scheme_evidence(sentences: Iterable[Sentence | Sequence[str]], keep: int = 5) -> SchemeEvidence:
+    evidence = SchemeEvidence()
+    for sentence in sentences:
+        tags = sentence.tags if isinstance(sentence, Sentence) else sentence
+        first = sentence.line if isinstance(sentence, Sentence) else 0
         prev, prev_type = OUTSIDE, ""
-        for tag in tags:
+        for offset, tag in enumerate(tags):
             kind, entity_type = split_tag(tag)
             if kind in ("E", "S"):
-                return "IOBES"
+                evidence.iobes = True
             continues = prev != OUTSIDE and prev_type == entity_type
             if kind == "B" and not continues:
-                b_opens += 1
+                evidence.b_opens += 1
+                if len(evidence.b_lines) < keep:
+                    evidence.b_lines.append(first + offset)
             elif kind == "I" and not continues:
-                i_opens += 1
+                evidence.i_opens += 1
+                if len(evidence.i_lines) < keep:
+                    evidence.i_lines.append(first + offset)
             prev, prev_type = kind, entity_type
-    if i_opens and not b_opens:
-        return "IOB1"
-    return "IOB2"
+    return evidence
+
+
+def detect_scheme(tag_sequences: Iterable[Sequence[str]]) -> str:
+    """IOB1, IOB2 or IOBES, from how entities start in the data, by the majority of the evidence.
+
+    IOB2 starts every entity with ``B-``; IOB1 starts entities with ``I-`` and uses ``B-``
+    only between two adjacent entities of one type. A few stray tags (well-known IOB1
+    corpora hold some ``B-`` after ``O``) do not flip the answer; :func:`scheme_evidence`
+    says where they are. Data with no evidence either way counts as IOB2.
+    """
+    return scheme_evidence(tag_sequences).scheme
 
 
 def model_scheme(data_scheme: str) -> str:

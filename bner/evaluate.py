@@ -131,10 +131,20 @@ def format_summary(scores: Scores) -> str:
 
 
 def read_predictions(path: str) -> tuple[list[list[str]], list[list[str]]]:
-    """Gold and predicted tag sequences from a file in conlleval's input format."""
+    """Gold and predicted tag sequences from a file in conlleval's input format.
+
+    As conlleval reads it: ``-DOCSTART-`` lines are tokens (they count in the token total
+    and accuracy, and end any entity), and every line has as many columns as the first.
+    """
     gold, predicted = [], []
     expected = "a word, a gold tag and a predicted tag"
-    for _, _, rows in corpus.conll_rows(io.read_text(path), path, min_columns=3, expected=expected):
+    try:
+        text = io.read_text(path)
+    except UnicodeDecodeError as e:
+        raise corpus.CorpusError(f"{path}: expected UTF-8 text ({e.reason} at byte {e.start})") from None
+    except IsADirectoryError:
+        raise corpus.CorpusError(f"{path}: is a folder; expected a file with a word, a gold and a predicted tag a line") from None
+    for _, _, rows in corpus.conll_rows(text, path, min_columns=3, expected=expected, docstart_is_token=True):
         for number, fields in rows:
             for tag in fields[-2:]:
                 corpus.check_tag(tag, f"{path}:{number}")
@@ -161,6 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         gold, predicted = read_predictions(args.file)
     except (corpus.CorpusError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {args.file}: {e.strerror or e}", file=sys.stderr)
         return 2
     scores = score(gold, predicted)
     print(json.dumps(scores.as_dict(), indent=2) if args.json else format_report(scores), end="" if not args.json else "\n")

@@ -89,10 +89,33 @@ def read_splits(data_dir: str, need_train: bool = True) -> dict[str, list[corpus
 def describe_data(config: TrainConfig, splits) -> tuple[str, str, list[str]]:
     """(data scheme, label scheme, labels) of the training data."""
     train = splits["train"]
+    types = corpus.entity_types(train)
+    if not types:
+        raise ConfigError(f"{io.join(config.data.data_dir, 'train.conll')}: no entities (every tag is O): nothing to learn")
     wanted = config.data.tag_scheme
     data_scheme = wanted if wanted != "auto" else corpus.detect_scheme(s.tags for s in train)
     label_scheme = corpus.model_scheme(data_scheme)
-    return data_scheme, label_scheme, corpus.label_list(corpus.entity_types(train), label_scheme)
+    return data_scheme, label_scheme, corpus.label_list(types, label_scheme)
+
+
+def data_warnings(config: TrainConfig, splits) -> list[str]:
+    """What in the data is legal but probably a mistake: stray scheme tags, types only in dev/test, case variants."""
+    warnings = []
+    train_file = io.join(config.data.data_dir, "train.conll")
+    if config.data.tag_scheme == "auto":
+        odd = corpus.scheme_evidence(splits["train"]).inconsistency(train_file)
+        if odd:
+            warnings.append(odd)
+    known = set(corpus.entity_types(splits["train"]))
+    for name in ("dev", "test"):
+        unseen = sorted(set(corpus.entity_types(splits.get(name, []))) - known)
+        if unseen:
+            warnings.append(f"{name}.conll has entity types that train.conll never shows: {', '.join(unseen)} "
+                            "(the model cannot predict them; they count as misses)")
+    everything = {t for split in splits.values() for t in corpus.entity_types(split)}
+    for lower in sorted(t for t in everything if t != t.upper() and t.upper() in everything):
+        warnings.append(f"entity types {lower!r} and {lower.upper()!r} are different types to bner: is one a typo?")
+    return warnings
 
 
 def check_before_training(config: TrainConfig, overwrite_output_dir: bool = False) -> None:
@@ -217,6 +240,8 @@ def train(config: TrainConfig, callbacks: Sequence = (), overwrite_output_dir: b
     if previous and previous.get("status") == "finished" and io.exists(io.join(out, "model", "metadata.json")):
         say(f"{out} holds this run, finished: nothing to train")
         return finished_result(config, previous, out, say)
+    for warning in data_warnings(config, splits):
+        say(f"warning: {warning}")
     setup = prepare(config, splits)
     chief = hardware.is_chief()
     if chief and not previous:

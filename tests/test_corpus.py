@@ -117,3 +117,14 @@ def test_parse_format_round_trip(tag_lists):
     rows = [[(f"w{i}", t) for i, t in enumerate(tags)] for tags in tag_lists]
     parsed = corpus.parse_conll(corpus.format_conll(rows))
     assert [list(s.tags) for s in parsed] == tag_lists
+
+
+def test_scheme_follows_the_majority_and_says_where_the_strays_are():
+    iob1 = [corpus.Sentence(("a", "b", "c"), ("I-PER", "O", "I-LOC"), line=10 * i + 1) for i in range(50)]
+    strays = [corpus.Sentence(("x", "y"), ("O", "B-ORG"), line=1000), corpus.Sentence(("z",), ("B-PER",), line=2000)]
+    evidence = corpus.scheme_evidence(iob1 + strays)
+    assert evidence.scheme == "IOB1" and corpus.detect_scheme(s.tags for s in iob1 + strays) == "IOB1"
+    warning = evidence.inconsistency("train.conll")
+    assert warning.startswith("2 entities start with B- after O or another type, against 100 that follow IOB1")
+    assert "train.conll:1001, train.conll:2000" in warning
+    assert corpus.scheme_evidence(iob1).inconsistency() is None

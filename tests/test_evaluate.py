@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -68,3 +69,36 @@ def test_cli_reports_malformed_input_in_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "bner.evaluate", str(path)], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {path}:1: expected a word, a gold tag and a predicted tag separated by a space or tab, got 'Peter I-PER'"
+
+
+def test_docstart_lines_count_as_tokens_as_in_conlleval():
+    import tempfile
+
+    text = "-DOCSTART- O O\n\nPeter B-PER B-PER\nlives O O\n\n-DOCSTART- O O\nin O O\nParis B-LOC B-LOC\n"
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as f:
+        f.write(text)
+    gold, predicted = evaluate.read_predictions(f.name)
+    scores = evaluate.score(gold, predicted)
+    assert scores.tokens == 6 and scores.correct_tokens == 6  # conlleval: "processed 6 tokens with 2 phrases"
+    assert scores.overall.correct == 2
+    os.remove(f.name)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("Peter B-PER B-PER\n".encode("utf-16"), "expected UTF-8 text"),
+        (b"\x00\xff\xfe\x01binary", "expected UTF-8 text"),
+        (None, "is a folder"),
+        (b"Peter B-PER B-PER\nlives X O O\n", "expected 3 columns like the lines before"),
+    ],
+)
+def test_scorer_refuses_what_conlleval_refuses_in_one_line(tmp_path, content, message):
+    path = tmp_path / "predictions"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    result = subprocess.run([sys.executable, "-m", "bner.evaluate", str(path)], capture_output=True, text=True)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr

@@ -182,3 +182,23 @@ def test_a_damaged_export_fails_to_load_with_one_line(run, tmp_path, change, mes
     served = subprocess.run([sys.executable, "-m", "bner.serving", "--model_dir", folder, "--port", "1"], capture_output=True, text=True, timeout=120)
     lines = served.stderr.strip().splitlines()
     assert served.returncode == 2 and len(lines) == 1 and message.split(" (")[0] in lines[0], served.stderr
+
+
+def test_data_that_is_legal_but_odd_is_warned_about_and_data_without_entities_refused(tmp_path):
+    from bner import corpus
+    from bner.config import ConfigError
+    from bner.training import data_warnings, describe_data
+
+    def sentences(*rows):
+        return [corpus.Sentence(tuple(w for w, _ in row), tuple(t for _, t in row), line=1) for row in rows]
+
+    config = TrainConfig.from_settings(data_dir=str(tmp_path))
+    splits = {
+        "train": sentences([("Anna", "B-PER"), ("in", "O"), ("Oslo", "B-LOC")], [("x", "B-per")]),
+        "test": sentences([("Acme", "B-ORG")]),
+    }
+    warnings = data_warnings(config, splits)
+    assert any("test.conll has entity types that train.conll never shows: ORG" in w for w in warnings)
+    assert any("'per' and 'PER' are different types" in w for w in warnings)
+    with pytest.raises(ConfigError, match="no entities"):
+        describe_data(config, {"train": sentences([("a", "O"), ("b", "O")])})
