@@ -44,7 +44,9 @@ class CheckpointManager:
     def save(self, step: int, model: keras.Model, optimizer: keras.optimizers.Optimizer, state: dict) -> None:
         if not self.writer:
             return
-        arrays = {f"model/{i}": np.asarray(v.numpy() if hasattr(v, "numpy") else v) for i, v in enumerate(model.weights)}
+        # model.variables, not model.weights: the dropout layers' seed-generator states are
+        # variables too, and a resumed run draws the masks it would have drawn.
+        arrays = {f"model/{i}": np.asarray(keras.ops.convert_to_numpy(v)) for i, v in enumerate(model.variables)}
         arrays.update(
             {f"optimizer/{i}": np.asarray(keras.ops.convert_to_numpy(v)) for i, v in enumerate(optimizer.variables)}
         )
@@ -65,7 +67,10 @@ class CheckpointManager:
         if path is None:
             return None
         with np.load(bytes_io.BytesIO(io.read_bytes(path))) as data:  # refuses pickled objects (NumPy's default)
-            for prefix, variables in (("model", model.weights), ("optimizer", optimizer.variables)):
+            saved_model_arrays = sum(1 for k in data.files if k.startswith("model/"))
+            # Checkpoints of bner 0.1.0 hold model.weights only (no dropout seed states).
+            model_variables = model.weights if saved_model_arrays == len(model.weights) else model.variables
+            for prefix, variables in (("model", model_variables), ("optimizer", optimizer.variables)):
                 count = sum(1 for k in data.files if k.startswith(prefix + "/"))
                 if count != len(variables):
                     raise ValueError(
