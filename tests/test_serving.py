@@ -304,16 +304,21 @@ def test_metrics_label_unknown_paths_as_other(tagger):
     assert 'endpoint="other"' in text and "/random/" not in text
 
 
-def test_a_chunked_body_over_the_limit_is_refused_without_reading_it_whole(export, unused_port):
-    """Against a real server: the limit holds for a body sent without Content-Length."""
+@pytest.fixture(scope="module")
+def server(export):
+    """A real server process on loopback with short limits, for connection-level cases."""
+    import socket
     import subprocess
     import sys
     import time
 
-    port = unused_port
-    env = {**os.environ, "BNER_MAX_BODY_BYTES": "10000", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    server = subprocess.Popen([sys.executable, "-m", "bner.serving", "--model_dir", export[2], "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "BNER_MAX_BODY_BYTES": "10000", "BNER_HEADER_TIMEOUT": "1",
+           "BNER_BODY_TIMEOUT": "1", "BNER_KEEP_ALIVE": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "bner.serving", "--model_dir", export[2], "--host", "127.0.0.1", "--port", str(port)],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 90
         while True:
@@ -322,19 +327,69 @@ def test_a_chunked_body_over_the_limit_is_refused_without_reading_it_whole(expor
                     break
             except httpx.TransportError:
                 pass
-            assert server.poll() is None and time.time() < deadline, "server did not start"
+            assert process.poll() is None and time.time() < deadline, "server did not start"
             time.sleep(0.3)
-
-        def chunks():
-            yield b'{"text": "'
-            for _ in range(2_000):  # 2 MB in all, sent chunked
-                yield b"a" * 1_000
-            yield b'"}'
-
-        started = time.time()
-        reply = httpx.post(f"http://127.0.0.1:{port}/api/ner/recognize", content=chunks(), headers={"content-type": "application/json"}, timeout=30)
-        assert reply.status_code == 413 and time.time() - started < 10
-        assert httpx.post(f"http://127.0.0.1:{port}/api/ner/recognize", json={"text": "Oslo"}, timeout=30).status_code == 200
+        yield port
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def closed_within(sock, seconds: float) -> bool:
+    """Whether the server closes the connection within ``seconds`` (reads until EOF)."""
+    import time
+
+    sock.settimeout(0.2)
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            if sock.recv(65536) == b"":
+                return True
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return True
+    return False
+
+
+def test_idle_slow_and_stalled_connections_are_closed(server):
+    import socket
+
+    silent = socket.create_connection(("127.0.0.1", server))  # never sends a byte
+    slowloris = socket.create_connection(("127.0.0.1", server))
+    slowloris.sendall(b"POST /api/ner/recognize HTTP/1.1\r\nHost: x\r\n")  # headers never finish
+    stalled = socket.create_connection(("127.0.0.1", server))
+    stalled.sendall(b"POST /api/ner/recognize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"te")
+    kept = socket.create_connection(("127.0.0.1", server))
+    kept.sendall(b"GET /api/ner/health HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        assert closed_within(silent, 5) and closed_within(slowloris, 5)
+        assert closed_within(stalled, 5)  # 408 after the body timeout, then closed
+        assert closed_within(kept, 5)  # answered, then idle past the keep-alive
+        assert httpx.get(f"http://127.0.0.1:{server}/api/ner/health", timeout=5).status_code == 200
+    finally:
+        for sock in (silent, slowloris, stalled, kept):
+            sock.close()
+
+
+def test_a_chunked_body_over_the_limit_is_refused_without_reading_it_whole(server):
+    """Against a real server: the limit holds for a body sent without Content-Length."""
+    import time
+
+    def chunks():
+        yield b'{"text": "'
+        for _ in range(2_000):  # 2 MB in all, sent chunked
+            yield b"a" * 1_000
+        yield b'"}'
+
+    started = time.time()
+    reply = httpx.post(f"http://127.0.0.1:{server}/api/ner/recognize", content=chunks(), headers={"content-type": "application/json"}, timeout=30)
+    assert reply.status_code == 413 and time.time() - started < 10
+    assert httpx.post(f"http://127.0.0.1:{server}/api/ner/recognize", json={"text": "Oslo"}, timeout=30).status_code == 200
+
+
+def test_a_full_queue_answers_503_with_retry_after(tagger):
+    with client_for(tagger, max_queued_texts=2) as client:
+        full = client.post("/api/ner/recognize", json={"texts": ["Oslo", "Lima", "Perth"]})
+        assert full.status_code == 503 and full.headers["retry-after"] == "1"
+        assert client.post("/api/ner/recognize", json={"texts": ["Oslo", "Lima"]}).status_code == 200

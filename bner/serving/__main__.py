@@ -57,8 +57,11 @@ def run_workers(host: str, port: int, workers: int) -> None:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
+    from bner.serving.app import ServingSettings, uvicorn_options
+
     config = uvicorn.Config(
-        "bner.serving.__main__:app_factory", factory=True, host=host, port=port, workers=workers, log_level="warning"
+        "bner.serving.__main__:app_factory", factory=True, host=host, port=port, workers=workers, log_level="warning",
+        **uvicorn_options(ServingSettings.from_env()),
     )
     listener = tcp_listener(host, port)
     print(f"bner: serving with {workers} worker processes on http://{host}:{port}", flush=True)
@@ -91,7 +94,7 @@ def main(argv=None) -> int:
                 os.environ[key] = str(value)
         run_workers(args.host, args.port, args.workers)
         return 0
-    from bner.serving.app import create_app
+    from bner.serving.app import create_app, uvicorn_options
 
     try:
         app = create_app(settings)
@@ -99,7 +102,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"bner: serving {settings.model_name} ({app.state.tagger.backend.name}) on http://{args.host}:{args.port}", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", **uvicorn_options(settings))
     return 0
 
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bner.backends import BackendUnavailable
 from bner.metadata import SIGNATURE
-from bner.serving.batching import MicroBatcher
+from bner.serving.batching import MicroBatcher, Overloaded
 from bner.serving.guard import RequestGuard
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,11 @@ class ServingSettings:
     api_key: str | None = None  # BNER_API_KEY: when set, X-API-Key must match on recognize
     protect_all: bool = False  # BNER_PROTECT_ALL: the key guards /metrics, /api/ner/ready, /docs and / too
     cors_origins: tuple[str, ...] = ()  # BNER_CORS_ORIGINS: comma-separated; empty = CORS off
+    header_timeout: float = 10.0  # BNER_HEADER_TIMEOUT: seconds for a request's headers, else the connection closes
+    body_timeout: float = 30.0  # BNER_BODY_TIMEOUT: seconds for a request's body, else 408
+    keep_alive: float = 5.0  # BNER_KEEP_ALIVE: idle seconds before a kept-alive connection closes
+    max_connections: int = 1024  # BNER_MAX_CONNECTIONS: beyond this, 503 for new requests
+    max_queued_texts: int = 4096  # BNER_MAX_QUEUED_TEXTS: texts waiting for the model; beyond, 503 with Retry-After
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> ServingSettings:
@@ -81,9 +86,25 @@ class ServingSettings:
             "api_key": get("BNER_API_KEY"),
             "protect_all": get("BNER_PROTECT_ALL", lambda v: v.lower() in ("1", "true", "yes"), False),
             "cors_origins": tuple(o.strip() for o in get("BNER_CORS_ORIGINS", str, "").split(",") if o.strip()),
+            "header_timeout": get("BNER_HEADER_TIMEOUT", float, 10.0),
+            "body_timeout": get("BNER_BODY_TIMEOUT", float, 30.0),
+            "keep_alive": get("BNER_KEEP_ALIVE", float, 5.0),
+            "max_connections": get("BNER_MAX_CONNECTIONS", int, 1024),
+            "max_queued_texts": get("BNER_MAX_QUEUED_TEXTS", int, 4096),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def uvicorn_options(settings: ServingSettings) -> dict:
+    """The connection limits, as uvicorn.Config's options."""
+    from bner.serving.connections import protocol_with_header_timeout
+
+    return {
+        "http": protocol_with_header_timeout(settings.header_timeout),
+        "timeout_keep_alive": settings.keep_alive,
+        "limit_concurrency": settings.max_connections,
+    }
 
 
 def make_tagger(settings: ServingSettings):
@@ -182,7 +203,9 @@ def create_app(settings: ServingSettings, tagger=None) -> FastAPI:
     if tagger.backend.name != "tf-serving":
         tagger.check()  # one real inference before the server says it is up (TF Serving may start later)
     metrics = Metrics()
-    batcher = MicroBatcher(tagger.tag_texts, settings.max_batch_size, settings.max_wait_ms, metrics.observe_batch)
+    batcher = MicroBatcher(
+        tagger.tag_texts, settings.max_batch_size, settings.max_wait_ms, metrics.observe_batch, settings.max_queued_texts
+    )
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
@@ -204,7 +227,7 @@ def create_app(settings: ServingSettings, tagger=None) -> FastAPI:
 
     app.add_middleware(
         RequestGuard, max_body_bytes=settings.max_body_bytes, api_key=settings.api_key, protect_all=settings.protect_all,
-        metrics=metrics, routes=known_routes,
+        metrics=metrics, routes=known_routes, body_timeout=settings.body_timeout,
     )
     if settings.cors_origins:
         app.add_middleware(
@@ -226,6 +249,11 @@ def add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
             where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
             messages.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
         return JSONResponse({"detail": "; ".join(messages) or "invalid request"}, status_code=422)
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(request: Request, error: Overloaded):
+        metrics.errors.labels("overloaded").inc()
+        return JSONResponse({"detail": str(error)}, status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(BackendUnavailable)
     async def unavailable(request: Request, error: BackendUnavailable):

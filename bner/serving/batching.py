@@ -25,6 +25,10 @@ class _Job:
     loop: asyncio.AbstractEventLoop
 
 
+class Overloaded(RuntimeError):
+    """Too many texts wait for the model: the client should retry later (503)."""
+
+
 class MicroBatcher:
     def __init__(
         self,
@@ -32,8 +36,12 @@ class MicroBatcher:
         max_batch_size: int = 16,
         max_wait_ms: float = 5.0,
         on_batch: Callable[[int, float], None] | None = None,
+        max_queued_texts: int = 4096,
     ):
         self.process = process
+        self.max_queued_texts = max_queued_texts
+        self._queued = 0  # texts submitted and not yet answered
+        self._lock = threading.Lock()
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
         self.on_batch = on_batch
@@ -42,10 +50,18 @@ class MicroBatcher:
         self._worker.start()
 
     async def submit(self, texts: Sequence[str]) -> list:
+        with self._lock:
+            if self._queued + len(texts) > self.max_queued_texts:
+                raise Overloaded(f"{self._queued} texts are waiting for the model; try again shortly")
+            self._queued += len(texts)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.put(_Job(list(texts), future, loop))
-        return await future
+        try:
+            return await future
+        finally:
+            with self._lock:
+                self._queued -= len(texts)
 
     def close(self) -> None:
         self._queue.put(None)

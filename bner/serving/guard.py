@@ -11,6 +11,7 @@ never a dropped keep-alive connection without a word.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -35,7 +36,9 @@ class RequestGuard:
         protect_all: bool,
         metrics,
         routes: Callable[[], set[str]],
+        body_timeout: float = 30.0,
     ):
+        self.body_timeout = body_timeout
         self.app, self.max_body_bytes, self.metrics, self.routes = app, max_body_bytes, metrics, routes
         # Compared as UTF-8 bytes: a non-ASCII key (or header) is just other bytes, not an error.
         self.key = api_key.encode("utf-8") if api_key else None
@@ -85,7 +88,12 @@ class RequestGuard:
         if scope.get("method") not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
-        body, complete = await read_body(receive, self.max_body_bytes)
+        try:
+            body, complete = await asyncio.wait_for(read_body(receive, self.max_body_bytes), self.body_timeout)
+        except asyncio.TimeoutError:
+            self.metrics.errors.labels("timeout").inc()
+            await reply(send, 408, f"the request body did not arrive within {self.body_timeout:g} seconds", close=True)
+            return
         if body is None:
             await self._too_large(send)
             return

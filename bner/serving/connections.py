@@ -1,0 +1,54 @@
+"""Connection limits uvicorn lacks: a deadline for each request's headers.
+
+uvicorn closes a kept-alive connection that stays idle after a response, but a
+connection that opens and never sends (or sends its headers a byte at a time, as a
+slowloris client does) is held forever, and enough of them exhaust the server's file
+descriptors. This protocol gives every request ``header_timeout`` seconds from its first
+byte (or from the connection's start) to complete its headers, then closes the
+connection. Body deadlines and size limits are :mod:`bner.serving.guard`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+
+def protocol_with_header_timeout(header_timeout: float) -> type[H11Protocol]:
+    class HeaderTimeoutProtocol(H11Protocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            if self._between_requests():
+                self._arm()  # a new request starts arriving: its headers get their deadline
+            super().data_received(data)
+            if not self._between_requests():
+                self._disarm()
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _between_requests(self) -> bool:
+            return self.cycle is None or self.cycle.response_complete
+
+        def _arm(self) -> None:
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_later(header_timeout, self._headers_too_slow)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_too_slow(self) -> None:
+            self._header_timer = None
+            if self._between_requests() and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderTimeoutProtocol
