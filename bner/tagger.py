@@ -16,7 +16,7 @@ import collections
 import dataclasses
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 
 import numpy as np
 import tokenizers
@@ -120,7 +120,11 @@ class Tagger:
         return results
 
     def tag_texts(self, texts: Sequence[str], batch_size: int | None = None) -> list[TaggedText]:
-        """Raw texts → words (CoNLL-style segmentation) → tags → entities with character offsets.
+        """Raw texts → words (CoNLL-style segmentation) → tags → entities with character offsets."""
+        return run_steps(self.tag_texts_in_steps(texts, batch_size))
+
+    def tag_texts_in_steps(self, texts: Sequence[str], batch_size: int | None = None) -> Generator[None, None, list[TaggedText]]:
+        """:meth:`tag_texts` one model call per step (a server takes turns between requests this way).
 
         Lone surrogates (valid in JSON, not in UTF-8, refused by the tokenizer) read as U+FFFD,
         one character for one, so every offset still points into the text as given.
@@ -128,7 +132,7 @@ class Tagger:
         texts = [_LONE_SURROGATE.sub("\ufffd", t) for t in texts]
         segmented = [text.segment(t) for t in texts]
         nonempty = [i for i, words in enumerate(segmented) if words]
-        tagged = self.tag_sentences([[w.text for w in segmented[i]] for i in nonempty], batch_size)
+        tagged = yield from self.tag_sentences_in_steps([[w.text for w in segmented[i]] for i in nonempty], batch_size)
         by_text = dict(zip(nonempty, tagged))
         empty = TaggedSentence([], np.zeros(0, np.float32))
         results = []
@@ -154,6 +158,11 @@ class Tagger:
 
     def tag_sentences(self, sentences: Sequence[Sequence[str]], batch_size: int | None = None) -> list[TaggedSentence]:
         """Word tags (in the model's label scheme) and their probabilities, sentence by sentence."""
+        return run_steps(self.tag_sentences_in_steps(sentences, batch_size))
+
+    def tag_sentences_in_steps(
+        self, sentences: Sequence[Sequence[str]], batch_size: int | None = None
+    ) -> Generator[None, None, list[TaggedSentence]]:
         if not sentences:
             return []
         examples = self.preprocessor.encode(sentences)
@@ -166,6 +175,7 @@ class Tagger:
             for row, i in enumerate(batch.indices):
                 piece_ids[i] = ids[row]
                 piece_scores[i] = scores[row]
+            yield
         decoded = features.decode(examples, piece_ids, piece_scores, len(sentences))
         labels = self.labels
         if any(len(ids) and int(ids.max()) >= len(labels) for ids, _ in decoded):
@@ -196,6 +206,15 @@ class Tagger:
         label_ids, _ = self.backend.piece_labels({"input_ids": ids, "attention_mask": mask, "token_type_ids": 0 * mask})
         if np.asarray(label_ids).max(initial=0) >= len(self.labels):
             raise ValueError(f"{self.source}: the model predicts label ids beyond the {len(self.labels)} labels of metadata.json")
+
+
+def run_steps(steps: Generator):
+    """Run a stepwise computation to its end; its result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
 
 
 def entities_of(source: str, words: Sequence[text.Word], tagged: TaggedSentence) -> list[Entity]:

@@ -257,6 +257,7 @@ def test_a_failing_request_does_not_fail_the_requests_batched_with_it():
     from bner.serving.batching import MicroBatcher
 
     def process(texts):
+        yield  # one model call
         if "boom" in texts:
             raise RuntimeError("boom")
         return [t.upper() for t in texts]
@@ -393,3 +394,37 @@ def test_a_full_queue_answers_503_with_retry_after(tagger):
         full = client.post("/api/ner/recognize", json={"texts": ["Oslo", "Lima", "Perth"]})
         assert full.status_code == 503 and full.headers["retry-after"] == "1"
         assert client.post("/api/ner/recognize", json={"texts": ["Oslo", "Lima"]}).status_code == 200
+
+
+def test_a_large_request_does_not_starve_small_ones():
+    """Groups take turns one model call at a time: a small request that arrives while a large one
+    works through its 50 calls finishes first, within a few calls."""
+    import time
+
+    from bner.serving.batching import MicroBatcher
+
+    finished, calls = [], []
+
+    def process(texts):
+        for _ in range(50 if texts == ["large"] else 1):
+            time.sleep(0.01)
+            calls.append(texts[0])
+            yield
+        finished.append(texts[0])
+        return texts
+
+    batcher = MicroBatcher(process, max_batch_size=1, max_wait_ms=0)
+
+    async def scenario():
+        large = asyncio.ensure_future(batcher.submit(["large"]))
+        await asyncio.sleep(0.1)
+        assert await batcher.submit(["small"]) == ["small"]
+        return await large
+
+    try:
+        assert asyncio.run(scenario()) == ["large"]
+    finally:
+        batcher.close()
+    assert finished == ["small", "large"]
+    # It arrived after about ten of the large request's calls and ran at the next turn.
+    assert calls.count("large") == 50 and calls.index("small") <= 15

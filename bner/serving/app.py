@@ -204,7 +204,7 @@ def create_app(settings: ServingSettings, tagger=None) -> FastAPI:
         tagger.check()  # one real inference before the server says it is up (TF Serving may start later)
     metrics = Metrics()
     batcher = MicroBatcher(
-        tagger.tag_texts, settings.max_batch_size, settings.max_wait_ms, metrics.observe_batch, settings.max_queued_texts
+        tagger.tag_texts_in_steps, settings.max_batch_size, settings.max_wait_ms, metrics.observe_batch, settings.max_queued_texts
     )
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -1,21 +1,25 @@
-"""Dynamic micro-batching: concurrent requests share one model call.
+"""Dynamic micro-batching: concurrent requests share model calls, and a large one cannot starve the rest.
 
 Requests put their texts on a queue; one worker thread takes what has arrived (up to
-``max_batch_size`` texts, waiting at most ``max_wait_ms`` for more after the first),
-runs them through the model together and hands each request its own results. A request
-whose client has gone (its future cancelled) is dropped before the model call. When a
-shared call fails, each request is run again alone, so only the one that caused the
-failure gets the error.
+``max_batch_size`` texts, waiting at most ``max_wait_ms`` for more after the first) and
+tags them together. Tagging runs in steps, one model call each
+(:meth:`bner.tagger.Tagger.tag_texts_in_steps`), and the worker takes turns between the
+groups in progress, newest first: while a maximum-size request works through its
+hundreds of windows, a one-sentence request that arrives meanwhile finishes within a few
+model calls. A request whose client has gone (its future cancelled) is dropped before its
+next model call. When a shared group fails, each of its requests is run again alone, so
+only the one that caused the failure gets the error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 
 
 @dataclasses.dataclass
@@ -25,6 +29,19 @@ class _Job:
     loop: asyncio.AbstractEventLoop
 
 
+@dataclasses.dataclass
+class _Group:
+    """Jobs tagged together, and the generator doing it (one model call per step)."""
+
+    jobs: list[_Job]
+    steps: Generator
+    started: float
+
+    @property
+    def abandoned(self) -> bool:
+        return all(job.future.done() for job in self.jobs)
+
+
 class Overloaded(RuntimeError):
     """Too many texts wait for the model: the client should retry later (503)."""
 
@@ -32,19 +49,19 @@ class Overloaded(RuntimeError):
 class MicroBatcher:
     def __init__(
         self,
-        process: Callable[[list[str]], list],
+        process_in_steps: Callable[[list[str]], Generator],
         max_batch_size: int = 16,
         max_wait_ms: float = 5.0,
         on_batch: Callable[[int, float], None] | None = None,
         max_queued_texts: int = 4096,
     ):
-        self.process = process
-        self.max_queued_texts = max_queued_texts
-        self._queued = 0  # texts submitted and not yet answered
-        self._lock = threading.Lock()
+        self.process_in_steps = process_in_steps
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
         self.on_batch = on_batch
+        self.max_queued_texts = max_queued_texts
+        self._queued = 0  # texts submitted and not yet answered
+        self._lock = threading.Lock()
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._worker = threading.Thread(target=self._run, name="bner-batcher", daemon=True)
         self._worker.start()
@@ -67,50 +84,71 @@ class MicroBatcher:
         self._queue.put(None)
         self._worker.join(timeout=5)
 
-    def _collect(self, first: _Job) -> list[_Job]:
-        jobs, size = [first], len(first.texts)
-        deadline = time.monotonic() + self.max_wait
+    # ------------------------------------------------------------ the worker thread
+
+    def _run(self) -> None:
+        active: collections.deque[_Group] = collections.deque()
+        while True:
+            jobs = self._take(wait=not active)
+            if jobs is None:
+                return
+            if jobs:
+                active.appendleft(self._start(jobs))  # new work takes the next turn
+            if active:
+                group = active.popleft()
+                if not group.abandoned:
+                    self._step(group, active)
+
+    def _take(self, wait: bool) -> list[_Job] | None:
+        """Jobs that have arrived (None: stop). When idle, wait for one, then ``max_wait`` for company."""
+        jobs: list[_Job] = []
+        size = 0
+        deadline = None
         while size < self.max_batch_size:
-            remaining = deadline - time.monotonic()
             try:
-                job = self._queue.get(timeout=max(remaining, 0)) if remaining > 0 else self._queue.get_nowait()
+                if wait and not jobs:
+                    job = self._queue.get()
+                    deadline = time.monotonic() + self.max_wait
+                elif deadline is not None and deadline > time.monotonic():
+                    job = self._queue.get(timeout=deadline - time.monotonic())
+                else:
+                    job = self._queue.get_nowait()
             except queue.Empty:
                 break
             if job is None:
-                self._queue.put(None)  # let the loop see the stop signal after this batch
-                break
-            jobs.append(job)
-            size += len(job.texts)
+                if jobs:
+                    self._queue.put(None)  # stop after these
+                    break
+                return None
+            if not job.future.done():
+                jobs.append(job)
+                size += len(job.texts)
         return jobs
 
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            jobs = [job for job in self._collect(first) if not job.future.done()]
-            if not jobs:
-                continue
-            try:
-                self._run_together(jobs)
-            except Exception as e:  # noqa: BLE001 — retried alone, handed to the culprit
-                if len(jobs) == 1:
-                    jobs[0].loop.call_soon_threadsafe(_set_exception, jobs[0].future, e)
-                    continue
-                for job in jobs:
-                    try:
-                        self._run_together([job])
-                    except Exception as alone:  # noqa: BLE001
-                        job.loop.call_soon_threadsafe(_set_exception, job.future, alone)
+    def _start(self, jobs: list[_Job]) -> _Group:
+        return _Group(jobs, self.process_in_steps([t for job in jobs for t in job.texts]), time.perf_counter())
 
-    def _run_together(self, jobs: list[_Job]) -> None:
-        texts = [t for job in jobs for t in job.texts]
-        started = time.perf_counter()
-        results = self.process(texts)
+    def _step(self, group: _Group, active: collections.deque) -> None:
+        """One model call of ``group``; back in line if it is not done."""
+        try:
+            next(group.steps)
+        except StopIteration as done:
+            self._deliver(group, done.value)
+            return
+        except Exception as e:  # noqa: BLE001 — retried alone, handed to the culprit
+            if len(group.jobs) == 1:
+                job = group.jobs[0]
+                job.loop.call_soon_threadsafe(_set_exception, job.future, e)
+            else:
+                active.extend(self._start([job]) for job in group.jobs)
+            return
+        active.append(group)
+
+    def _deliver(self, group: _Group, results: list) -> None:
         if self.on_batch:
-            self.on_batch(len(texts), time.perf_counter() - started)
+            self.on_batch(sum(len(job.texts) for job in group.jobs), time.perf_counter() - group.started)
         offset = 0
-        for job in jobs:
+        for job in group.jobs:
             job.loop.call_soon_threadsafe(_set_result, job.future, results[offset : offset + len(job.texts)])
             offset += len(job.texts)
 
