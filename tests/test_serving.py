@@ -428,3 +428,25 @@ def test_a_large_request_does_not_starve_small_ones():
     assert finished == ["small", "large"]
     # It arrived after about ten of the large request's calls and ran at the next turn.
     assert calls.count("large") == 50 and calls.index("small") <= 15
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.sampled_from(["text", "texts", "include_tokens", "x"]), children, max_size=3),
+    max_leaves=8,
+)
+ANY_TEXT = st.text(alphabet=st.characters(exclude_categories=()), max_size=200)  # lone surrogates included
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(JSON_VALUES, st.fixed_dictionaries({"text": ANY_TEXT}), st.fixed_dictionaries({"texts": st.lists(ANY_TEXT, max_size=4)})))
+def test_no_payload_produces_a_server_error(tagger, payload):
+    import json
+
+    with client_for(tagger) as client:
+        response = client.post("/api/ner/recognize", content=json.dumps(payload).encode(), headers={"content-type": "application/json"})
+    assert response.status_code in (200, 413, 422), response.text
+    if response.status_code == 200:
+        for result in response.json()["results"]:
+            for e in result["entities"]:
+                assert result["text"][e["start"] : e["end"]] == e["text"]
