@@ -57,9 +57,10 @@ class CheckpointManager:
         io.write_bytes(io.join(self.folder, name), buffer.getvalue())
         pointer = self._pointer()
         names = [n for n in pointer["checkpoints"] if n != name] + [name]
+        # The pointer first: an interruption between the two leaves an extra file, never a pointer to nothing.
+        io.write_text(io.join(self.folder, POINTER), json.dumps({"checkpoints": names[-self.keep :]}, indent=1))
         for old in names[: -self.keep]:
             io.remove(io.join(self.folder, old))
-        io.write_text(io.join(self.folder, POINTER), json.dumps({"checkpoints": names[-self.keep :]}, indent=1))
 
     def restore(self, model: keras.Model, optimizer: keras.optimizers.Optimizer) -> dict | None:
         """Load the latest checkpoint into ``model`` and ``optimizer``; its loop state, or None."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 
 from bner.config import SECTIONS, ConfigError, TrainConfig
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.handler(args)
-    except (ConfigError, CorpusError, PretrainedError, ValueError, FileNotFoundError) as e:
+    except (ConfigError, CorpusError, PretrainedError, ValueError, OSError, subprocess.CalledProcessError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -82,7 +82,8 @@ class HardwareConfig:
     gcp_project: str | None = setting(None, "Google Cloud project of the Cloud TPU. If not given, looked up from metadata.", kind=str)
     master: str | None = setting(None, "TensorFlow master address of the TPU (used when --tpu_name is not given).", kind=str)
     num_tpu_cores: int = setting(8, "Number of TPU cores to use with --use_tpu.", result=True)
-    iterations_per_loop: int = setting(1000, "Steps run on the TPU per host call (TPU only): up to this many batches of one shape run as one device execution.")
+    # It groups same-shape batches on TPUs, which changes their order: it determines the result there.
+    iterations_per_loop: int = setting(1000, "Steps run on the TPU per host call (TPU only): up to this many batches of one shape run as one device execution.", result=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,10 +170,11 @@ class TrainConfig:
         return cls.from_json(data, path)
 
     def differences(self, other: TrainConfig) -> list[str]:
-        """Settings that determine the result and differ: ``name (self → other)``."""
+        """Settings that determine the result and differ: ``name (self → other)``. Paths compare as
+        the files they name (``./bert`` and ``bert/`` are one folder)."""
         mine, theirs = self.flat(), other.flat()
         return [f"{name} ({mine[name]!r} → {theirs[name]!r})" for name, f in all_fields().items()
-                if f.metadata["result"] and mine[name] != theirs[name]]
+                if f.metadata["result"] and not _same(name, mine[name], theirs[name])]
 
     # ------------------------------------------------------------ checks
 
@@ -211,9 +213,20 @@ class TrainConfig:
 ACTIVATION_NAMES = ("gelu", "gelu_exact", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_tanh", "relu")
 
 
+PATH_SETTINGS = ("data_dir", "pretrained_model", "bert_config_file", "vocab_file", "init_checkpoint", "output_dir", "export_dir")
+
+
+def _same(name: str, a: Any, b: Any) -> bool:
+    if name in PATH_SETTINGS and isinstance(a, str) and isinstance(b, str) and "://" not in a + b:
+        return os.path.realpath(a) == os.path.realpath(b)
+    return a == b
+
+
 def _coerce(name: str, value: Any, kind: type) -> Any:
     """A setting's value as its field's type (5 → 5.0 for a float), or an error naming it."""
     if value is None:
+        if all_fields()[name].default is not None:
+            raise ConfigError(f"{name}: expected {kind.__name__}, got null")
         return None
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

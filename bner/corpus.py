@@ -225,9 +225,15 @@ class SchemeEvidence:
 
     b_opens: int = 0
     i_opens: int = 0
-    iobes: bool = False
+    es_tags: int = 0  # E- and S- tags: IOBES ends every entity with one
     b_lines: list[int] = dataclasses.field(default_factory=list)  # first few lines of each kind
     i_lines: list[int] = dataclasses.field(default_factory=list)
+    es_lines: list[int] = dataclasses.field(default_factory=list)
+
+    @property
+    def iobes(self) -> bool:
+        # In IOBES data about every entity carries an E- or S- tag; a few typos in IOB data do not.
+        return self.es_tags > 0 and 2 * self.es_tags >= self.b_opens + self.i_opens
 
     @property
     def scheme(self) -> str:
@@ -237,6 +243,10 @@ class SchemeEvidence:
 
     def inconsistency(self, source: str = "") -> str | None:
         """A warning naming the tags that disagree with the detected scheme, or None."""
+        if self.es_tags and not self.iobes:
+            where = ", ".join(f"{source}:{n}" if source else str(n) for n in self.es_lines)
+            return (f"{self.es_tags} E-/S- tags in data read as {self.scheme} (first at {where}): they count as I-/B-; "
+                    "pass --tag_scheme to choose")
         if self.iobes or not (self.b_opens and self.i_opens):
             return None
         if self.scheme == "IOB1":
@@ -257,7 +267,9 @@ def scheme_evidence(sentences: Iterable[Sentence | Sequence[str]], keep: int = 5
         for offset, tag in enumerate(tags):
             kind, entity_type = split_tag(tag)
             if kind in ("E", "S"):
-                evidence.iobes = True
+                evidence.es_tags += 1
+                if len(evidence.es_lines) < keep:
+                    evidence.es_lines.append(first + offset)
             continues = prev != OUTSIDE and prev_type == entity_type
             if kind == "B" and not continues:
                 evidence.b_opens += 1

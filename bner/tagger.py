@@ -268,7 +268,8 @@ def load(
     from bner import backends
 
     kind, folder = locate(path)
-    metadata = read_metadata(folder)
+    # An export's metadata file by any name (METADATA_FILE), else the folder's metadata.json.
+    metadata = read_metadata(str(path) if str(path).endswith(".json") else folder)
     tokenizer = features.read_tokenizer(io.join(folder, metadata.tokenizer_file))
     _quiet_tensorflow(verbose, without_keras=bool(host) or kind == "export")
     if host:

@@ -243,6 +243,11 @@ def train(config: TrainConfig, callbacks: Sequence = (), overwrite_output_dir: b
     for warning in data_warnings(config, splits):
         say(f"warning: {warning}")
     setup = prepare(config, splits)
+    if previous and previous.get("precision") not in (None, setup.precision):
+        raise OutputDirError(
+            f"{out} holds a run trained in {previous['precision']}, which this machine would resume in {setup.precision}: "
+            f"pass --precision={previous['precision']} to resume it, or --overwrite_output_dir to start over"
+        )
     chief = hardware.is_chief()
     if chief and not previous:
         write_record(out, run_record(config, setup, digests, status="running"))
@@ -461,6 +466,7 @@ def run_record(config: TrainConfig, setup: Setup, digests: dict, status: str) ->
         "data_scheme": setup.metadata.data_scheme,
         "data_files": digests,
         "seed": config.optimization.seed,
+        "precision": setup.precision,  # what precision=auto chose on this machine
     }
 
 

@@ -120,3 +120,12 @@ def test_each_verb_lists_only_its_own_options():
     assert "--batch_size" in evaluate and "--learning_rate" not in evaluate
     predict = run("-m", "bner.cli", "predict", "--help").stdout
     assert "--output" in predict and "--tpu_name" not in predict
+
+
+def test_paths_compare_as_the_files_they_name_and_null_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    a = TrainConfig.from_settings(pretrained_model="./bert", data_dir="data/")
+    b = TrainConfig.from_settings(pretrained_model=str(tmp_path / "bert"), data_dir=str(tmp_path / "data"))
+    assert a.differences(b) == []
+    with pytest.raises(ConfigError, match="learning_rate: expected float, got null"):
+        TrainConfig.from_json({"optimization": {"learning_rate": None}})

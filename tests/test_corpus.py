@@ -128,3 +128,12 @@ def test_scheme_follows_the_majority_and_says_where_the_strays_are():
     assert warning.startswith("2 entities start with B- after O or another type, against 100 that follow IOB1")
     assert "train.conll:1001, train.conll:2000" in warning
     assert corpus.scheme_evidence(iob1).inconsistency() is None
+
+
+def test_a_few_stray_iobes_tags_do_not_make_a_corpus_iobes():
+    iob2 = [corpus.Sentence(("a", "b"), ("B-PER", "I-PER"), line=3 * i + 1) for i in range(20)]
+    typo = [corpus.Sentence(("c",), ("S-LOC",), line=500)]
+    evidence = corpus.scheme_evidence(iob2 + typo)
+    assert evidence.scheme == "IOB2" and "1 E-/S- tags in data read as IOB2 (first at t:500)" in evidence.inconsistency("t")
+    iobes = [corpus.Sentence(("a", "b", "c"), ("B-PER", "E-PER", "S-LOC"), line=1)] * 5
+    assert corpus.scheme_evidence(iobes).scheme == "IOBES"

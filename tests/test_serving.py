@@ -450,3 +450,38 @@ def test_no_payload_produces_a_server_error(tagger, payload):
         for result in response.json()["results"]:
             for e in result["entities"]:
                 assert result["text"][e["start"] : e["end"]] == e["text"]
+
+
+def test_steady_arrivals_do_not_starve_a_group_in_progress():
+    """New work takes a call at once, and the oldest group still gets a call every turn."""
+    import time
+
+    from bner.serving.batching import MicroBatcher
+
+    def process(texts):
+        for _ in range(20 if texts == ["large"] else 1):
+            time.sleep(0.005)
+            yield
+        return texts
+
+    batcher = MicroBatcher(process, max_batch_size=1, max_wait_ms=0)
+
+    async def scenario():
+        large = asyncio.ensure_future(batcher.submit(["large"]))
+        small = 0
+        while not large.done():  # a new one-call request at every turn, for as long as it takes
+            await batcher.submit(["small"])
+            small += 1
+            assert small < 200, "the large request made no progress"
+        return await large
+
+    try:
+        assert asyncio.run(scenario()) == ["large"]
+    finally:
+        batcher.close()
+
+
+@pytest.mark.parametrize("variable, value", [("BNER_MAX_BATCH_SIZE", "0"), ("BNER_MAX_QUEUED_TEXTS", "-1"), ("BNER_HEADER_TIMEOUT", "abc")])
+def test_limits_that_cannot_work_are_refused(variable, value):
+    with pytest.raises(ValueError, match=variable):
+        ServingSettings.from_env({variable: value})

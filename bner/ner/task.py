@@ -9,6 +9,7 @@ are checked before TensorFlow is imported, so a mistake fails in well under a se
 from __future__ import annotations
 
 import logging
+import subprocess
 import sys
 
 from absl import app
@@ -93,7 +94,7 @@ def main(argv) -> int:
         check_before_starting(config)
         import_tensorflow_quietly()
         run_steps(config)
-    except (ConfigError, CorpusError, PretrainedError, ValueError, FileNotFoundError) as e:
+    except (ConfigError, CorpusError, PretrainedError, ValueError, OSError, subprocess.CalledProcessError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -84,7 +84,11 @@ def main(argv=None) -> int:
     import uvicorn
 
     import_tensorflow_quietly(without_keras=True)  # serving runs a SavedModel: TensorFlow, no Keras
-    settings = settings_from_args(args)
+    try:
+        settings = settings_from_args(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.workers > 1:
         # Each worker builds its own app from the environment.
         for key, value in {"MODEL_DIR": settings.model_dir, "METADATA_FILE": settings.metadata_file, "HOST_NAME": settings.host_name,
@@ -92,13 +96,17 @@ def main(argv=None) -> int:
                            "BNER_MAX_BATCH_SIZE": settings.max_batch_size, "BNER_MAX_WAIT_MS": settings.max_wait_ms}.items():
             if value is not None:
                 os.environ[key] = str(value)
-        run_workers(args.host, args.port, args.workers)
+        try:
+            run_workers(args.host, args.port, args.workers)
+        except OSError as e:
+            print(f"error: {args.host}:{args.port}: {e.strerror or e}", file=sys.stderr)
+            return 2
         return 0
     from bner.serving.app import create_app, uvicorn_options
 
     try:
         app = create_app(settings)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"bner: serving {settings.model_name} ({app.state.tagger.backend.name}) on http://{args.host}:{args.port}", flush=True)

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import time
 from importlib import resources
 from typing import Any
 
@@ -65,7 +66,12 @@ class ServingSettings:
 
         def get(name, cast=str, default=None):
             value = env.get(name)
-            return default if value in (None, "") else cast(value)
+            if value in (None, ""):
+                return default
+            try:
+                return cast(value)
+            except ValueError:
+                raise ValueError(f"{name}={value!r}: expected {getattr(cast, '__name__', 'a value')}") from None
 
         values = {
             "model_dir": get("MODEL_DIR"),
@@ -93,7 +99,24 @@ class ServingSettings:
             "max_queued_texts": get("BNER_MAX_QUEUED_TEXTS", int, 4096),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Refuse limits that cannot work (a batch of 0 would spin the batcher), naming the variable."""
+        positive = {
+            "BNER_MAX_BATCH_SIZE": self.max_batch_size, "BNER_MAX_TEXTS": self.max_texts, "BNER_MAX_TEXT_CHARS": self.max_text_chars,
+            "BNER_MAX_PIECES": self.max_pieces, "BNER_MAX_BODY_BYTES": self.max_body_bytes,
+            "BNER_MAX_QUEUED_TEXTS": self.max_queued_texts, "BNER_MAX_CONNECTIONS": self.max_connections,
+            "BNER_HEADER_TIMEOUT": self.header_timeout, "BNER_BODY_TIMEOUT": self.body_timeout,
+            "BNER_KEEP_ALIVE": self.keep_alive, "BNER_BACKEND_TIMEOUT": self.backend_timeout_seconds,
+        }
+        for name, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"{name}={value}: must be greater than 0")
+        if not self.max_wait_ms >= 0:
+            raise ValueError(f"BNER_MAX_WAIT_MS={self.max_wait_ms}: must be 0 or more")
 
 
 def uvicorn_options(settings: ServingSettings) -> dict:
@@ -199,6 +222,7 @@ class Metrics:
 
 def create_app(settings: ServingSettings, tagger=None) -> FastAPI:
     """The service; ``tagger`` (a :class:`bner.tagger.Tagger`) is loaded as ``settings`` say when not given."""
+    settings.check()
     tagger = tagger or make_tagger(settings)
     if tagger.backend.name != "tf-serving":
         tagger.check()  # one real inference before the server says it is up (TF Serving may start later)
@@ -272,12 +296,13 @@ def add_probes_and_metrics(app: FastAPI, settings: ServingSettings, tagger, metr
     async def health():
         return {"status": "ok"}
 
+    readiness = Readiness(tagger)
+
     @app.get("/api/ner/ready", summary="Readiness: the model is loaded and the backend answers")
     async def ready():
-        try:
-            await asyncio.to_thread(tagger.check)
-        except BackendUnavailable as e:
-            return JSONResponse({"status": "unavailable", "detail": str(e)}, status_code=503)
+        problem = await readiness.problem()
+        if problem:
+            return JSONResponse({"status": "unavailable", "detail": problem}, status_code=503)
         return {"status": "ready", "model": settings.model_name, "backend": tagger.backend.name, "entity_types": tagger.entity_types}
 
     @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
@@ -297,6 +322,29 @@ async def until_disconnected(work, request: Request, poll_seconds: float = 0.25)
         if await request.is_disconnected():
             task.cancel()
             return None
+
+
+class Readiness:
+    """The backend's answer to one probe inference, shared by every /ready call within a second.
+
+    One check runs at a time, so a flood of probes cannot take the threads that requests need.
+    """
+
+    def __init__(self, tagger, ttl_seconds: float = 1.0):
+        self.tagger, self.ttl = tagger, ttl_seconds
+        self.lock = asyncio.Lock()
+        self.checked_at, self.last = -1e9, None
+
+    async def problem(self) -> str | None:
+        async with self.lock:
+            if time.monotonic() - self.checked_at > self.ttl:
+                try:
+                    await asyncio.to_thread(self.tagger.check)
+                    self.last = None
+                except BackendUnavailable as e:
+                    self.last = str(e)
+                self.checked_at = time.monotonic()
+            return self.last
 
 
 def add_recognize(app: FastAPI, settings: ServingSettings, tagger, batcher: MicroBatcher, metrics: Metrics) -> None:

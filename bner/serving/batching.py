@@ -6,8 +6,8 @@ tags them together. Tagging runs in steps, one model call each
 (:meth:`bner.tagger.Tagger.tag_texts_in_steps`), and the worker takes turns between the
 groups in progress, newest first: while a maximum-size request works through its
 hundreds of windows, a one-sentence request that arrives meanwhile finishes within a few
-model calls. A request whose client has gone (its future cancelled) is dropped before its
-next model call. When a shared group fails, each of its requests is run again alone, so
+model calls, while the oldest group in progress still gets a call every turn. A request
+whose client has gone (its future cancelled) is dropped before its next model call. When a shared group fails, each of its requests is run again alone, so
 only the one that caused the failure gets the error.
 """
 
@@ -20,6 +20,8 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Generator, Sequence
+
+from bner.backends import BackendUnavailable
 
 
 @dataclasses.dataclass
@@ -93,7 +95,9 @@ class MicroBatcher:
             if jobs is None:
                 return
             if jobs:
-                active.appendleft(self._start(jobs))  # new work takes the next turn
+                # New work gets its first call at once (a one-sentence request is then done), and
+                # the oldest group still gets a call every turn, so steady arrivals starve nobody.
+                self._step(self._start(jobs), active)
             if active:
                 group = active.popleft()
                 if not group.abandoned:
@@ -136,9 +140,10 @@ class MicroBatcher:
             self._deliver(group, done.value)
             return
         except Exception as e:  # noqa: BLE001 — retried alone, handed to the culprit
-            if len(group.jobs) == 1:
-                job = group.jobs[0]
-                job.loop.call_soon_threadsafe(_set_exception, job.future, e)
+            if len(group.jobs) == 1 or isinstance(e, BackendUnavailable):
+                # An unreachable backend fails everyone alike: retrying each alone would only multiply the wait.
+                for job in group.jobs:
+                    job.loop.call_soon_threadsafe(_set_exception, job.future, e)
             else:
                 active.extend(self._start([job]) for job in group.jobs)
             return

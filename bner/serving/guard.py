@@ -26,6 +26,10 @@ HEALTH = "/api/ner/health"
 OPEN_WITHOUT_PROTECT_ALL = ("/", "/api/ner/ready", "/metrics", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect")
 
 
+class ClientGone(Exception):
+    """The client disconnected before its request was complete."""
+
+
 class RequestGuard:
     def __init__(
         self,
@@ -65,6 +69,8 @@ class RequestGuard:
 
         try:
             await self._guarded(scope, receive, tracked_send, path)
+        except ClientGone:
+            sent["status"] = 499  # nginx's code for it: nobody was left to answer
         except Exception:  # noqa: BLE001 — a bug must not leave a keep-alive connection hanging
             log.exception("unexpected error on %s %s", scope.get("method"), path)
             self.metrics.errors.labels("internal").inc()
@@ -98,7 +104,8 @@ class RequestGuard:
             await self._too_large(send)
             return
         if not complete:
-            return  # the client went away while sending
+            self.metrics.errors.labels("disconnected").inc()
+            raise ClientGone  # the client went away while sending
         await self.app(scope, replay(body, receive), send)
 
     async def _too_large(self, send) -> None:
