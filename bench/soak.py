@@ -11,6 +11,10 @@ The pass conditions: no 5xx at all, every valid request answered 200 (or 503 und
 queue, counted apart), memory growth under 10 %.
 
     python bench/soak.py --export runs/sample/export/bner [--seconds 600 --clients 32]
+
+Then the starvation check: four clients send single sentences for ``--starvation_seconds``,
+alone and then beside one client that sends only maximum-size texts (about 32,000 word
+pieces each); it reports the single sentences' p50 and p99 both ways.
 """
 
 from __future__ import annotations
@@ -58,7 +62,13 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def request(rng: random.Random) -> tuple[str, bytes]:
+def request(rng: random.Random, mix: str = "soak") -> tuple[str, bytes]:
+    if mix == "small":
+        return "normal", json.dumps({"text": rng.choice(SENTENCES)}).encode()
+    if mix == "largest":
+        # As large as the default limits allow: about 32,000 word pieces in one text.
+        text = " ".join(rng.choice(SENTENCES) for _ in range(1_900))[:99_000]
+        return "largest", json.dumps({"text": text}).encode()
     draw = rng.random()
     if draw < 0.85:
         return "normal", json.dumps({"text": rng.choice(SENTENCES)}).encode()
@@ -69,13 +79,13 @@ def request(rng: random.Random) -> tuple[str, bytes]:
     return f"invalid: {name}", body
 
 
-async def client(port: int, seed: int, stop: float, statuses, latencies) -> None:
+async def client(port: int, seed: int, stop: float, statuses, latencies, mix: str = "soak") -> None:
     import httpx
 
     rng = random.Random(seed)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
         while time.perf_counter() < stop:
-            kind, body = request(rng)
+            kind, body = request(rng, mix)
             started = time.perf_counter()
             try:
                 reply = await http.post("/api/ner/recognize", content=body, headers={"content-type": "application/json"})
@@ -92,12 +102,28 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def soak(port: int, clients: int, seconds: float, seed: int):
+async def soak(port: int, clients: int, seconds: float, seed: int, large_clients: int | None = None):
+    """``clients`` on the soak mix; with ``large_clients`` given (the starvation check), those
+    send only the largest texts and the others only single sentences."""
     statuses = collections.defaultdict(collections.Counter)
     latencies: list[float] = []
     stop = time.perf_counter() + seconds
-    await asyncio.gather(*(client(port, seed + i, stop, statuses, latencies) for i in range(clients)))
+    mixes = ["largest"] * (large_clients or 0) + ["soak" if large_clients is None else "small"] * clients
+    await asyncio.gather(*(client(port, seed + i, stop, statuses, latencies, mix) for i, mix in enumerate(mixes)))
     return statuses, latencies
+
+
+def starvation(port: int, seconds: float, seed: int) -> dict:
+    """Single sentences from 4 clients, alone and while one client sends maximum-size texts."""
+    out = {}
+    for large in (0, 1):
+        statuses, latencies = asyncio.run(soak(port, 4, seconds, seed, large_clients=large))
+        out["with one maximum-size client" if large else "alone"] = {
+            "single_sentence_latency_ms": {q: round(1000 * percentile(latencies, p), 1) for q, p in (("p50", 0.5), ("p99", 0.99))},
+            "single_sentences_answered": len(latencies),
+            "statuses": {k: dict(v) for k, v in statuses.items()},
+        }
+    return out
 
 
 def wait_ready(port: int, server: subprocess.Popen) -> None:
@@ -122,6 +148,7 @@ def main() -> None:
     parser.add_argument("--warmup_seconds", type=float, default=30)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--starvation_seconds", type=float, default=60, help="then the starvation check, this long each way (0: skip)")
     parser.add_argument("--output_json", default=os.path.join(HERE, "results", "soak.json"))
     args = parser.parse_args()
     port = free_port()
@@ -136,6 +163,7 @@ def main() -> None:
         statuses, latencies = asyncio.run(soak(port, args.clients, args.seconds, args.seed))
         elapsed = time.perf_counter() - started
         rss_end = rss_mb(server.pid)
+        starved = starvation(port, args.starvation_seconds, args.seed) if args.starvation_seconds else None
     finally:
         server.terminate()
         _, stderr = server.communicate(timeout=60)
@@ -157,6 +185,7 @@ def main() -> None:
         "valid_requests_not_answered_200_or_503": valid_failures,
         "rss_mb": {"after_warmup": round(rss_start, 1), "end": round(rss_end, 1), "growth_percent": round(100 * (rss_end / rss_start - 1), 1)},
         "server_stderr_lines": len([line for line in stderr.splitlines() if line.strip()]),
+        "starvation_check": starved,
     }
     result["passed"] = server_errors == 0 and valid_failures == 0 and result["rss_mb"]["growth_percent"] < 10
     print(json.dumps(result, indent=1))

@@ -170,12 +170,13 @@ class Tagger:
         plan = features.plan_batches([len(e) for e in examples], batch_size or self.batch_size, buckets)
         piece_ids: list[np.ndarray] = [np.empty(0)] * len(examples)
         piece_scores: list[np.ndarray] = [np.empty(0)] * len(examples)
-        for batch in features.iterate_batches(examples, plan, self.preprocessor.pad_id):
+        for call, batch in enumerate(features.iterate_batches(examples, plan, self.preprocessor.pad_id)):
+            if call:
+                yield  # a step ends before each model call after the first, so a one-call text is done in one step
             ids, scores = self.backend.piece_labels(batch.inputs)
             for row, i in enumerate(batch.indices):
                 piece_ids[i] = ids[row]
                 piece_scores[i] = scores[row]
-            yield
         decoded = features.decode(examples, piece_ids, piece_scores, len(sentences))
         labels = self.labels
         if any(len(ids) and int(ids.max()) >= len(labels) for ids, _ in decoded):

@@ -228,7 +228,8 @@ def create_app(settings: ServingSettings, tagger=None) -> FastAPI:
         tagger.check()  # one real inference before the server says it is up (TF Serving may start later)
     metrics = Metrics()
     batcher = MicroBatcher(
-        tagger.tag_texts_in_steps, settings.max_batch_size, settings.max_wait_ms, metrics.observe_batch, settings.max_queued_texts
+        tagger.tag_texts_in_steps, settings.max_batch_size, settings.max_wait_ms, metrics.observe_batch, settings.max_queued_texts,
+        call_pieces=settings.max_batch_size * tagger.preprocessor.max_seq_length,
     )
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -363,7 +364,7 @@ def add_recognize(app: FastAPI, settings: ServingSettings, tagger, batcher: Micr
         if pieces > settings.max_pieces:
             metrics.errors.labels("too_large").inc()
             return JSONResponse({"detail": f"the texts make {pieces} word pieces; the limit is {settings.max_pieces}"}, status_code=413)
-        tagged = await until_disconnected(batcher.submit(texts), request) if texts else []
+        tagged = await until_disconnected(batcher.submit(texts, cost=pieces), request) if texts else []
         if tagged is None:
             metrics.errors.labels("disconnected").inc()
             return Response(status_code=499)  # nobody is listening; the work was dropped

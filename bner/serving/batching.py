@@ -29,6 +29,7 @@ class _Job:
     texts: Sequence[str]
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
+    cost: int = 0  # word pieces: the model work it needs
 
 
 @dataclasses.dataclass
@@ -56,8 +57,12 @@ class MicroBatcher:
         max_wait_ms: float = 5.0,
         on_batch: Callable[[int, float], None] | None = None,
         max_queued_texts: int = 4096,
+        call_pieces: int = 2048,
     ):
         self.process_in_steps = process_in_steps
+        # A request that needs more than about one model call's pieces is tagged in a group of
+        # its own, so the small requests that arrived with it do not wait for all its calls.
+        self.call_pieces = call_pieces
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
         self.on_batch = on_batch
@@ -68,14 +73,14 @@ class MicroBatcher:
         self._worker = threading.Thread(target=self._run, name="bner-batcher", daemon=True)
         self._worker.start()
 
-    async def submit(self, texts: Sequence[str]) -> list:
+    async def submit(self, texts: Sequence[str], cost: int = 0) -> list:
         with self._lock:
             if self._queued + len(texts) > self.max_queued_texts:
                 raise Overloaded(f"{self._queued} texts are waiting for the model; try again shortly")
             self._queued += len(texts)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.put(_Job(list(texts), future, loop))
+        self._queue.put(_Job(list(texts), future, loop, cost))
         try:
             return await future
         finally:
@@ -94,10 +99,12 @@ class MicroBatcher:
             jobs = self._take(wait=not active)
             if jobs is None:
                 return
-            if jobs:
-                # New work gets its first call at once (a one-sentence request is then done), and
-                # the oldest group still gets a call every turn, so steady arrivals starve nobody.
-                self._step(self._start(jobs), active)
+            small = [job for job in jobs or () if job.cost <= self.call_pieces]
+            if small:
+                # New small work gets its first call at once (a one-sentence request is then done),
+                # and the oldest group still gets a call every turn, so steady arrivals starve nobody.
+                self._step(self._start(small), active)
+            active.extend(self._start([job]) for job in jobs or () if job.cost > self.call_pieces)
             if active:
                 group = active.popleft()
                 if not group.abandoned:
