@@ -102,14 +102,27 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def soak(port: int, clients: int, seconds: float, seed: int, large_clients: int | None = None):
+async def liveness(port: int, stop: float, latencies: list[float]) -> None:
+    """/api/ner/health every half second: the liveness probe must stay fast under load."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        while time.perf_counter() < stop:
+            started = time.perf_counter()
+            reply = await http.get("/api/ner/health")
+            latencies.append(time.perf_counter() - started if reply.status_code == 200 else float("inf"))
+            await asyncio.sleep(0.5)
+
+
+async def soak(port: int, clients: int, seconds: float, seed: int, large_clients: int | None = None, health=None):
     """``clients`` on the soak mix; with ``large_clients`` given (the starvation check), those
     send only the largest texts and the others only single sentences."""
     statuses = collections.defaultdict(collections.Counter)
     latencies: list[float] = []
     stop = time.perf_counter() + seconds
     mixes = ["largest"] * (large_clients or 0) + ["soak" if large_clients is None else "small"] * clients
-    await asyncio.gather(*(client(port, seed + i, stop, statuses, latencies, mix) for i, mix in enumerate(mixes)))
+    probes = [liveness(port, stop, health)] if health is not None else []
+    await asyncio.gather(*(client(port, seed + i, stop, statuses, latencies, mix) for i, mix in enumerate(mixes)), *probes)
     return statuses, latencies
 
 
@@ -160,7 +173,8 @@ def main() -> None:
         asyncio.run(soak(port, args.clients, args.warmup_seconds, args.seed + 10_000))
         rss_start = rss_mb(server.pid)
         started = time.perf_counter()
-        statuses, latencies = asyncio.run(soak(port, args.clients, args.seconds, args.seed))
+        health: list[float] = []
+        statuses, latencies = asyncio.run(soak(port, args.clients, args.seconds, args.seed, health=health))
         elapsed = time.perf_counter() - started
         rss_end = rss_mb(server.pid)
         starved = starvation(port, args.starvation_seconds, args.seed) if args.starvation_seconds else None
@@ -181,6 +195,7 @@ def main() -> None:
         "statuses": {k: dict(v) for k, v in sorted(statuses.items())},
         "normal_latency_ms": {q: round(1000 * percentile(latencies, p), 1) for q, p in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))},
         "normal_requests_per_second": round(len(latencies) / elapsed, 1),
+        "health_latency_ms": {q: round(1000 * percentile(health, p), 1) for q, p in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))},
         "server_5xx_other_than_503": server_errors,
         "valid_requests_not_answered_200_or_503": valid_failures,
         "rss_mb": {"after_warmup": round(rss_start, 1), "end": round(rss_end, 1), "growth_percent": round(100 * (rss_end / rss_start - 1), 1)},

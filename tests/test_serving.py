@@ -485,3 +485,40 @@ def test_steady_arrivals_do_not_starve_a_group_in_progress():
 def test_limits_that_cannot_work_are_refused(variable, value):
     with pytest.raises(ValueError, match=variable):
         ServingSettings.from_env({variable: value})
+
+
+def test_work_for_a_client_that_left_is_dropped_before_the_model_call():
+    """until_disconnected cancels the request's future; the batcher then skips it."""
+    import threading
+
+    from bner.serving.app import until_disconnected
+    from bner.serving.batching import MicroBatcher
+
+    gate, seen = threading.Event(), []
+
+    def process(texts):
+        seen.append(list(texts))
+        if texts == ["first"]:
+            gate.wait(5)  # the worker is busy while the second request waits in the queue
+        yield
+        return texts
+
+    class GoneRequest:
+        async def is_disconnected(self):
+            return True
+
+    batcher = MicroBatcher(process, max_batch_size=1, max_wait_ms=0)
+
+    async def scenario():
+        first = asyncio.ensure_future(batcher.submit(["first"]))
+        await asyncio.sleep(0.1)
+        gone = await until_disconnected(batcher.submit(["left"]), GoneRequest(), poll_seconds=0.05)
+        gate.set()
+        return gone, await first
+
+    try:
+        gone, first = asyncio.run(scenario())
+    finally:
+        batcher.close()
+    assert gone is None and first == ["first"]
+    assert ["left"] not in seen  # never reached the model
