@@ -26,12 +26,14 @@ import datetime
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from server_process import free_port, rss_mb  # noqa: E402
+
 SENTENCES = [
     "Angela Merkel flew to Paris on Monday to meet officials of the European Commission .",
     "Shares of Toyota rose in Tokyo after the company beat forecasts .",
@@ -46,20 +48,6 @@ INVALID = [
     (b'{"text": "' + b"." * 60_000 + b'"}', "punctuation over the word-piece budget"),
     (b'{"text": "' + b"a" * 2_100_000 + b'"}', "body over the limit"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def request(rng: random.Random, mix: str = "soak") -> tuple[str, bytes]:
