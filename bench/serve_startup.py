@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import statistics
 import subprocess
@@ -23,7 +22,7 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from server_process import free_port, rss_mb  # noqa: E402
+from server_process import free_port, rss_mb, write_result  # noqa: E402
 
 
 def start_to_ready(export: str, timeout: float = 120.0) -> tuple[float, float]:
@@ -77,11 +76,7 @@ def main() -> None:
         "import_seconds": {k: round(v, 3) for k, v in imports.items()},
         "runs": [{"seconds": round(s, 2), "rss_mb": round(m, 1)} for s, m in runs],
     }
-    print(json.dumps(result, indent=1))
-    os.makedirs(os.path.dirname(os.path.abspath(args.output_json)), exist_ok=True)
-    with open(args.output_json, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=1)
-    print(f"wrote {args.output_json}")
+    write_result(result, args.output_json)
 
 
 if __name__ == "__main__":

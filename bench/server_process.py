@@ -1,7 +1,9 @@
-"""Helpers the server benchmarks share: a free loopback port and a process's resident memory."""
+"""Helpers the server benchmarks share: a free loopback port, a process's resident memory, the result file."""
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 
 
@@ -18,3 +20,12 @@ def rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def write_result(result: dict, path: str) -> None:
+    """Print the result and store it as JSON."""
+    print(json.dumps(result, indent=1))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1)
+    print(f"wrote {path}")

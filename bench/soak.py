@@ -32,7 +32,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from server_process import free_port, rss_mb  # noqa: E402
+from server_process import free_port, rss_mb, write_result  # noqa: E402
 
 SENTENCES = [
     "Angela Merkel flew to Paris on Monday to meet officials of the European Commission .",
@@ -191,11 +191,7 @@ def main() -> None:
         "starvation_check": starved,
     }
     result["passed"] = server_errors == 0 and valid_failures == 0 and result["rss_mb"]["growth_percent"] < 10
-    print(json.dumps(result, indent=1))
-    os.makedirs(os.path.dirname(os.path.abspath(args.output_json)), exist_ok=True)
-    with open(args.output_json, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=1)
-    print(f"wrote {args.output_json}")
+    write_result(result, args.output_json)
 
 
 if __name__ == "__main__":
