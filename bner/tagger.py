@@ -16,7 +16,7 @@ import collections
 import dataclasses
 import os
 import re
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 
 import numpy as np
 import tokenizers
@@ -25,10 +25,6 @@ from bner import corpus, features, io, text
 from bner.metadata import METADATA_FILE, SIGNATURE, TaggerMetadata, read_metadata
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-# inputs (input_ids, attention_mask, token_type_ids: int32 [batch, length])
-#   → (label ids int [batch, length], scores float32 [batch, length])
-PieceLabelsFn = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclasses.dataclass(frozen=True)

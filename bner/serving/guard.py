@@ -20,7 +20,6 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
-RECOGNIZE = "/api/ner/recognize"
 HEALTH = "/api/ner/health"
 # Served to anyone unless BNER_PROTECT_ALL is set; /api/ner/health never needs the key (liveness probes).
 OPEN_WITHOUT_PROTECT_ALL = ("/", "/api/ner/ready", "/metrics", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect")
