@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
-"""How fast the server comes up, and how much memory it holds: start to ready, RSS, import times.
+"""How fast the server comes up, and how much memory it holds: start to ready, cold start, RSS, imports.
 
 Starts ``python -m bner.serving --model_dir <export>`` on a free loopback port, polls
-``/api/ner/ready`` until it answers 200, and reads the server's resident memory then. Also
-times ``import bner`` and ``import bner.serving.app`` in fresh processes. Each figure is the
-median of ``--repeats`` runs with a warm file cache (one unmeasured run first).
+``/api/ner/ready`` until it answers 200, and reads the server's resident memory then.
+The cold start (what scale-to-zero costs a user, e.g. on Cloud Run) is measured as the CPU
+image runs: ``bner-serve`` with ``MODEL_DIR`` in the environment, a client posting to
+``/api/ner/recognize`` from the moment the process starts until the first answer, then
+the latency of the first and second requests once it is up. Also times ``import bner``
+and ``import bner.serving.app`` in fresh processes. Each figure is the median of
+``--repeats`` runs with a warm file cache (one unmeasured run first).
 
     python bench/serve_startup.py --export runs/sample/export/bner [--output_json bench/results/serve_startup.json]
 """
@@ -49,6 +53,41 @@ def start_to_ready(export: str, timeout: float = 120.0) -> tuple[float, float]:
         server.wait(timeout=30)
 
 
+def cold_start(export: str, timeout: float = 120.0) -> dict:
+    """Seconds from process start to the first answered recognize request, as the CPU image starts."""
+    import json
+
+    port = free_port()
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MODEL_DIR": export, "PORT": str(port), "BNER_HOST": "127.0.0.1",
+           "WEB_CONCURRENCY": "1"}
+    body = json.dumps({"text": "Angela Merkel flew to Paris on Monday to meet officials of the European Commission ."}).encode()
+
+    def recognize() -> float:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/ner/recognize", body, {"Content-Type": "application/json"})
+        sent = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            reply.read()
+        return time.perf_counter() - sent
+
+    started = time.perf_counter()
+    server = subprocess.Popen(["bner-serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while time.perf_counter() - started < timeout:
+            if server.poll() is not None:
+                raise SystemExit(f"the server exited with {server.returncode}")
+            try:
+                first = recognize()
+                answered = time.perf_counter() - started
+                return {"seconds_to_first_answer": answered, "first_request_ms": 1000 * first,
+                        "second_request_ms": 1000 * recognize(), "third_request_ms": 1000 * recognize()}
+            except OSError:
+                time.sleep(0.05)
+        raise SystemExit("no answer in time")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def import_seconds(module: str) -> float:
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", f"import {module}"], check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
@@ -64,6 +103,7 @@ def main() -> None:
     args = parser.parse_args()
     start_to_ready(args.export)  # warm the file cache
     runs = [start_to_ready(args.export) for _ in range(args.repeats)]
+    colds = [cold_start(args.export) for _ in range(args.repeats)]
     imports = {m: statistics.median(import_seconds(m) for _ in range(args.repeats)) for m in ("bner", "bner.serving.app")}
     result = {
         "benchmark": "server start to ready, RSS, import time",
@@ -73,8 +113,10 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "start_to_ready_seconds": round(statistics.median(r[0] for r in runs), 2),
         "rss_mb_at_ready": round(statistics.median(r[1] for r in runs), 1),
+        "cold_start": {k: round(statistics.median(c[k] for c in colds), 3) for k in colds[0]},
         "import_seconds": {k: round(v, 3) for k, v in imports.items()},
         "runs": [{"seconds": round(s, 2), "rss_mb": round(m, 1)} for s, m in runs],
+        "cold_start_runs": [{k: round(v, 3) for k, v in c.items()} for c in colds],
     }
     write_result(result, args.output_json)
 

@@ -46,6 +46,10 @@ class ProgressBar(keras.callbacks.Callback):
         line = f"epoch {epoch + 1}: loss {logs['loss']:.4f}"
         if "dev_f1" in logs:
             line += f", dev F1 {100 * logs['dev_f1']:.2f}"
+        if logs.get("stopped_early"):
+            state = self.params["state"]
+            line += (f"; no better dev F1 for {state.epochs_without_improvement} epoch(s): stopping early "
+                     f"(best {100 * state.best_dev_f1:.2f} at step {state.best_step})")
         if self.bar is not None:
             self.bar.write(line)
         else:
@@ -58,24 +62,50 @@ class ProgressBar(keras.callbacks.Callback):
 
 
 class DevEvaluation(keras.callbacks.Callback):
-    """Score the dev set after each epoch; keep the best model (by entity F1) through ``on_best``."""
+    """Score the dev set after each epoch; keep the best model (by entity F1) through ``on_best``.
 
-    def __init__(self, score_fn: Callable[[], float], on_best: Callable[[int], None]):
+    ``score_fn`` returns :class:`bner.evaluate.Scores`. With ``patience`` > 0, training stops
+    once that many epochs in a row did not improve on the best dev F1 (early stopping).
+    """
+
+    def __init__(self, score_fn: Callable[[], object], on_best: Callable[[int], None], patience: int = 0):
         super().__init__()
         self.score_fn = score_fn
         self.on_best = on_best
+        self.patience = patience
 
     def on_epoch_end(self, epoch, logs=None):
         state = self.params["state"]
-        f1 = self.score_fn()
-        logs["dev_f1"] = f1
-        if f1 > state.best_dev_f1:
-            state.best_dev_f1, state.best_step = f1, int(logs["step"])
+        scores = self.score_fn()
+        logs["dev_f1"] = scores.f1
+        logs["dev_f1_per_type"] = {t: c.f1 for t, c in scores.per_type.items()}
+        if scores.f1 > state.best_dev_f1:
+            state.best_dev_f1, state.best_step = scores.f1, int(logs["step"])
+            state.epochs_without_improvement = 0
             self.on_best(state.best_step)
+        else:
+            state.epochs_without_improvement += 1
+            if self.patience and state.epochs_without_improvement >= self.patience and state.step < self.params["steps"]:
+                state.stopped_early = True
+                logs["stopped_early"] = True
+
+
+class HypertuneReport(keras.callbacks.Callback):
+    """Dev F1 after each epoch to Vertex AI hyperparameter tuning, as the cloudml-hypertune package reports it."""
+
+    def __init__(self, metric: str):
+        super().__init__()
+        import hypertune
+
+        self.metric, self.reporter = metric, hypertune.HyperTune()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if "dev_f1" in logs:
+            self.reporter.report_hyperparameter_tuning_metric(self.metric, logs["dev_f1"], global_step=int(logs["step"]))
 
 
 class TensorBoardLogs(keras.callbacks.Callback):
-    """Loss, learning rate and dev F1 as TensorBoard scalars (needs TensorFlow's summary writer).
+    """Loss, learning rate, dev F1 and each type's dev F1 as TensorBoard scalars (needs TensorFlow's summary writer).
 
     Logs for an object store (``gs://...``) are written to a local folder and uploaded at
     each epoch's end: TensorFlow's own writer reaches only ``gs://`` and only the real
@@ -120,6 +150,8 @@ class TensorBoardLogs(keras.callbacks.Callback):
         values = {"epoch/loss": logs["loss"]}
         if "dev_f1" in logs:
             values["dev/f1"] = logs["dev_f1"]
+        for entity_type, f1 in logs.get("dev_f1_per_type", {}).items():
+            values[f"dev_f1_per_type/{entity_type}"] = f1
         self._write(int(logs["step"]), values)
         self._upload()
 

@@ -1,4 +1,4 @@
-"""The ``bner`` command: ``bner train | evaluate | predict | export | serve``.
+"""The ``bner`` command: ``bner train | evaluate | predict | search | export | serve``.
 
 A shell over the library, beside the unchanged ``python -m bner.ner.task``. ``bner train``'s
 options are made from :class:`bner.TrainConfig`'s fields (as the absl flags are), grouped
@@ -81,13 +81,25 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 
 def predict_command(args: argparse.Namespace) -> int:
-    from bner.commands import check_model_window, predict_file
+    from bner import prediction
+    from bner.commands import check_model_window
 
     check_model_window(args.model, args.max_seq_length)
+    prediction.input_format(args.input, args.format)
     tagger = _load(args)
-    written = predict_file(tagger, args.input, args.output, args.batch_size, progress=args.output not in (None, "-"))
+    progress = args.progress if args.progress is not None else args.output != "-"
+    written, count = prediction.predict_file(tagger, args.input, args.output, args.format, args.batch_size, progress=progress)
     if written != "standard output":
-        print(f"wrote predictions for {args.input} to {written}", file=sys.stderr)
+        print(f"wrote predictions for {count} texts or sentences of {args.input} to {written}", file=sys.stderr)
+    return 0
+
+
+def search_command(args: argparse.Namespace) -> int:
+    from bner import search
+
+    spec = search.SearchSpec.read(args.spec)
+    import_tensorflow_quietly()
+    search.run_search(spec, args.output_dir)
     return 0
 
 
@@ -117,7 +129,7 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bner", description="BERT named-entity recognition: train, evaluate, predict, export, serve.")
-    verbs = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict,export,serve}")
+    verbs = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict,search,export,serve}")
     train = verbs.add_parser("train", help="fine-tune a pretrained BERT on CoNLL files, score it and export it")
     add_train_options(train)
     train.set_defaults(handler=train_command)
@@ -128,11 +140,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--name", default="eval_results", help="file name stem of the written results (default eval_results)")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of conlleval's report")
     evaluate.set_defaults(handler=evaluate_command)
-    predict = verbs.add_parser("predict", help="label a .conll file (CoNLL out) or plain text, one text a line (JSONL out)")
+    predict = verbs.add_parser("predict", help="label CoNLL, JSONL or plain-text files (or standard input) of any size")
     _model_arguments(predict)
-    predict.add_argument("input", help="a .conll file, or a text file with one text a line")
-    predict.add_argument("--output", default="-", help="where to write (default: standard output)")
+    predict.add_argument("input", help="a .conll file (CoNLL out), a .jsonl file with a text field, or text with one text a line "
+                                       "(JSONL out, entities added); local or gs://; - reads standard input")
+    predict.add_argument("--format", default="auto", choices=["auto", "text", "jsonl", "conll"],
+                         help="input format (default: by extension; standard input is text)")
+    predict.add_argument("--output", default="-", help="where to write (default: standard output); a file appears only when complete")
+    predict.add_argument("--progress", type=_flag_value(bool), metavar="true|false",
+                         help="progress bar with texts/s on standard error (default: on when writing to a file)")
     predict.set_defaults(handler=predict_command)
+    tune = verbs.add_parser("search", help="grid or random search over training settings, chosen on dev F1")
+    tune.add_argument("spec", help="a YAML or JSON file: base settings, parameters and their values, algorithm, max_trials, metric")
+    tune.add_argument("--output_dir", required=True, help="trials go to <output_dir>/trial-NNN; results.csv/.md and best.json beside them")
+    tune.set_defaults(handler=search_command)
     export = verbs.add_parser("export", help="export a run's trained model as a versioned SavedModel")
     export.add_argument("run_dir", help="the run's --output_dir")
     export.add_argument("--export_dir", help="default: <run_dir>/export")

@@ -6,8 +6,6 @@ each function here is a few lines over :class:`bner.tagger.Tagger` and writes it
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Callable
 
 from bner import corpus, io
@@ -43,35 +41,20 @@ def evaluate_files(tagger, data_dir: str, output_dir: str, say: Callable[[str], 
     return evaluate_splits(tagger, splits, output_dir, say)
 
 
-def predict_file(tagger, path: str, output: str | None, batch_size: int | None = None, progress: bool = False) -> str:
-    """Label a ``.conll`` file (CoNLL out, in the training data's scheme) or plain text, one text a line (JSONL out).
+def evaluation_folder(run_dir: str, data_dir: str, given: str | None = None) -> str:
+    """Where evaluating ``data_dir`` writes: ``given``; the run folder for the run's own data; else
+    ``<run_dir>/eval_<data folder's name>``, so another data set never overwrites the run's results."""
+    from bner.config import _same
+    from bner.training import read_record
 
-    ``output`` is a path, or ``-``/None for standard output. Returns where the predictions went.
-    """
-    if path.endswith(".conll"):
-        sentences = corpus.read_conll(path, require_tags=False)
-        tags = tagger.tag([list(s.words) for s in sentences])
-        rows = [[(w, t) for w, t in zip(s.words, sentence_tags)] for s, sentence_tags in zip(sentences, tags)]
-        text = corpus.format_conll(rows)
-    else:
-        try:
-            lines = io.read_text(path).splitlines()
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: file not found") from None
-        except UnicodeDecodeError as e:
-            raise ConfigError(f"{path}: expected UTF-8 text ({e.reason})") from None
-        entities = tagger.predict(lines, batch_size=batch_size, progress=progress)
-        records = [
-            json.dumps({"text": line, "entities": [e.as_dict() for e in found]}, ensure_ascii=False)
-            for line, found in zip(lines, entities)
-        ]
-        text = "\n".join(records) + ("\n" if records else "")
-    if output in (None, "-"):
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return "standard output"
-    io.write_text(output, text)
-    return output
+    if given:
+        return given
+    record = read_record(run_dir) or {}
+    trained_on = record.get("config", {}).get("data", {}).get("data_dir")
+    if trained_on is None or _same("data_dir", trained_on, data_dir):
+        return run_dir
+    name = data_dir.rstrip("/").rsplit("/", 1)[-1] or "data"
+    return io.join(run_dir, f"eval_{name}")
 
 
 def show_examples(tagger, sentences: list[str], say: Callable[[str], None] = print) -> None:

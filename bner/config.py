@@ -63,14 +63,17 @@ class OptimizationConfig:
     adam_epsilon: float = setting(1e-8, "AdamW epsilon.", result=True)
     max_grad_norm: float = setting(1.0, "Clip gradients to this global norm (0 turns clipping off).", result=True)
     seed: int = setting(42, "Random seed for initialisation, dropout and shuffling.", result=True)
+    early_stopping_patience: int = setting(0, "Stop after this many epochs without a better dev F1 and keep the best model (needs dev.conll). 0: off, train every epoch.", result=True)
 
 
 @dataclasses.dataclass(frozen=True)
 class LoopConfig:
     save_checkpoints_steps: int = setting(1000, "Save a checkpoint every this many steps (and at the end of each epoch).")
-    keep_checkpoints: int = setting(2, "How many training checkpoints to keep.")
+    max_checkpoints: int = setting(2, "How many resumable training checkpoints to keep while training.")
+    keep_checkpoints: bool = setting(False, "Keep the resumable training checkpoints (model and optimizer state) once the run has finished; by default they are removed, leaving the trained model and the export.")
     eval_batch_size: int = setting(8, "Batch size for evaluation.")
     progress: bool = setting(True, "Show progress bars.")
+    hypertune_metric: str | None = setting(None, "Report dev F1 after each epoch to Vertex AI hyperparameter tuning under this metric id (needs the cloudml-hypertune package, as in the training image).", kind=str)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +155,8 @@ class TrainConfig:
             if not isinstance(section, dict):
                 raise ConfigError(f"{source}: section {name!r} must be a JSON object")
             for key, value in section.items():
+                if key == "keep_checkpoints" and isinstance(value, int) and not isinstance(value, bool):
+                    key = "max_checkpoints"  # older run records used this name for the count
                 if key not in SECTIONS[name].__dataclass_fields__:
                     raise ConfigError(f"{source}: unknown setting {name}.{key}")
                 flat[key] = value
@@ -183,12 +188,12 @@ class TrainConfig:
         o, m, loop = self.optimization, self.model, self.loop
         positive = {"learning_rate": o.learning_rate, "num_train_epochs": o.num_train_epochs,
                     "train_batch_size": o.train_batch_size, "eval_batch_size": loop.eval_batch_size,
-                    "save_checkpoints_steps": loop.save_checkpoints_steps, "keep_checkpoints": loop.keep_checkpoints,
+                    "save_checkpoints_steps": loop.save_checkpoints_steps, "max_checkpoints": loop.max_checkpoints,
                     "num_tpu_cores": self.hardware.num_tpu_cores, "iterations_per_loop": self.hardware.iterations_per_loop}
         for name, value in positive.items():
             if not value > 0:
                 raise ConfigError(f"--{name}={value}: must be greater than 0")
-        for name, value in {"weight_decay": o.weight_decay, "adam_epsilon": o.adam_epsilon, "max_grad_norm": o.max_grad_norm}.items():
+        for name, value in {"early_stopping_patience": o.early_stopping_patience, "weight_decay": o.weight_decay, "adam_epsilon": o.adam_epsilon, "max_grad_norm": o.max_grad_norm}.items():
             if not value >= 0:
                 raise ConfigError(f"--{name}={value}: must be 0 or more")
         if not 0 <= o.warmup_proportion <= 1:

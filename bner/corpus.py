@@ -46,7 +46,7 @@ class Span:
 
 
 def conll_rows(
-    text: str,
+    text: str | Iterable[str],
     source: str = "<string>",
     min_columns: int = 2,
     expected: str = "a word and a tag",
@@ -55,16 +55,19 @@ def conll_rows(
 ) -> Iterator[tuple[int, int, list[tuple[int, list[str]]]]]:
     """``(document, first line, [(line number, fields), ...])`` for each sentence of a CoNLL text.
 
+    ``text`` is the whole text, or its lines one by one (an open file: read as it goes).
+
     The one reader of CoNLL lines (data files and conlleval's prediction files alike):
     blank lines end sentences, ``-DOCSTART-`` lines start documents, and every token line
     has at least ``min_columns`` columns (``expected`` says what they are), and with
     ``same_columns`` as many as the first. With ``docstart_is_token`` (conlleval's reading)
     a ``-DOCSTART-`` line is a token too, a sentence of its own, column-checked like the rest.
     """
-    if text.startswith("\ufeff"):
-        text = text[1:]
+    lines = text.splitlines() if isinstance(text, str) else (line.rstrip("\r\n") for line in text)
     document, rows, columns = 0, [], None
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(lines, start=1):
+        if number == 1 and raw.startswith("\ufeff"):
+            raw = raw[1:]
         fields = raw.split()
         if not fields or (fields[0] == "-DOCSTART-" and not docstart_is_token):
             if rows:

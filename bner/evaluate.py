@@ -101,6 +101,34 @@ def score(gold: Iterable[Sequence[str]], predicted: Iterable[Sequence[str]]) -> 
     return Scores(overall, per_type, tokens, correct_tokens)
 
 
+MISSED, SPURIOUS = "(missed)", "(spurious)"
+
+
+def confusion(gold: Iterable[Sequence[str]], predicted: Iterable[Sequence[str]]) -> dict:
+    """Entity-level confusion between types: ``{"types": [...], "matrix": {gold: {predicted: n}}}``.
+
+    A gold entity whose exact span was predicted counts under (its type, the predicted
+    type); a gold entity with no predicted entity on exactly its span counts as
+    ``(missed)``; a predicted entity on no gold span counts in the ``(spurious)`` row.
+    Chunks are found as :func:`score` finds them, so the diagonal is its ``correct``.
+    """
+    matrix: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    types: set[str] = set()
+    for gold_tags, predicted_tags in zip(gold, predicted, strict=True):
+        gold_by_span = {(s.start, s.end): s.type for s in corpus.entity_spans(gold_tags)}
+        predicted_by_span = {(s.start, s.end): s.type for s in corpus.entity_spans(predicted_tags)}
+        types.update(gold_by_span.values(), predicted_by_span.values())
+        for span, gold_type in gold_by_span.items():
+            matrix[gold_type][predicted_by_span.get(span, MISSED)] += 1
+        for span, predicted_type in predicted_by_span.items():
+            if span not in gold_by_span:
+                matrix[SPURIOUS][predicted_type] += 1
+    ordered = sorted(types)
+    rows = [*ordered, SPURIOUS]
+    columns = [*ordered, MISSED]
+    return {"types": ordered, "matrix": {r: {c: matrix[r][c] for c in columns if matrix[r][c]} for r in rows if matrix[r]}}
+
+
 def format_report(scores: Scores) -> str:
     """The report in conlleval's layout (percentages with two decimals)."""
     o = scores.overall

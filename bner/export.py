@@ -1,7 +1,7 @@
 """The versioned SavedModel that TensorFlow Serving and bner's server load.
 
 Layout: ``<export_dir>/<model_name>/<version>/`` holding ``saved_model.pb``,
-``variables/``, ``metadata.json`` and ``tokenizer.json``. The version folder is built
+``variables/``, ``metadata.json``, ``tokenizer.json`` and the model card ``README.md``. The version folder is built
 under a temporary name and renamed when complete (TF Serving ignores non-numeric
 folder names, so it never loads a half-written version).
 
@@ -20,6 +20,8 @@ import re
 
 from bner import io
 from bner.metadata import INPUTS, METADATA_FILE, SIGNATURE, TOKENIZER_FILE, read_metadata, write_metadata
+from bner.model_card import CARD_FILE
+from bner.model_card import render as render_card
 
 
 def versions(model_base: str) -> list[int]:
@@ -89,6 +91,7 @@ def export_tagger(model_folder: str, export_dir: str, model_name: str, version: 
         tf.saved_model.save(module, staging, signatures={SIGNATURE: module.serve})
         tokenizer.save(os.path.join(staging, TOKENIZER_FILE))
         write_metadata(exported, staging)
+        io.write_text(os.path.join(staging, CARD_FILE), render_card(exported, final))
     return final
 
 

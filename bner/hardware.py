@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
+import platform
+import re
 
 import keras
 
@@ -17,6 +20,41 @@ def cpu_has_bf16() -> bool:
     except OSError:
         return False
     return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def machine_facts() -> dict:
+    """The CPU (model, cores, the bfloat16/AMX flags that decide its speed) and accelerators a run used."""
+    facts: dict = {"cpu": platform.processor() or platform.machine(), "cpu_cores": os.cpu_count()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+    except OSError:
+        text = ""
+    model = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    if model:
+        facts["cpu"] = model.group(1).strip()
+    flags = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+    if flags:
+        present = set(flags.group(1).split())
+        facts["cpu_flags"] = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in present]
+    try:
+        accelerators = [d.device_kind for d in _keras_devices() if d.platform != "cpu"]
+    except Exception:  # noqa: BLE001 — device discovery differs by backend; the facts are informative only
+        accelerators = []
+    if accelerators:
+        facts["accelerators"] = accelerators
+    return facts
+
+
+def _keras_devices():
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.devices()
+    import tensorflow as tf
+
+    Device = collections.namedtuple("Device", "platform device_kind")
+    return [Device(d.device_type.lower(), d.name) for d in tf.config.list_logical_devices() if d.device_type != "CPU"]
 
 
 def select_precision(requested: str, on_tpu: bool = False) -> str:

@@ -20,6 +20,15 @@ from typing import IO
 # standard library alone.
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def is_local(path: str) -> bool:
     return "://" not in str(path) or str(path).startswith("file://")
 
@@ -96,6 +105,9 @@ def write_bytes(path: str, data: bytes) -> None:
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
         try:
+            # mkstemp makes the file private (0600); give it the mode open() would, so a server
+            # running as another user can read an export's metadata.json.
+            os.chmod(tmp, 0o666 & ~_UMASK)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -123,6 +135,17 @@ def remove(path: str) -> None:
         fs, root = _fs(path)
         if fs.exists(root):
             fs.rm(root, recursive=True)
+
+
+def folder_size(path: str) -> int | None:
+    """Bytes under ``path`` (files only), or None where it cannot be told."""
+    try:
+        if is_local(path):
+            return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
+        fs, root = _fs(path)
+        return int(fs.du(root))
+    except OSError:
+        return None
 
 
 @contextlib.contextmanager

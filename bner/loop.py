@@ -6,7 +6,9 @@ and at each epoch's end. Callbacks (:mod:`bner.callbacks`, or a user's own) see
 ``on_train_begin`` with ``self.model`` and ``params`` holding the plan, the examples
 and the loop state,
 ``on_epoch_begin``, ``on_train_batch_end`` with the loss, learning rate and real word
-pieces of each step, and ``on_epoch_end`` with the epoch's mean loss.
+pieces of each step, and ``on_epoch_end`` with the epoch's mean loss. A callback that sets ``state.stopped_early``
+in ``on_epoch_end`` ends the run after that epoch (its checkpoint says so, so a resumed
+run stays stopped).
 """
 
 from __future__ import annotations
@@ -34,6 +36,13 @@ class LoopState:
     epoch_loss_sum: float = 0.0
     epoch_loss_steps: int = 0
     resumed_from_step: int = 0  # the step this process started from
+    # The training loss over the run: [step, mean loss of the steps since the previous point], about 200 points.
+    loss_curve: list = dataclasses.field(default_factory=list)
+    curve_loss_sum: float = 0.0
+    curve_loss_steps: int = 0
+    # Early stopping (bner.callbacks.DevEvaluation): epochs since dev F1 last improved, and whether that ended the run.
+    epochs_without_improvement: int = 0
+    stopped_early: bool = False
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -60,6 +69,7 @@ def run_training(
     state = LoopState.from_json(saved) if saved else LoopState()
     state.resumed_from_step = state.step
     per_epoch, planned = plan.steps_per_epoch, plan.total_steps
+    curve_every = max(1, planned // 200)
     callback_list = keras.callbacks.CallbackList(list(callbacks), model=model)
     callback_list.set_params(
         {"steps": planned, "steps_per_epoch": per_epoch, "initial_step": state.step, "state": state, "plan": plan,
@@ -67,7 +77,7 @@ def run_training(
     )
     callback_list.on_train_begin()
     try:
-        while state.step < planned:
+        while state.step < planned and not state.stopped_early:
             epoch = state.epoch = state.step // per_epoch
             callback_list.on_epoch_begin(epoch)
             batches = features.iterate_batches(examples, plan.epoch(epoch)[state.step - epoch * per_epoch :], pad_id)
@@ -80,6 +90,11 @@ def run_training(
                     state.step += 1
                     state.epoch_loss_sum += loss
                     state.epoch_loss_steps += 1
+                    state.curve_loss_sum += loss
+                    state.curve_loss_steps += 1
+                    if state.step % curve_every == 0 or state.step == planned:
+                        state.loss_curve.append([state.step, state.curve_loss_sum / state.curve_loss_steps])
+                        state.curve_loss_sum, state.curve_loss_steps = 0.0, 0
                     callback_list.on_train_batch_end(
                         state.step, {"loss": loss, "real_pieces": batch.real_pieces, "learning_rate": _current_lr(optimizer)}
                     )
@@ -90,8 +105,14 @@ def run_training(
             state.train_seconds += time.perf_counter() - started
             mean = state.epoch_loss_sum / state.epoch_loss_steps if state.epoch_loss_steps else float("nan")
             logs = {"loss": mean, "step": state.step}
-            callback_list.on_epoch_end(epoch, logs)  # dev evaluation updates ``state`` here
+            # Each callback gets this very dict (CallbackList would hand them a copy): what they add
+            # (dev F1, per-type F1, stopped_early) goes into the run's history.
+            for callback in callback_list.callbacks:
+                callback.on_epoch_end(epoch, logs)  # dev evaluation updates ``state`` here, early stopping included
             state.history.append({"epoch": epoch + 1, **logs})
+            if state.stopped_early and state.curve_loss_steps:
+                state.loss_curve.append([state.step, state.curve_loss_sum / state.curve_loss_steps])
+                state.curve_loss_sum, state.curve_loss_steps = 0.0, 0
             state.epoch_loss_sum, state.epoch_loss_steps = 0.0, 0
             checkpoints.save(state.step, model, optimizer, state.to_json())
     finally:

@@ -56,7 +56,8 @@ class TaggerMetadata:
     encoder: EncoderConfig
     tokenizer_file: str = TOKENIZER_FILE
     pretrained: dict = dataclasses.field(default_factory=dict)
-    training: dict = dataclasses.field(default_factory=dict)
+    training: dict = dataclasses.field(default_factory=dict)  # how it was trained: data files, settings, machine, steps
+    evaluation: dict = dataclasses.field(default_factory=dict)  # dev and test scores of this model, overall and per type
     format_version: int = FORMAT_VERSION
 
     @property

@@ -20,12 +20,13 @@ import time
 from collections.abc import Sequence
 from importlib import metadata as package_metadata
 
-from bner import corpus, features, io
+from bner import corpus, features, io, plots
 from bner.config import ConfigError, TrainConfig
 from bner.metadata import TaggerMetadata
 
 log = logging.getLogger(__name__)
 RUN_RECORD = "run.json"
+RUN_PICTURES = (plots.LEARNING_CURVE, plots.PER_TYPE_F1, plots.CONFUSION)
 
 
 class OutputDirError(ConfigError):
@@ -127,6 +128,15 @@ def check_before_training(config: TrainConfig, overwrite_output_dir: bool = Fals
         raise ConfigError(f"--data_dir={data_dir}: no such folder")
     if not io.exists(io.join(data_dir, "train.conll")):
         raise ConfigError(f"{io.join(data_dir, 'train.conll')}: file not found (training needs train.conll in --data_dir)")
+    for flag, given in (("early_stopping_patience", config.optimization.early_stopping_patience),
+                        ("hypertune_metric", config.loop.hypertune_metric)):
+        if given and not io.exists(io.join(data_dir, "dev.conll")):
+            raise ConfigError(f"--{flag} needs dev.conll in --data_dir={data_dir} to judge the epochs")
+    if config.loop.hypertune_metric:
+        import importlib.util
+
+        if importlib.util.find_spec("hypertune") is None:
+            raise ConfigError("--hypertune_metric needs the cloudml-hypertune package (pip install 'bner[vertex]')")
     locate_pretrained(config)
     if not overwrite_output_dir:
         check_output_dir(config.output.output_dir, config, file_digests(data_dir))
@@ -199,7 +209,7 @@ def build_training(config: TrainConfig, metadata: TaggerMetadata, plan: features
         tpu = hardware.TpuSettings(h.use_tpu, h.tpu_name, h.tpu_zone, h.gcp_project, h.master, h.num_tpu_cores)
         strategy = hardware.select_strategy(tpu)
     checkpoints = CheckpointManager(
-        io.join(config.output.output_dir, "checkpoints"), keep=config.loop.keep_checkpoints, writer=hardware.is_chief()
+        io.join(config.output.output_dir, "checkpoints"), keep=config.loop.max_checkpoints, writer=hardware.is_chief()
     )
     clip = o.max_grad_norm or None
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
@@ -232,6 +242,8 @@ def train(config: TrainConfig, callbacks: Sequence = (), overwrite_output_dir: b
 
     config.check()
     splits = read_splits(config.data.data_dir)
+    if config.optimization.early_stopping_patience and "dev" not in splits:
+        raise ConfigError(f"--early_stopping_patience needs dev.conll in --data_dir={config.data.data_dir} to judge the epochs")
     out = config.output.output_dir
     if overwrite_output_dir:
         clear_run(out)
@@ -256,15 +268,19 @@ def train(config: TrainConfig, callbacks: Sequence = (), overwrite_output_dir: b
     if not chief:
         say("training done on this worker; the chief writes results and the export")
         return TrainResult(out, model_dir, None, state.step, None, None, None, None, state.train_seconds)
-    summary = save_trained_model(setup, state, seconds, say)
+    summary = save_trained_model(setup, state, seconds, digests, say)
     from bner.tagger import load
 
     scores = evaluate_splits(load(model_dir, batch_size=config.loop.eval_batch_size), splits, out, say)
+    describe_model(model_dir, scores, say)
+    plots.write_run_plots(out, state.loss_curve, state.history, scores, pictured_confusion(scores), say)
     export_path = export_model(config, say) if config.output.export else None
     record = run_record(config, setup, digests, status="finished")
-    record["training"] = summary
+    record["training"] = {**summary, "loss_curve": state.loss_curve}
     record["result"] = {"dev": scores.get("dev"), "test": scores.get("test"), "export": export_path}
     write_record(out, record)
+    if not config.loop.keep_checkpoints:
+        remove_checkpoints(out, say)
     return TrainResult(
         out, model_dir, export_path, state.step, summary["best_step"], summary["best_dev_f1"], scores.get("dev"),
         scores.get("test"), state.train_seconds, resumed_from_step=summary["resumed_from_step"],
@@ -299,6 +315,8 @@ def fit(setup: Setup, callbacks: Sequence, say):
         own.append(dev_evaluation(setup, chief))
     if chief:
         own.append(plugins.TensorBoardLogs(io.join(out, "logs")))
+    if config.loop.hypertune_metric and "dev" in setup.splits:
+        own.append(plugins.HypertuneReport(config.loop.hypertune_metric))
     own.append(plugins.ProgressBar(config.loop.progress))
     started = time.time()
     state = loop.run_training(
@@ -323,22 +341,22 @@ def dev_evaluation(setup: Setup, chief: bool):
     tagger = Tagger(KerasBackend(setup.network), setup.metadata, setup.tokenizer, setup.config.loop.eval_batch_size)
     best_dir = io.join(setup.config.output.output_dir, "best_model")
 
-    def dev_f1() -> float:
-        return score([s.tags for s in dev], [t.tags for t in tagger.tag_sentences([s.words for s in dev])]).f1
+    def dev_scores():
+        return score([s.tags for s in dev], [t.tags for t in tagger.tag_sentences([s.words for s in dev])])
 
     def keep_best(at_step: int) -> None:
         if chief:
             best = dataclasses.replace(setup.metadata, training={"best_step": at_step})
             model_folder.save(setup.network, best, setup.tokenizer, best_dir)
 
-    return plugins.DevEvaluation(dev_f1, keep_best)
+    return plugins.DevEvaluation(dev_scores, keep_best, setup.config.optimization.early_stopping_patience)
 
 
-def save_trained_model(setup: Setup, state, seconds: float, say) -> dict:
+def save_trained_model(setup: Setup, state, seconds: float, digests: dict, say) -> dict:
     """Write ``<output_dir>/model``: the best dev model if there is a dev set, else the last; its summary."""
     import keras
 
-    from bner import model_folder
+    from bner import hardware, model_folder
 
     out = setup.config.output.output_dir
     has_dev = "dev" in setup.splits
@@ -356,6 +374,12 @@ def save_trained_model(setup: Setup, state, seconds: float, say) -> dict:
         "best_step": state.best_step if has_dev else None,
         "train_examples": len(setup.examples),
         "resumed_from_step": state.resumed_from_step,
+        "epochs_trained": len(state.history),
+        "stopped_early": state.stopped_early,
+        "data_files": digests,
+        "settings": result_settings(setup.config),
+        "machine": hardware.machine_facts(),
+        "versions": package_versions(),
     }
     best_dir = io.join(out, "best_model")
     network = setup.network
@@ -369,24 +393,65 @@ def save_trained_model(setup: Setup, state, seconds: float, say) -> dict:
 # ---------------------------------------------------------------- results, export, the run record
 
 
+def result_settings(config: TrainConfig) -> dict:
+    """The settings that determine the model (paths of data and model are in the card's own sections)."""
+    from bner.config import PATH_SETTINGS, all_fields
+
+    flat = config.flat()
+    return {name: flat[name] for name, f in all_fields().items() if f.metadata["result"] and name not in PATH_SETTINGS}
+
+
+def describe_model(model_dir: str, scores: dict[str, dict], say) -> None:
+    """Put the dev/test scores into the model's metadata.json and write its model card, README.md."""
+    from bner import model_card
+    from bner.metadata import read_metadata, write_metadata
+
+    metadata = read_metadata(model_dir)
+    metadata.evaluation = {name: {k: v for k, v in s.items() if k != "confusion"} for name, s in scores.items()}
+    write_metadata(metadata, model_dir)
+    say(f"wrote the model card {model_card.write_card(metadata, model_dir)}")
+
+
+def pictured_confusion(scores: dict[str, dict]) -> dict | None:
+    """The confusion table the run's heatmap shows: test's, else dev's."""
+    for name in ("test", "dev"):
+        if scores.get(name, {}).get("confusion"):
+            return {**scores[name]["confusion"], "split": name}
+    return None
+
+
+def remove_checkpoints(out: str, say) -> None:
+    """A finished run needs its trained model and export, not the optimizer state to resume it."""
+    before = io.folder_size(out)
+    for name in ("checkpoints", "best_model"):
+        io.remove(io.join(out, name))
+    after = io.folder_size(out)
+    if before is not None and after is not None and before > after:
+        say(f"removed the resumable checkpoints ({(before - after) / 1e6:.0f} MB; run folder now {after / 1e6:.0f} MB; "
+            "--keep_checkpoints keeps them)")
+
+
 def evaluate_splits(tagger, splits, out: str, say) -> dict[str, dict]:
-    """Score dev and test with the trained model: ``dev_results.*``, ``eval_results.*``, ``test_results.tsv``."""
+    """Score dev and test with the trained model: ``dev_results.*``, ``eval_results.*``, ``test_results.tsv`` and
+    ``confusion.json`` (entity confusion between types); each split's scores carry their ``confusion`` too."""
     from bner import evaluate
 
-    scores = {}
+    scores, confusions = {}, {}
     for name in ("dev", "test"):
         if name not in splits:
             continue
         sentences = splits[name]
         result, predicted = tagger.evaluation(sentences)
         evaluate.write_results(result, out, "eval_results" if name == "test" else "dev_results")
+        confusions[name] = evaluate.confusion([s.tags for s in sentences], predicted)
         if name == "test":
             rows = [[(w, g, p) for w, g, p in zip(s.words, s.tags, pred)] for s, pred in zip(sentences, predicted)]
             io.write_text(io.join(out, "test_results.tsv"), corpus.format_conll(rows))
         say(f"\n{name} ({len(sentences)} sentences): " + evaluate.format_summary(result))
-        scores[name] = result.as_dict()
+        scores[name] = {**result.as_dict(), "confusion": confusions[name]}
     if scores:
-        say(f"wrote {io.join(out, 'eval_results.txt')} (+ .json) and test_results.tsv")
+        io.write_text(io.join(out, "confusion.json"), json.dumps(confusions, indent=2) + "\n")
+        say(f"wrote {io.join(out, 'eval_results.txt')} (+ .json), test_results.tsv and confusion.json")
     return scores
 
 
@@ -514,7 +579,7 @@ def check_output_dir(out: str, config: TrainConfig, digests: dict[str, str]) -> 
 def clear_run(out: str) -> None:
     """Remove an earlier run's state (checkpoints, models, results, logs); exports stay, as versions."""
     for name in ("checkpoints", "best_model", "model", "logs", RUN_RECORD, "eval_results.txt", "eval_results.json",
-                 "dev_results.txt", "dev_results.json", "test_results.tsv"):
+                 "dev_results.txt", "dev_results.json", "test_results.tsv", "confusion.json", *RUN_PICTURES):
         io.remove(io.join(out, name))
 
 

@@ -74,9 +74,10 @@ def test_train_export_and_serve_with_gs_paths(bucket, tiny_model, synthetic_data
     data_url = upload(synthetic_data, f"{bucket}/data/synthetic")
     run_url = f"{bucket}/runs/first"
     flags = tiny_training_flags(model_url, data_url, run_url, "--do_train", "--do_eval", "--do_export")
-    run_task(*flags, "--save_checkpoints_steps=10")
+    run_task(*flags, "--save_checkpoints_steps=10", "--keep_checkpoints")
 
-    for name in ("run.json", "eval_results.txt", "eval_results.json", "test_results.tsv", "model/metadata.json"):
+    for name in ("run.json", "eval_results.txt", "eval_results.json", "test_results.tsv", "model/metadata.json",
+                 "model/README.md", "confusion.json", "learning_curve.png"):
         assert io.exists(io.join(run_url, name)), name
     assert any(n.startswith("events.out.tfevents") for n in io.listdir(io.join(run_url, "logs")))
     assert json.loads(io.read_text(io.join(run_url, "checkpoints", "checkpoint.json")))["checkpoints"]

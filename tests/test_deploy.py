@@ -9,6 +9,7 @@ contract between the pieces: probe paths, ports, env names, labels and names tha
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shutil
@@ -18,6 +19,8 @@ import warnings
 from pathlib import Path
 
 import pytest
+
+from tests.discovery import discovery_schemas, schema_errors  # noqa: E402
 
 yaml = pytest.importorskip("yaml")
 
@@ -507,3 +510,52 @@ def test_batching_parameters_rejects_unknown_fields():
 
     with pytest.raises(text_format.ParseError):
         text_format.Parse("max_batch_sise { value: 8 }", _batching_parameters_class()())
+
+
+# --------------------------------------------------------------------------------------------
+# Cloud Run: the Knative Service spec, checked against the Cloud Run Admin API's own schema.
+
+CLOUD_RUN = ROOT / "cloudrun" / "service.yaml"
+
+
+def cloud_run_schemas() -> dict:
+    """The Cloud Run Admin API v1's schemas (Knative-shaped Service, as `gcloud run services replace` takes it)."""
+    return discovery_schemas("run.v1")
+
+
+def test_cloud_run_service_matches_the_cloud_run_schema():
+    schemas = cloud_run_schemas()
+    service = _load(CLOUD_RUN)[0]
+    assert service["apiVersion"] == "serving.knative.dev/v1" and service["kind"] == "Service"
+    assert schema_errors(service, schemas["Service"], schemas) == []
+    # The checker itself catches a misspelt field and a number given as text.
+    broken = copy.deepcopy(service)
+    broken["spec"]["template"]["spec"]["containerConcurency"] = 32
+    broken["spec"]["template"]["spec"]["timeoutSeconds"] = "60"
+    assert len(schema_errors(broken, schemas["Service"], schemas)) == 2
+
+
+def test_cloud_run_service_scales_to_zero_and_probes_bner():
+    service = _load(CLOUD_RUN)[0]
+    template = service["spec"]["template"]
+    annotations = template["metadata"]["annotations"]
+    assert annotations["autoscaling.knative.dev/minScale"] == "0"
+    assert annotations["run.googleapis.com/startup-cpu-boost"] == "true"
+    assert all(isinstance(v, str) for v in annotations.values())  # Knative reads annotations as strings
+    (container,) = template["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    # One instance takes two micro-batches of requests: one running, one filling.
+    assert template["spec"]["containerConcurrency"] == 2 * int(env["BNER_MAX_BATCH_SIZE"])
+    assert "HOST_NAME" not in env and env["MODEL_DIR"]  # the in-process backend
+    assert container["ports"] == [{"name": "http1", "containerPort": 8080}]
+    assert container["startupProbe"]["httpGet"]["path"] == "/api/ner/ready"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/api/ner/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/api/ner/health"
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["port"] == 8080
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 60  # room for a cold start
+    assert container["securityContext"]["runAsUser"] != 0
+    assert container["image"].startswith("REGION-docker.pkg.dev/PROJECT_ID/bner/bner-client-cpu:")
+    # The CPU image this spec runs is the one docs/deploy.md builds.
+    assert "bner-client-cpu" in (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")

@@ -66,7 +66,7 @@ def small_data(tmp_path_factory):
 
 def test_two_workers_train_like_one_process_and_only_the_chief_writes(tiny_model, small_data, tmp_path):
     # No dropout, float32: the two runs must then compute the same updates.
-    common = ["--do_train", "--do_eval", "--num_train_epochs=2", "--dropout=0", "--save_checkpoints_steps=4"]
+    common = ["--do_train", "--do_eval", "--num_train_epochs=2", "--dropout=0", "--save_checkpoints_steps=4", "--keep_checkpoints"]
     shared = tmp_path / "two_workers"
     chief, other = run_two_workers(tiny_training_flags(tiny_model, small_data, str(shared), *common))
     single = tmp_path / "one_process"

@@ -54,12 +54,53 @@ def test_training_run_writes_every_output(trained):
     root, data, out, result = trained
     for name in ("eval_results.txt", "eval_results.json", "dev_results.json", "test_results.tsv", "run.json",
                  "predictions.jsonl", "model/model.weights.h5", "model/metadata.json", "model/tokenizer.json",
-                 "export/bner/1/saved_model.pb", "export/bner/1/metadata.json", "export/bner/1/tokenizer.json"):
+                 "export/bner/1/saved_model.pb", "export/bner/1/metadata.json", "export/bner/1/tokenizer.json",
+                 "model/README.md", "export/bner/1/README.md", "confusion.json",
+                 "learning_curve.png", "per_type_f1.png", "confusion.png"):
         assert (out / name).exists(), name
+    # A finished run keeps its model and export, not the optimizer state to resume it.
+    assert not (out / "checkpoints").exists() and not (out / "best_model").exists()
+    assert "removed the resumable checkpoints" in result.stdout
     assert os.listdir(out / "logs"), "TensorBoard logs"
     assert "test (60 sentences): entity precision" in result.stdout
     assert "predictions of the exported model" in result.stdout
     assert read_json(out / "eval_results.json")["f1"] >= 0.9
+
+
+def test_pictures_are_real_images_with_content(trained):
+    from PIL import Image
+
+    _, _, out, _ = trained
+    for name in ("learning_curve.png", "per_type_f1.png", "confusion.png"):
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and image.width > 400 and image.height > 250, name
+            assert len(image.convert("L").getcolors(1 << 16)) > 20, f"{name} is nearly blank"
+    confusion = read_json(out / "confusion.json")
+    test = confusion["test"]
+    scores = read_json(out / "eval_results.json")
+    diagonal = sum(test["matrix"].get(t, {}).get(t, 0) for t in test["types"])
+    assert diagonal == scores["correct"]
+    gold = sum(n for row, cells in test["matrix"].items() if row != "(spurious)" for n in cells.values())
+    assert gold == scores["gold"]
+
+
+def test_model_card_describes_the_run_without_placeholders(trained):
+    _, data, out, _ = trained
+    import hashlib
+
+    card = (out / "export" / "bner" / "1" / "README.md").read_text(encoding="utf-8")
+    scores = read_json(out / "eval_results.json")
+    meta = read_json(out / "export" / "bner" / "1" / "metadata.json")
+    assert meta["evaluation"]["test"]["f1"] == pytest.approx(scores["f1"])
+    assert f"{100 * scores['f1']:.2f}" in card
+    train_sha = hashlib.sha256(open(os.path.join(data, "train.conll"), "rb").read()).hexdigest()
+    assert train_sha[:16] in card
+    for needle in ("bner.load(", "bner serve", "tensorflow/serving", "IOB1", "`learning_rate` | `0.001`", "## Known limits", "B-PER"):
+        assert needle in card, needle
+    for placeholder in ("None", "TODO", "{", "–"):
+        assert placeholder not in card.split("## Training data")[0], placeholder
+    model_card = (out / "model" / "README.md").read_text(encoding="utf-8")
+    assert f"bner.load('{out / 'model'}')" in model_card
 
 
 def test_results_keep_every_word_and_the_data_scheme(trained):
@@ -156,6 +197,67 @@ def test_malformed_data_fails_with_one_clear_line(tiny_model, tmp_path, content,
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / 'train.conll'}:{message.split(':', 1)[1]}")
     assert "Traceback" not in result.stderr
+
+
+def test_evaluating_other_data_writes_beside_not_over_the_runs_results(trained, tmp_path):
+    _, _, out, _ = trained
+    other = write_synthetic_data(tmp_path / "other", train=10, dev=10, test=20)
+    before = (out / "eval_results.json").read_bytes()
+    result = run_task(f"--output_dir={out}", f"--data_dir={other}", "--do_eval")
+    assert (out / "eval_results.json").read_bytes() == before
+    assert (out / "eval_other" / "eval_results.json").exists()
+    assert "20 sentences" in result.stdout
+
+
+def test_prediction_streams_jsonl_and_standard_input(trained, tmp_path):
+    _, _, out, _ = trained
+    (tmp_path / "in.jsonl").write_text('{"id": 7, "text": "Anna Kowalski visited Lisbon ."}\n\n{"id": 8, "text": ""}\n')
+    run_task(f"--output_dir={out}", "--do_predict", f"--predict_file={tmp_path / 'in.jsonl'}", f"--predict_output={tmp_path / 'out.jsonl'}")
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == [7, 8]
+    assert [e["text"] for e in records[0]["entities"]] == ["Anna Kowalski", "Lisbon"] and records[1]["entities"] == []
+    piped = subprocess.run(
+        [sys.executable, "-m", "bner.cli", "predict", str(out), "-"], input="Anna Kowalski visited Lisbon .\n",
+        capture_output=True, text=True, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert json.loads(piped.stdout)["entities"] == records[0]["entities"]
+    bad = run_task(f"--output_dir={out}", "--do_predict", f"--predict_file={tmp_path / 'in.jsonl'}", "--predict_format=conll",
+                   f"--predict_output={tmp_path / 'x.conll'}", check=False)
+    assert bad.returncode == 0  # a JSON line is a one-word sentence in CoNLL: legal, if odd
+    (tmp_path / "broken.jsonl").write_text('{"text": "ok"}\n{"text": 3}\n')
+    bad = run_task(f"--output_dir={out}", "--do_predict", f"--predict_file={tmp_path / 'broken.jsonl'}",
+                   f"--predict_output={tmp_path / 'broken_out.jsonl'}", check=False)
+    assert bad.returncode == 2 and f"{tmp_path / 'broken.jsonl'}:2: expected a \"text\" field" in bad.stderr
+    assert not (tmp_path / "broken_out.jsonl").exists()  # no half-written output
+
+
+def test_early_stopping_keeps_the_best_model_and_says_so(tiny_model, tmp_path):
+    data = write_synthetic_data(tmp_path / "data", train=40, dev=20, test=10)
+    out = tmp_path / "out"
+    # A learning rate this small never improves dev F1 after the first epoch.
+    result = run_task(*tiny_training_flags(tiny_model, data, str(out), "--num_train_epochs=6", "--learning_rate=1e-9",
+                                           "--early_stopping_patience=2"), "--do_train")
+    record = read_json(out / "run.json")
+    assert record["training"]["stopped_early"] is True
+    assert record["training"]["epochs_trained"] == 3 and record["training"]["best_step"] == record["training"]["steps"] // 3
+    assert "stopping early" in result.stdout
+    assert "Stopped early after 3 of 6.0 epochs" in (out / "model" / "README.md").read_text()
+    no_dev = write_synthetic_data(tmp_path / "nodev", train=20, dev=0, test=10)
+    os.remove(os.path.join(no_dev, "dev.conll"))
+    refused = run_task(*tiny_training_flags(tiny_model, no_dev, str(tmp_path / "o2"), "--early_stopping_patience=1"), "--do_train", check=False)
+    assert refused.returncode == 2 and "--early_stopping_patience needs dev.conll" in refused.stderr
+
+
+def test_dev_f1_is_reported_to_vertex_ai_hyperparameter_tuning_each_epoch(tiny_model, tmp_path):
+    pytest.importorskip("hypertune")
+    data = write_synthetic_data(tmp_path / "data", train=40, dev=20, test=10)
+    metrics = tmp_path / "hypertune" / "output.metrics"
+    run_task(*tiny_training_flags(tiny_model, data, str(tmp_path / "out"), "--num_train_epochs=2", "--hypertune_metric=dev_f1"),
+             "--do_train", env={"CLOUD_ML_HP_METRIC_FILE": str(metrics), "CLOUD_ML_TRIAL_ID": "3"})
+    reported = [json.loads(line) for line in metrics.read_text().splitlines()]
+    history = read_json(tmp_path / "out" / "run.json")["training"]["history"]
+    assert [float(r["dev_f1"]) for r in reported] == pytest.approx([h["dev_f1"] for h in history])
+    assert [int(r["global_step"]) for r in reported] == [h["step"] for h in history] and reported[0]["trial"] == "3"
 
 
 def test_user_mistakes_are_one_line_errors(tmp_path):

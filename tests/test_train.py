@@ -275,7 +275,8 @@ def test_resume_after_a_kill_is_bit_identical_to_an_uninterrupted_run(tiny_model
 
     data = write_synthetic_data(tmp_path / "data", train=96, dev=0, test=16)
     os.remove(os.path.join(data, "dev.conll"))  # best-on-dev selection would keep a model folder the kill may lose
-    common = ["--do_train", "--num_train_epochs=2", "--save_checkpoints_steps=2", "--keep_checkpoints=100", "--dropout=0.2"]
+    common = ["--do_train", "--num_train_epochs=2", "--save_checkpoints_steps=2", "--max_checkpoints=100", "--dropout=0.2",
+              "--keep_checkpoints"]
     full = tmp_path / "full"
     run_task(*tiny_training_flags(tiny_model, data, str(full), *common))
     record = read_json(full / "run.json")

@@ -81,3 +81,58 @@ def test_page_highlights_entities_by_type(server):
         page.wait_for_function("document.querySelector('#status').classList.contains('error')")
         assert "limit" in page.inner_text("#status")
         browser.close()
+
+
+def test_page_names_the_model_shows_scores_and_hides_types(server):
+    sync_api = pytest.importorskip("playwright.sync_api")
+
+    url, root = server
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 390, "height": 800}, has_touch=True)  # a phone: no hovering
+        page.goto(url + "/")
+        page.wait_for_function("document.querySelector('#model').textContent.includes('version')")
+        info = page.inner_text("#model")
+        assert "model bner version 1" in info and "entity types LOC, ORG, PER" in info and "test F1" in info
+        page.fill("#text", "Anna Kowalski visited Lisbon with Acme today .")
+        page.click("#run")
+        page.wait_for_selector("mark.entity")
+        scores = page.eval_on_selector_all("mark.entity .score", "els => els.map(e => [e.textContent, e.offsetWidth > 0])")
+        assert len(scores) == 3 and all(0 <= float(text) <= 1 and visible for text, visible in scores)
+        page.locator("#legend button[data-type='PER']").tap()
+        per = page.locator("mark.entity[data-type='PER']")
+        assert "hidden" in per.get_attribute("class")
+        assert per.evaluate("e => getComputedStyle(e).backgroundColor") == "rgba(0, 0, 0, 0)"
+        assert page.locator("#legend button[data-type='PER']").get_attribute("aria-pressed") == "false"
+        assert page.locator("mark.entity[data-type='LOC']").evaluate("e => getComputedStyle(e).backgroundColor") != "rgba(0, 0, 0, 0)"
+        page.screenshot(path=str(root / "page_phone.png"), full_page=True)
+        page.locator("#legend button[data-type='PER']").tap()
+        assert "hidden" not in per.get_attribute("class")
+        browser.close()
+
+
+def test_api_docs_render_without_internet(server):
+    """Swagger UI loads from the server itself: every other host is refused, and none is asked."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+
+    url, root = server
+    outside = []
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+
+        def only_this_server(route):
+            if route.request.url.startswith(url):
+                route.continue_()
+            else:
+                outside.append(route.request.url)
+                route.abort()
+
+        page.route("**/*", only_this_server)
+        page.goto(url + "/docs")
+        page.wait_for_selector(".opblock-summary-path", timeout=30_000)
+        paths = page.eval_on_selector_all(".opblock-summary-path", "els => els.map(e => e.textContent)")
+        assert "/api/ner/recognize" in paths and "/api/ner/model" in paths
+        page.screenshot(path=str(root / "docs.png"))
+        browser.close()
+    assert outside == []

@@ -67,12 +67,19 @@ def run_steps(config: TrainConfig) -> None:
     if (FLAGS.do_eval and not FLAGS.do_train) or FLAGS.do_predict:
         tagger = load(io.join(out, "model"), batch_size=config.loop.eval_batch_size, max_seq_length=window_override())
         if FLAGS.do_eval and not FLAGS.do_train:
-            commands.evaluate_files(tagger, config.data.data_dir, out, say)
+            folder = commands.evaluation_folder(out, config.data.data_dir, FLAGS.eval_output_dir)
+            commands.evaluate_files(tagger, config.data.data_dir, folder, say)
         if FLAGS.do_predict:
+            from bner import prediction
+
             path = FLAGS.predict_file or io.join(config.data.data_dir, "test.conll")
-            suffix = "conll" if path.endswith(".conll") else "jsonl"
-            written = commands.predict_file(tagger, path, io.join(out, f"predictions.{suffix}"), FLAGS.predict_batch_size)
-            say(f"wrote predictions for {path} to {written}")
+            fmt = prediction.input_format(path, FLAGS.predict_format)
+            target = FLAGS.predict_output or io.join(out, f"predictions.{prediction.output_suffix(fmt)}")
+            written, count = prediction.predict_file(
+                tagger, path, target, fmt, FLAGS.predict_batch_size, progress=config.loop.progress and target != "-",
+            )
+            if written != "standard output":
+                say(f"wrote predictions for {count} {'sentences' if fmt == 'conll' else 'texts'} of {path} to {written}")
     if FLAGS.do_export and not FLAGS.do_train:
         export_path = export_model(config, say)
     if FLAGS.show and export_path:

@@ -238,6 +238,8 @@ def create_app(settings: ServingSettings, tagger=None) -> FastAPI:
 
     app = FastAPI(
         lifespan=lifespan,
+        docs_url=None,  # served from packaged assets (add_docs): /docs works without internet
+        redoc_url=None,
         title="bner",
         description="Named-entity recognition with a fine-tuned BERT. Entities come with character offsets into the request text.",
         version="1",
@@ -260,6 +262,7 @@ def create_app(settings: ServingSettings, tagger=None) -> FastAPI:
             allow_headers=["Content-Type", "X-API-Key"],
         )
     add_error_handlers(app, metrics)
+    add_docs(app)
     add_probes_and_metrics(app, settings, tagger, metrics)
     add_recognize(app, settings, tagger, batcher, metrics)
     return app
@@ -286,6 +289,48 @@ def add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
         return JSONResponse({"detail": str(error)}, status_code=503, headers={"Retry-After": "1"})
 
 
+def add_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) from assets shipped in a Python package, never from a CDN.
+
+    fastapi-offline packages Swagger UI's built files; only its static folder is used here,
+    with FastAPI's own page template. (ReDoc is left out: its page fetches a logo from a CDN.)
+    """
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    assets = str(resources.files("fastapi_offline").joinpath("static"))
+    app.mount("/docs/assets", StaticFiles(directory=assets), name="docs-assets")
+
+    def urls(request: Request) -> tuple[str, str]:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return root + app.openapi_url, root + "/docs/assets"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request):
+        openapi, static = urls(request)
+        return get_swagger_ui_html(
+            openapi_url=openapi, title=f"{app.title} API", swagger_js_url=f"{static}/swagger-ui-bundle.js",
+            swagger_css_url=f"{static}/swagger-ui.css", swagger_favicon_url=f"{static}/favicon.png",
+            swagger_ui_parameters={"validatorUrl": None, "tryItOutEnabled": True},
+        )
+
+
+def model_description(settings: ServingSettings, tagger) -> dict:
+    """What the page and clients show about the model: name, version, types, scores."""
+    metadata = tagger.metadata
+    export = metadata.training.get("export", {})
+    test = metadata.evaluation.get("test") or {}
+    return {
+        "name": export.get("model_name") or settings.model_name,
+        "version": export.get("version"),
+        "entity_types": tagger.entity_types,
+        "label_scheme": metadata.label_scheme,
+        "base_model": os.path.basename(str(metadata.pretrained.get("source", "")).rstrip("/")) or None,
+        "backend": tagger.backend.name,
+        "test_f1": test.get("f1"),
+    }
+
+
 def add_probes_and_metrics(app: FastAPI, settings: ServingSettings, tagger, metrics: Metrics) -> None:
     page_html = resources.files("bner.serving").joinpath("static/index.html").read_text(encoding="utf-8")
 
@@ -298,6 +343,11 @@ def add_probes_and_metrics(app: FastAPI, settings: ServingSettings, tagger, metr
         return {"status": "ok"}
 
     readiness = Readiness(tagger)
+    description = model_description(settings, tagger)
+
+    @app.get("/api/ner/model", summary="The model served: name, version, entity types, test F1")
+    async def model():
+        return description
 
     @app.get("/api/ner/ready", summary="Readiness: the model is loaded and the backend answers")
     async def ready():

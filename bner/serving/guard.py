@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 
 HEALTH = "/api/ner/health"
 # Served to anyone unless BNER_PROTECT_ALL is set; /api/ner/health never needs the key (liveness probes).
-OPEN_WITHOUT_PROTECT_ALL = ("/", "/api/ner/ready", "/metrics", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect")
+OPEN_WITHOUT_PROTECT_ALL = ("/", "/api/ner/ready", "/api/ner/model", "/metrics", "/docs", "/openapi.json",
+                            "/docs/oauth2-redirect")
+DOCS_ASSETS = "/docs/assets/"  # Swagger UI's files: open like /docs
 
 
 class ClientGone(Exception):
@@ -50,14 +52,14 @@ class RequestGuard:
     def needs_key(self, path: str) -> bool:
         if self.key is None or path == HEALTH:
             return False
-        return self.protect_all or path not in OPEN_WITHOUT_PROTECT_ALL
+        return self.protect_all or (path not in OPEN_WITHOUT_PROTECT_ALL and not path.startswith(DOCS_ASSETS))
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        endpoint = path if path in self.routes() else "other"
+        endpoint = path if path in self.routes() else DOCS_ASSETS if path.startswith(DOCS_ASSETS) else "other"
         started = time.perf_counter()
         sent = {"status": 0}
 

@@ -1,0 +1,147 @@
+"""Prediction over files: formats, pass-through, bounded memory, atomic output (a stand-in tagger, no model)."""
+
+import dataclasses
+import io as text_io
+import json
+
+import pytest
+
+from bner import corpus, evaluate, prediction
+
+
+@dataclasses.dataclass
+class FakeEntity:
+    text: str
+    start: int
+
+    def as_dict(self):
+        return {"text": self.text, "type": "CAP", "start": self.start, "end": self.start + len(self.text), "score": 1.0}
+
+
+class CapitalTagger:
+    """Tags every capitalised word as one entity; records the size of each call."""
+
+    batch_size = 2
+
+    def __init__(self):
+        self.calls = []
+
+    def predict(self, texts, batch_size=None):
+        self.calls.append(len(texts))
+        out = []
+        for text in texts:
+            found, at = [], 0
+            for word in text.split(" "):
+                if word[:1].isupper():
+                    found.append(FakeEntity(word, at))
+                at += len(word) + 1
+            out.append(found)
+        return out
+
+    def tag(self, sentences):
+        self.calls.append(len(sentences))
+        return [["B-CAP" if w[:1].isupper() else "O" for w in words] for words in sentences]
+
+
+def test_format_follows_the_extension_unless_given():
+    assert prediction.input_format("a/b.conll") == "conll"
+    assert prediction.input_format("gs://x/b.JSONL") == "jsonl"
+    assert prediction.input_format("b.ndjson") == "jsonl"
+    assert prediction.input_format("b.txt") == "text" and prediction.input_format("-") == "text"
+    assert prediction.input_format("b.txt", "jsonl") == "jsonl"
+    with pytest.raises(ValueError, match="expected one of"):
+        prediction.input_format("b.txt", "csv")
+
+
+def test_jsonl_fields_pass_through_and_entities_are_added(tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": 1, "text": "Ann met Bo", "lang": "en"}\n\n{"id": 2, "text": ""}\n', encoding="utf-8")
+    written, count = prediction.predict_file(CapitalTagger(), str(source), str(tmp_path / "out.jsonl"))
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert count == 2 and written == str(tmp_path / "out.jsonl")
+    assert records[0] == {"id": 1, "text": "Ann met Bo", "lang": "en", "entities": [
+        {"text": "Ann", "type": "CAP", "start": 0, "end": 3, "score": 1.0}, {"text": "Bo", "type": "CAP", "start": 8, "end": 10, "score": 1.0}]}
+    assert records[1] == {"id": 2, "text": "", "entities": []}
+
+
+def test_text_keeps_one_output_line_per_input_line(tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_bytes("\ufeffAnn here\n\nZoë there\r\n".encode())
+    prediction.predict_file(CapitalTagger(), str(source), str(tmp_path / "out.jsonl"))
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["text"] for r in records] == ["Ann here", "", "Zoë there"]
+
+
+def test_conll_output_keeps_words_and_document_boundaries(tmp_path):
+    source = tmp_path / "in.conll"
+    source.write_text("-DOCSTART- -X- O\n\nAnn NNP B-PER\nran VBD O\n\nBo NNP\n\n-DOCSTART-\n\nCy\n", encoding="utf-8")
+    prediction.predict_file(CapitalTagger(), str(source), str(tmp_path / "out.conll"), chunk_size=1)
+    text = (tmp_path / "out.conll").read_text()
+    assert text == "-DOCSTART- O\n\nAnn B-CAP\nran O\n\nBo B-CAP\n\n-DOCSTART- O\n\nCy B-CAP\n\n"
+    assert [s.words for s in corpus.parse_conll(text)] == [("Ann", "ran"), ("Bo",), ("Cy",)]
+
+
+def test_standard_input_to_standard_output(monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", text_io.StringIO("Ann here\nno one\n"))
+    written, count = prediction.predict_file(CapitalTagger(), "-", "-")
+    lines = capsys.readouterr().out.splitlines()
+    assert written == "standard output" and count == 2
+    assert [len(json.loads(line)["entities"]) for line in lines] == [1, 0]
+
+
+def test_memory_stays_bounded_to_one_chunk(monkeypatch, tmp_path):
+    """Lines are read only as chunks are tagged: a huge input is never held whole."""
+    read = []
+
+    def endless_lines():
+        for n in range(10_000):
+            read.append(n)
+            yield f"Text {n}\n"
+
+    tagger = CapitalTagger()
+    original = tagger.predict
+
+    def predict(texts, batch_size=None):
+        # When a chunk is tagged, at most one line beyond it has been read.
+        assert len(read) <= sum(tagger.calls) + len(texts) + 1
+        return original(texts, batch_size)
+
+    tagger.predict = predict
+    monkeypatch.setattr(prediction, "open_input", lambda path: _as_context(endless_lines()))
+    _, count = prediction.predict_file(tagger, "big.txt", str(tmp_path / "out.jsonl"), chunk_size=100)
+    assert count == 10_000 and max(tagger.calls) == 100 and len(tagger.calls) == 100
+
+
+class _as_context:
+    def __init__(self, value):
+        self.value = value
+
+    def __enter__(self):
+        return self.value
+
+    def __exit__(self, *exc):
+        return False
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"text": "ok"}\n[1, 2]\n', "in.jsonl:2: expected a JSON object"),
+    ('{"text": "ok"}\n{"text": 5}\n', 'in.jsonl:2: expected a "text" field holding a string'),
+    ('{"text": "ok"\n', "in.jsonl:1: not a JSON object"),
+])
+def test_a_bad_jsonl_line_is_named_and_leaves_no_output(tmp_path, content, message):
+    (tmp_path / "in.jsonl").write_text(content)
+    (tmp_path / "out.jsonl").write_text("earlier predictions\n")
+    with pytest.raises(corpus.CorpusError, match=message):
+        prediction.predict_file(CapitalTagger(), str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl"), chunk_size=1)
+    assert (tmp_path / "out.jsonl").read_text() == "earlier predictions\n"  # never half-replaced
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")] == []
+
+
+def test_confusion_counts_types_misses_and_spurious_entities():
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O", "O"]]
+    predicted = [["B-PER", "I-PER", "O", "B-ORG"], ["O", "O", "B-LOC"]]
+    table = evaluate.confusion(gold, predicted)
+    assert table == {"types": ["LOC", "ORG", "PER"], "matrix": {
+        "LOC": {"ORG": 1}, "ORG": {"(missed)": 1}, "PER": {"PER": 1}, "(spurious)": {"LOC": 1}}}
+    diagonal = sum(table["matrix"].get(t, {}).get(t, 0) for t in table["types"])
+    assert diagonal == evaluate.score(gold, predicted).overall.correct
