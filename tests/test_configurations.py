@@ -22,7 +22,9 @@ from bner.ner import flags as task_flags
 yaml = pytest.importorskip("yaml")
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGURATIONS = sorted((ROOT / "configurations").glob("*.yaml"))
+HPTUNING = ROOT / "configurations" / "vertex_hptuning.yaml"
+# CustomJobSpecs, the format `gcloud ai custom-jobs create --config` takes; the tuning job holds one.
+CONFIGURATIONS = sorted(p for p in (ROOT / "configurations").glob("*.yaml") if p != HPTUNING)
 DOCKERFILE_TRAIN = ROOT / "Dockerfile.train"
 
 # Fields of CustomJobSpec, WorkerPoolSpec, MachineSpec, ContainerSpec and PythonPackageSpec
@@ -402,3 +404,55 @@ def test_parsing_leaves_the_global_flags_alone():
     parsed, batch_size = flags.FLAGS.is_parsed(), flags.FLAGS["train_batch_size"].value
     assert parse_task_args(["--do_train=true", "--train_batch_size=7"]).train_batch_size == 7
     assert (flags.FLAGS.is_parsed(), flags.FLAGS["train_batch_size"].value) == (parsed, batch_size)
+
+
+# ---------------------------------------------------------------------------- hyperparameter tuning
+
+
+def test_tuning_job_matches_the_vertex_ai_schema():
+    from tests.discovery import discovery_schemas, schema_errors
+
+    schemas = discovery_schemas("aiplatform.v1")
+    job = _load(HPTUNING)
+    assert schema_errors(job, schemas["GoogleCloudAiplatformV1HyperparameterTuningJob"], schemas) == []
+    assert _key_problems(job) == []
+    broken = copy.deepcopy(job)
+    broken["studySpec"]["algorithm"] = "GRID"
+    broken["studySpec"]["parameters"][0]["discreteValues"] = [1]
+    assert len(schema_errors(broken, schemas["GoogleCloudAiplatformV1HyperparameterTuningJob"], schemas)) == 2
+
+
+def test_tuning_job_trials_are_bner_runs_reporting_dev_f1():
+    job = _load(HPTUNING)
+    study, trial = job["studySpec"], job["trialJobSpec"]
+    assert spec_problems(trial) == []
+    assert study["algorithm"] == "GRID_SEARCH"
+    assert _positive_int(job["maxTrialCount"]) and _positive_int(job["parallelTrialCount"])
+    (metric,) = study["metrics"]
+    assert metric == {"metricId": "dev_f1", "goal": "MAXIMIZE"}  # chosen on dev, never on test
+    grid = 1
+    for parameter in study["parameters"]:
+        name, values = parameter["parameterId"], parameter["discreteValueSpec"]["values"]
+        grid *= len(values)
+        for value in values:  # each trial's values are bner flags of the right type and range
+            args = [*_program(trial["workerPoolSpecs"][0])["args"], f"--{name}={value}"]
+            assert args_problems(args) == [], (name, value)
+    assert job["maxTrialCount"] == grid, "a grid search runs every combination once"
+    values = parse_task_args(_program(trial["workerPoolSpecs"][0])["args"])
+    assert values.hypertune_metric == metric["metricId"]
+    # Each trial writes to its own folder: no --output_dir, so bner follows AIP_MODEL_DIR (<prefix>/<trial>/model).
+    assert not values["output_dir"].present and trial["baseOutputDirectory"]["outputUriPrefix"].startswith(BUCKET_PREFIX)
+
+
+def test_a_trial_writes_where_vertex_ai_says(tmp_path):
+    """AIP_MODEL_DIR names <base>/<trial>/model/: the run goes to <base>/<trial>."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from bner.ner.flags import FLAGS, config_from_flags; FLAGS(sys.argv); "
+            "print(config_from_flags().output.output_dir)")
+    env = {"AIP_MODEL_DIR": "gs://BUCKET/runs/RUN/7/model/", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code, "--do_train"], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "gs://BUCKET/runs/RUN/7"
+    given = subprocess.run([sys.executable, "-c", code, "--output_dir=gs://BUCKET/x"], env=env, capture_output=True, text=True, check=True)
+    assert given.stdout.strip() == "gs://BUCKET/x"
