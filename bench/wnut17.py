@@ -68,7 +68,7 @@ def run_bner(args, work: str) -> dict:
             "--do_train", "--do_eval", f"--num_train_epochs={args.epochs}", f"--learning_rate={args.learning_rate}",
             f"--train_batch_size={args.batch_size}", f"--eval_batch_size={args.batch_size}", f"--max_seq_length={args.max_length}",
             f"--warmup_proportion={args.warmup_ratio}", f"--seed={args.seed}", f"--precision={args.bner_precision}",
-            "--save_checkpoints_steps=100000", "--progress=false",
+            "--save_checkpoints_steps=100000", "--progress=false", *args.bner_flag,
         ]
     )
     training = read_json(os.path.join(out, "run.json"))["training"]
@@ -143,6 +143,8 @@ def main() -> None:
     parser.add_argument("--bner_precision", default="auto")
     parser.add_argument("--hf_python", default=os.path.join(ROOT, ".cache", "hfvenv", "bin", "python"))
     parser.add_argument("--skip_hf", action="store_true")
+    parser.add_argument("--bner_flag", action="append", default=[],
+                        help="an extra flag for bner only, e.g. --bner_flag=--context_words=64 (repeatable; recorded in the JSON)")
     parser.add_argument("--paired", action="store_true", help="HF starts from bner's initial head and trains on bner's batches")
     parser.add_argument("--reuse_hf", action="store_true", help="keep the HF results of --output_json if its settings match")
     parser.add_argument("--output_json", default=None)

@@ -1,9 +1,10 @@
 """Where the model runs: a Keras model, the exported SavedModel in this process, or TensorFlow Serving over gRPC.
 
 A backend turns a batch of int32 model inputs (``input_ids``, ``attention_mask``,
-``token_type_ids``: ``[batch, length]``) into per-piece label ids and scores, the
-export's ``label_ids`` and ``scores`` outputs. Everything before and after, from raw
-text to entities, is :class:`bner.tagger.Tagger`'s shared code, so every backend returns
+``token_type_ids``: ``[batch, length]``) into per-piece label probabilities
+(``[batch, length, labels]``, the softmax of the export's ``logits`` output): what the
+valid-sequence decoder needs. Everything before and after, from raw text to entities,
+decoding included, is :class:`bner.tagger.Tagger`'s shared code, so every backend returns
 the same entities. None of them imports Keras unless it runs a Keras model.
 """
 
@@ -17,7 +18,7 @@ from bner import io
 from bner.metadata import INPUTS, SIGNATURE
 
 log = logging.getLogger(__name__)
-OUTPUTS = ("label_ids", "scores")
+OUTPUTS = ("logits",)
 
 
 class BackendUnavailable(RuntimeError):
@@ -30,11 +31,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def labels_from_logits(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The exported signature's ``label_ids`` and ``scores``, computed from logits."""
-    probabilities = softmax(np.asarray(logits, dtype=np.float32))
-    ids = probabilities.argmax(-1)
-    return ids, np.take_along_axis(probabilities, ids[..., None], axis=-1)[..., 0]
+def probabilities_of(logits) -> np.ndarray:
+    return softmax(np.asarray(logits, dtype=np.float32))
 
 
 class KerasBackend:
@@ -50,8 +48,8 @@ class KerasBackend:
         self.model = model
         self.num_labels = int(model.output_shape[-1])
 
-    def piece_labels(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        return labels_from_logits(self.model.predict_on_batch(inputs))
+    def piece_probabilities(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        return probabilities_of(self.model.predict_on_batch(inputs))
 
 
 class SavedModelBackend:
@@ -76,11 +74,13 @@ class SavedModelBackend:
         self._signature = self._loaded.signatures[signature_name]
         self._tf = tf
         logits = self._signature.structured_outputs.get("logits")
-        self.num_labels = int(logits.shape[-1]) if logits is not None and logits.shape[-1] is not None else None
+        if logits is None:
+            raise ValueError(f"{version_folder}: the signature {signature_name!r} has no logits output (not a bner export?)")
+        self.num_labels = int(logits.shape[-1]) if logits.shape[-1] is not None else None
 
-    def piece_labels(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def piece_probabilities(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         out = self._signature(**{k: self._tf.constant(inputs[k]) for k in INPUTS})
-        return out["label_ids"].numpy(), out["scores"].numpy()
+        return probabilities_of(out["logits"].numpy())
 
 
 class TFServingBackend:
@@ -136,7 +136,7 @@ class TFServingBackend:
         request.output_filter.extend(OUTPUTS)
         return request
 
-    def piece_labels(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def piece_probabilities(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         length = inputs["input_ids"].shape[1]
         fixed = max(length, self.pad_to)
         padded = {k: np.pad(v, ((0, 0), (0, fixed - length))) for k, v in inputs.items()}
@@ -147,8 +147,7 @@ class TFServingBackend:
             if code in (self._grpc.StatusCode.UNAVAILABLE, self._grpc.StatusCode.DEADLINE_EXCEEDED, self._grpc.StatusCode.CANCELLED):
                 raise BackendUnavailable(f"TensorFlow Serving at {self.target} is not answering ({code.name}: {e.details()})") from None
             raise BackendUnavailable(f"TensorFlow Serving at {self.target} refused the request ({code.name}: {e.details()})") from None
-        ids, scores = from_tensor_proto(response.outputs["label_ids"]), from_tensor_proto(response.outputs["scores"])
-        return ids[:, :length], scores[:, :length]
+        return probabilities_of(from_tensor_proto(response.outputs["logits"])[:, :length])
 
 
 # TensorProto conversion by hand: a few lines of NumPy instead of TensorFlow's

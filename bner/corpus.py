@@ -93,6 +93,31 @@ def conll_rows(
         yield document, rows[0][0], rows
 
 
+Context = tuple[tuple[str, ...], tuple[str, ...]]  # words before and after a sentence
+
+
+def document_contexts(words: Sequence[Sequence[str]], documents: Sequence[int], size: int) -> list[Context]:
+    """For each sentence, up to ``size`` words of the sentences before and after it in its document.
+
+    ``documents`` gives each sentence's document; context never crosses a change of document
+    (a ``-DOCSTART-`` line in CoNLL files, another text in raw input).
+    """
+    out: list[Context] = []
+    for i, document in enumerate(documents):
+        left: list[str] = []
+        j = i - 1
+        while j >= 0 and documents[j] == document and len(left) < size:
+            left[:0] = words[j]
+            j -= 1
+        right: list[str] = []
+        j = i + 1
+        while j < len(documents) and documents[j] == document and len(right) < size:
+            right.extend(words[j])
+            j += 1
+        out.append((tuple(left[len(left) - size :]) if size else (), tuple(right[:size])))
+    return out
+
+
 def parse_conll(text: str, source: str = "<string>", require_tags: bool = True) -> list[Sentence]:
     """Sentences of a CoNLL text. ``source`` names the file in error messages."""
     sentences = []

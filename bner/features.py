@@ -229,23 +229,39 @@ class Preprocessor:
         self,
         sentences: Sequence[Sequence[str]],
         label_ids: Sequence[Sequence[int]] | None = None,
+        contexts: Sequence[tuple[Sequence[str], Sequence[str]]] | None = None,
     ) -> list[Example]:
-        if self.max_seq_length < 3:
-            raise ValueError(f"max_seq_length must be at least 3, got {self.max_seq_length}")
+        """Model inputs of sentences: ``[CLS] words [SEP]`` per window.
+
+        With ``contexts`` (the words before and after each sentence in its document), each
+        input is ``[CLS] left [SEP] words [SEP] right [SEP]``: the context fills what room the
+        window leaves, closest words first, shared between the sides; it is never labelled
+        and the sentence is never cut for it.
+        """
+        if self.max_seq_length < 3 + (2 if contexts is not None else 0):
+            raise ValueError(f"max_seq_length must be at least {3 + (2 if contexts is not None else 0)}, got {self.max_seq_length}")
         cls = self.tokenizer.token_to_id(SPECIAL["cls"])
         sep = self.tokenizer.token_to_id(SPECIAL["sep"])
-        overlap = self.max_pieces // 4 if self.overlap is None else self.overlap
+        room = self.max_pieces - (2 if contexts is not None else 0)  # two more [SEP] around the sentence
+        overlap = room // 4 if self.overlap is None else self.overlap
         examples = []
-        tokenized = tokenize(self.tokenizer, sentences, self.max_pieces)
+        tokenized = tokenize(self.tokenizer, sentences, room)
+        if contexts is not None:
+            lefts = tokenize(self.tokenizer, [c[0] for c in contexts], room)
+            rights = tokenize(self.tokenizer, [c[1] for c in contexts], room)
         for index, sentence in enumerate(tokenized):
-            for window in plan_windows(sentence, self.max_pieces, overlap, index):
+            for window in plan_windows(sentence, room, overlap, index):
                 first_piece = int(sentence.word_starts[window.start])
                 last_piece = sentence.word_end(window.end - 1)
-                ids = np.concatenate(
-                    [[cls], sentence.pieces[first_piece:last_piece], [sep]]
-                ).astype(np.int32)
+                centre = sentence.pieces[first_piece:last_piece]
+                if contexts is None:
+                    parts, offset = [[cls], centre, [sep]], 1
+                else:
+                    left, right = fit_context(lefts[index], rights[index], room - len(centre))
+                    parts, offset = [[cls], left, [sep], centre, [sep], right, [sep]], 2 + len(left)
+                ids = np.concatenate(parts).astype(np.int32)
                 owned = np.arange(window.own_start, window.own_end)
-                positions = sentence.word_starts[owned] - first_piece + 1
+                positions = sentence.word_starts[owned] - first_piece + offset
                 labels = np.full(len(ids), IGNORE, dtype=np.int32)
                 if label_ids is not None:
                     labels[positions] = np.asarray(label_ids[index], dtype=np.int32)[owned]
@@ -253,25 +269,39 @@ class Preprocessor:
         return examples
 
 
-def decode(
-    examples: Sequence[Example],
-    piece_label_ids: Sequence[np.ndarray],
-    piece_scores: Sequence[np.ndarray],
-    num_sentences: int,
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per sentence: the label id and score of every word, read at its first piece in its owning window."""
+def fit_context(left: TokenizedSentence, right: TokenizedSentence, room: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pieces of whole context words nearest the sentence that fit in ``room``, shared between
+    the sides: each gets half, and what one side does not need goes to the other."""
+
+    def take(sentence: TokenizedSentence, budget: int, from_end: bool) -> np.ndarray:
+        if budget <= 0 or sentence.num_words == 0:
+            return sentence.pieces[:0]
+        if from_end:
+            # The last words: start at the first word boundary that leaves at most ``budget`` pieces.
+            cut = int(np.searchsorted(sentence.word_starts, len(sentence.pieces) - budget))
+            return sentence.pieces[sentence.word_starts[cut]:] if cut < sentence.num_words else sentence.pieces[:0]
+        ends = np.append(sentence.word_starts[1:], len(sentence.pieces))
+        words = int(np.searchsorted(ends, budget, side="right"))
+        return sentence.pieces[: ends[words - 1]] if words else sentence.pieces[:0]
+
+    room = max(room, 0)
+    half = room // 2
+    left_pieces = take(left, max(half, room - min(len(right.pieces), room - half)), True)
+    return left_pieces, take(right, room - len(left_pieces), False)
+
+
+def word_values(examples: Sequence[Example], piece_values: Sequence[np.ndarray], num_sentences: int) -> list[np.ndarray]:
+    """Per sentence, each word's value (a score, or a row of label probabilities), read at its
+    first piece in its owning window."""
     words_per_sentence = [0] * num_sentences
     for example in examples:
         w = example.window
         words_per_sentence[w.sentence] = max(words_per_sentence[w.sentence], w.end)
-    out = [
-        (np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.float32)) for n in words_per_sentence
-    ]
-    for example, ids, scores in zip(examples, piece_label_ids, piece_scores):
+    trailing = piece_values[0].shape[1:] if len(piece_values) else ()
+    out = [np.zeros((n, *trailing), dtype=np.float32) for n in words_per_sentence]
+    for example, values in zip(examples, piece_values):
         w = example.window
-        label_ids, word_scores = out[w.sentence]
-        label_ids[w.own_start : w.own_end] = ids[example.owned_positions]
-        word_scores[w.own_start : w.own_end] = scores[example.owned_positions]
+        out[w.sentence][w.own_start : w.own_end] = values[example.owned_positions]
     return out
 
 

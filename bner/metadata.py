@@ -54,6 +54,7 @@ class TaggerMetadata:
     lowercase: bool
     strip_accents: bool
     encoder: EncoderConfig
+    context_words: int = 0  # words of document context on each side of a sentence (0: sentences alone)
     tokenizer_file: str = TOKENIZER_FILE
     pretrained: dict = dataclasses.field(default_factory=dict)
     training: dict = dataclasses.field(default_factory=dict)  # how it was trained: data files, settings, machine, steps
@@ -92,6 +93,8 @@ class TaggerMetadata:
         """Refuse values a model folder cannot mean: they would fail later, far from the cause."""
         if not (isinstance(self.labels, list) and self.labels and all(isinstance(x, str) for x in self.labels)):
             raise ValueError(f"{source}: labels must be a non-empty list of tags")
+        if not isinstance(self.context_words, int) or self.context_words < 0:
+            raise ValueError(f"{source}: context_words must be a whole number of at least 0, got {self.context_words!r}")
         if not isinstance(self.max_seq_length, int) or self.max_seq_length < 3:
             raise ValueError(f"{source}: max_seq_length must be a whole number of at least 3, got {self.max_seq_length!r}")
         name = self.tokenizer_file

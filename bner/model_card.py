@@ -161,9 +161,13 @@ def _labels(metadata: TaggerMetadata) -> str:
         "## Labels\n",
         f"The training files use {metadata.data_scheme} tags; the model predicts {metadata.label_scheme} labels "
         f"({len(metadata.labels)}): {', '.join(f'`{label}`' for label in metadata.labels)}. Predicted tags are written back "
-        f"in {metadata.data_scheme}.\n",
+        f"in {metadata.data_scheme}. Each sentence gets the most probable tag sequence the {metadata.label_scheme} scheme "
+        "allows (Viterbi over the words' label probabilities).\n",
         f"Input: {'lower-cased, accents stripped' if metadata.lowercase else 'cased'}; at most {metadata.max_seq_length} word "
-        "pieces per model input, longer sentences are tagged in overlapping windows (never cut).\n",
+        "pieces per model input, longer sentences are tagged in overlapping windows (never cut)"
+        + (f"; each sentence sees up to {metadata.context_words} words of its document's neighbouring sentences as context "
+           "(raw text is split into sentences for it)" if metadata.context_words else "; each sentence is tagged alone")
+        + ".\n",
     ])
 
 

@@ -119,17 +119,39 @@ def read_records(lines: Iterable[str], source: str, fmt: str) -> Iterator[Record
 
 
 def chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    """Lists of about ``size`` records. CoNLL sentences of one document stay together where
+    they can (a model trained with context sees their neighbours), up to 8 × ``size``."""
     chunk: list[Record] = []
     for record in records:
-        chunk.append(record)
-        if len(chunk) == size:
+        full = len(chunk) >= size
+        if full and (record.words is None or record.document != chunk[-1].document or len(chunk) >= 8 * size):
             yield chunk
             chunk = []
+        chunk.append(record)
     if chunk:
         yield chunk
 
 
 # ---------------------------------------------------------------- tagging and writing
+
+
+def tag_records(tagger, records: list[Record], batch_size: int | None = None) -> list:
+    """Each record's result, in order: entities for a text, tags (in the data's scheme) for CoNLL words.
+
+    The one place files are tagged: ``--do_predict``, ``bner predict`` and the Beam
+    pipeline all call it, so they give the same entities and offsets.
+    """
+    results: list = [None] * len(records)
+    sentences = [i for i, r in enumerate(records) if r.words is not None]
+    texts = [i for i, r in enumerate(records) if r.words is None]
+    if sentences:
+        words = [list(records[i].words) for i in sentences]
+        for i, tags in zip(sentences, tagger.tag(words, documents=[records[i].document for i in sentences]), strict=True):
+            results[i] = tags
+    if texts:
+        for i, entities in zip(texts, tagger.predict([records[i].text for i in texts], batch_size=batch_size), strict=True):
+            results[i] = entities
+    return results
 
 
 def tag_chunk(tagger, chunk: list[Record], batch_size: int | None = None, document: int = 0) -> list[str]:
@@ -138,24 +160,31 @@ def tag_chunk(tagger, chunk: list[Record], batch_size: int | None = None, docume
     CoNLL output keeps the input's document boundaries: a ``-DOCSTART-`` block comes before
     the first sentence of each document after ``document`` (the previous chunk's last).
     """
-    if chunk and chunk[0].words is not None:
-        tags = tagger.tag([list(r.words) for r in chunk])
-        blocks = []
-        for record, sentence_tags in zip(chunk, tags, strict=True):
-            if record.document != document:
-                blocks.append(f"{DOCSTART}\n\n")
-                document = record.document
-            blocks.append(output_conll(record, sentence_tags))
-        return blocks
-    found = tagger.predict([r.text for r in chunk], batch_size=batch_size)
-    return [output_line(r, entities) for r, entities in zip(chunk, found, strict=True)]
+    lines = []
+    for record, result in zip(chunk, tag_records(tagger, chunk, batch_size), strict=True):
+        if record.words is None:
+            lines.append(output_line(record, result))
+            continue
+        if record.document != document:
+            lines.append(f"{DOCSTART}\n\n")
+            document = record.document
+        lines.append(output_conll(record, result))
+    return lines
+
+
+def output_record(record: Record, result) -> dict:
+    """A text's JSON record: the input record (or ``{"text": ...}``) with its ``entities``;
+    a CoNLL sentence's: its ``words`` and predicted ``tags``."""
+    if record.words is not None:
+        return {"words": list(record.words), "tags": list(result)}
+    base = dict(record.fields) if record.fields is not None else {"text": record.text}
+    base["entities"] = [e.as_dict() for e in result]
+    return base
 
 
 def output_line(record: Record, entities) -> str:
-    """One JSONL line: the input record (or ``{"text": ...}``) with its ``entities``."""
-    base = dict(record.fields) if record.fields is not None else {"text": record.text}
-    base["entities"] = [e.as_dict() for e in entities]
-    return json.dumps(base, ensure_ascii=False) + "\n"
+    """One JSONL line of a text's record."""
+    return json.dumps(output_record(record, entities), ensure_ascii=False) + "\n"
 
 
 def output_conll(record: Record, tags) -> str:

@@ -22,7 +22,10 @@ import numpy as np
 import tokenizers
 
 from bner import corpus, features, io, text
+from bner import decoding as scheme_decoding
 from bner.metadata import METADATA_FILE, SIGNATURE, TaggerMetadata, read_metadata
+
+DECODINGS = ("constrained", "argmax")
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -67,8 +70,14 @@ class Tagger:
         batch_size: int = 32,
         max_seq_length: int | None = None,
         source: str = "",
+        decoding: str = "constrained",
     ):
         self.backend, self.metadata, self.batch_size, self.source = backend, metadata, batch_size, source
+        if decoding not in DECODINGS:
+            raise ValueError(f"decoding {decoding!r}: expected one of {', '.join(DECODINGS)}")
+        # constrained: the most probable label sequence the scheme allows (bner.decoding);
+        # argmax: each word's most probable label on its own.
+        self.decoding = decoding
         window = max_seq_length or metadata.max_seq_length
         if window > metadata.encoder.max_position_embeddings:
             raise ValueError(
@@ -127,13 +136,21 @@ class Tagger:
         """
         texts = [_LONE_SURROGATE.sub("\ufffd", t) for t in texts]
         segmented = [text.segment(t) for t in texts]
-        nonempty = [i for i, words in enumerate(segmented) if words]
-        tagged = yield from self.tag_sentences_in_steps([[w.text for w in segmented[i]] for i in nonempty], batch_size)
-        by_text = dict(zip(nonempty, tagged))
-        empty = TaggedSentence([], np.zeros(0, np.float32))
+        # Each text is tagged whole (windows cover a long one), or, for a model trained with
+        # document context, sentence by sentence with its neighbours in the text as context.
+        pieces = []  # (text index, first word, last word)
+        for i, (source, words) in enumerate(zip(texts, segmented)):
+            spans = text.sentence_spans(source, words) if self.metadata.context_words else [(0, len(words))]
+            pieces += [(i, start, end) for start, end in spans if end > start]
+        sentences = [[w.text for w in segmented[i][start:end]] for i, start, end in pieces]
+        tagged = yield from self.tag_sentences_in_steps(sentences, batch_size, documents=[i for i, _, _ in pieces])
+        parts: dict[int, list[TaggedSentence]] = collections.defaultdict(list)
+        for (i, _, _), t in zip(pieces, tagged):
+            parts[i].append(t)
         results = []
         for i, (source, words) in enumerate(zip(texts, segmented)):
-            t = by_text.get(i, empty)
+            own = parts.get(i, [])
+            t = TaggedSentence([tag for p in own for tag in p.tags], np.concatenate([p.scores for p in own]) if own else np.zeros(0, np.float32))
             results.append(TaggedText(source, words, t, entities_of(source, words, t)))
         return results
 
@@ -145,39 +162,60 @@ class Tagger:
 
     # ------------------------------------------------------------ words and CoNLL files
 
-    def tag(self, words: Sequence[str] | Sequence[Sequence[str]]) -> list[str] | list[list[str]]:
-        """Tags of pre-split words, in the training data's scheme; a list of sentences gives a list of tag lists."""
+    def tag(
+        self, words: Sequence[str] | Sequence[Sequence[str]], documents: Sequence[int] | None = None
+    ) -> list[str] | list[list[str]]:
+        """Tags of pre-split words, in the training data's scheme; a list of sentences gives a list of tag lists.
+
+        ``documents`` (one number per sentence) says which sentences are neighbours in one
+        document: a model trained with context then sees them as it did in training.
+        """
         single = bool(words) and isinstance(words[0], str)
         sentences = [words] if single else words
-        tags = [corpus.convert_tags(t.tags, self.metadata.data_scheme) for t in self.tag_sentences(sentences)]
+        tags = [corpus.convert_tags(t.tags, self.metadata.data_scheme) for t in self.tag_sentences(sentences, documents=documents)]
         return tags[0] if single else tags
 
-    def tag_sentences(self, sentences: Sequence[Sequence[str]], batch_size: int | None = None) -> list[TaggedSentence]:
+    def tag_sentences(
+        self, sentences: Sequence[Sequence[str]], batch_size: int | None = None, documents: Sequence[int] | None = None
+    ) -> list[TaggedSentence]:
         """Word tags (in the model's label scheme) and their probabilities, sentence by sentence."""
-        return run_steps(self.tag_sentences_in_steps(sentences, batch_size))
+        return run_steps(self.tag_sentences_in_steps(sentences, batch_size, documents))
+
+    def contexts(self, sentences: Sequence[Sequence[str]], documents: Sequence[int] | None):
+        """The document context each sentence is tagged with, as the model was trained (None: sentences alone)."""
+        if not self.metadata.context_words or documents is None:
+            return None
+        return corpus.document_contexts(sentences, documents, self.metadata.context_words)
 
     def tag_sentences_in_steps(
-        self, sentences: Sequence[Sequence[str]], batch_size: int | None = None
+        self, sentences: Sequence[Sequence[str]], batch_size: int | None = None, documents: Sequence[int] | None = None
     ) -> Generator[None, None, list[TaggedSentence]]:
         if not sentences:
             return []
-        examples = self.preprocessor.encode(sentences)
+        examples = self.preprocessor.encode(sentences, contexts=self.contexts(sentences, documents))
         buckets = features.bucket_lengths(self.preprocessor.max_seq_length)
         plan = features.plan_batches([len(e) for e in examples], batch_size or self.batch_size, buckets)
-        piece_ids: list[np.ndarray] = [np.empty(0)] * len(examples)
-        piece_scores: list[np.ndarray] = [np.empty(0)] * len(examples)
+        piece_probabilities: list[np.ndarray] = [np.empty(0)] * len(examples)
+        labels = self.labels
         for call, batch in enumerate(features.iterate_batches(examples, plan, self.preprocessor.pad_id)):
             if call:
                 yield  # a step ends before each model call after the first, so a one-call text is done in one step
-            ids, scores = self.backend.piece_labels(batch.inputs)
+            probabilities = self.backend.piece_probabilities(batch.inputs)
+            if probabilities.shape[-1] != len(labels):
+                raise ValueError(f"{self.source}: the model answers {probabilities.shape[-1]} labels, metadata.json lists {len(labels)}")
             for row, i in enumerate(batch.indices):
-                piece_ids[i] = ids[row]
-                piece_scores[i] = scores[row]
-        decoded = features.decode(examples, piece_ids, piece_scores, len(sentences))
-        labels = self.labels
-        if any(len(ids) and int(ids.max()) >= len(labels) for ids, _ in decoded):
-            raise ValueError(f"{self.source}: the model answered a label id beyond the {len(labels)} labels of metadata.json")
-        return [TaggedSentence([labels[i] for i in ids], scores) for ids, scores in decoded]
+                piece_probabilities[i] = probabilities[row]
+        return [self.decode(word_probabilities) for word_probabilities in features.word_values(examples, piece_probabilities, len(sentences))]
+
+    def decode(self, word_probabilities: np.ndarray) -> TaggedSentence:
+        """A sentence's tags and their probabilities from its words' label probabilities ``[words, labels]``."""
+        if self.decoding == "constrained":
+            rules = scheme_decoding.transitions(tuple(self.labels), self.metadata.label_scheme)
+            ids = scheme_decoding.best_sequence(word_probabilities, rules)
+        else:
+            ids = word_probabilities.argmax(-1) if len(word_probabilities) else np.zeros(0, np.int64)
+        scores = word_probabilities[np.arange(len(ids)), ids] if len(ids) else np.zeros(0, np.float32)
+        return TaggedSentence([self.labels[i] for i in ids], scores)
 
     def evaluate(self, data: str | Sequence[corpus.Sentence], batch_size: int | None = None):
         """conlleval's scores on a CoNLL file (or read sentences): a :class:`bner.evaluate.Scores`."""
@@ -188,10 +226,8 @@ class Tagger:
         from bner.evaluate import score
 
         sentences = corpus.read_conll(data) if isinstance(data, str) else data
-        predicted = [
-            corpus.convert_tags(t.tags, self.metadata.data_scheme)
-            for t in self.tag_sentences([s.words for s in sentences], batch_size)
-        ]
+        tagged = self.tag_sentences([s.words for s in sentences], batch_size, documents=[s.document for s in sentences])
+        predicted = [corpus.convert_tags(t.tags, self.metadata.data_scheme) for t in tagged]
         return score([s.tags for s in sentences], predicted), predicted
 
     # ------------------------------------------------------------ health
@@ -200,9 +236,10 @@ class Tagger:
         """One real model call on a short input; raises what the backend raises."""
         ids = np.array([[self.preprocessor.tokenizer.token_to_id(features.SPECIAL[n]) for n in ("cls", "sep")]], np.int32)
         mask = np.ones_like(ids)
-        label_ids, _ = self.backend.piece_labels({"input_ids": ids, "attention_mask": mask, "token_type_ids": 0 * mask})
-        if np.asarray(label_ids).max(initial=0) >= len(self.labels):
-            raise ValueError(f"{self.source}: the model predicts label ids beyond the {len(self.labels)} labels of metadata.json")
+        probabilities = self.backend.piece_probabilities({"input_ids": ids, "attention_mask": mask, "token_type_ids": 0 * mask})
+        if np.asarray(probabilities).shape[-1] != len(self.labels):
+            raise ValueError(f"{self.source}: the model answers {np.asarray(probabilities).shape[-1]} labels, "
+                             f"metadata.json lists {len(self.labels)}")
 
 
 def run_steps(steps: Generator):
@@ -253,6 +290,7 @@ def load(
     batch_size: int = 32,
     max_seq_length: int | None = None,
     verbose: bool = False,
+    decoding: str = "constrained",
 ) -> Tagger:
     """A :class:`Tagger` for ``path``: a trained-model folder, an export version folder, a folder of
     versions (the latest), a run folder (its latest export, else its model), or an export's
@@ -260,7 +298,8 @@ def load(
 
     With ``host``, the model runs in TensorFlow Serving at ``host:port`` under ``model_name``
     and ``path`` names the export whose metadata and tokenizer to use. TensorFlow's C++ start-up
-    lines are hidden unless ``verbose``.
+    lines are hidden unless ``verbose``. ``decoding``: ``constrained`` (the most probable tag
+    sequence the label scheme allows, the default) or ``argmax`` (each word on its own).
     """
     from bner import backends
 
@@ -280,7 +319,7 @@ def load(
             from bner import model_folder
 
             backend = backends.KerasBackend(_float32(lambda: model_folder.load_network(folder, metadata)))
-    return Tagger(backend, metadata, tokenizer, batch_size, max_seq_length, source=folder)
+    return Tagger(backend, metadata, tokenizer, batch_size, max_seq_length, source=folder, decoding=decoding)
 
 
 def locate(path: str) -> tuple[str, str]:

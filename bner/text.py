@@ -49,3 +49,29 @@ def segment(text: str) -> list[Word]:
 
 def _is_abbreviation(token: str) -> bool:
     return bool(re.fullmatch(r"(?:[A-Za-z]\.){2,}|[A-Z][a-z]{0,2}\.", token))
+
+
+_SENTENCE_END = {".", "!", "?", "…", "。", "！", "？"}
+_CLOSERS = {'"', "'", "”", "’", ")", "]", "»"}
+
+
+def sentence_spans(text: str, words: list[Word]) -> list[tuple[int, int]]:
+    """Word ranges ``[start, end)`` of the sentences of a text.
+
+    A sentence ends after ``.``, ``!``, ``?`` (and closing quotes or brackets after them) when
+    the next word starts with an upper-case letter, a digit or an opening quote, and at a line
+    break. A rule, not a model: a wrong split costs little where the neighbours are given as
+    context anyway.
+    """
+    spans, start = [], 0
+    for i, word in enumerate(words[:-1]):
+        following = words[i + 1]
+        gap = text[word.end : following.start]
+        ends = word.text in _SENTENCE_END or (word.text in _CLOSERS and i > start and words[i - 1].text in _SENTENCE_END)
+        starts = following.text[:1].isupper() or following.text[:1].isdigit() or following.text[:1] in "\"'“‘([«"
+        if "\n" in gap or (ends and following.text not in _CLOSERS and starts and gap):
+            spans.append((start, i + 1))
+            start = i + 1
+    if words:
+        spans.append((start, len(words)))
+    return spans

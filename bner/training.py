@@ -175,7 +175,7 @@ def prepare(config: TrainConfig, splits=None) -> Setup:
     data_scheme, label_scheme, labels = describe_data(config, splits)
     metadata = TaggerMetadata(
         labels=labels, label_scheme=label_scheme, data_scheme=data_scheme, max_seq_length=config.model.max_seq_length,
-        lowercase=lowercase, strip_accents=lowercase, encoder=found.config,
+        lowercase=lowercase, strip_accents=lowercase, encoder=found.config, context_words=config.model.context_words,
         pretrained={"format": found.format, "source": str(found.source)},
     )
     on_tpu = config.hardware.use_tpu
@@ -185,7 +185,8 @@ def prepare(config: TrainConfig, splits=None) -> Setup:
     index = {label: i for i, label in enumerate(labels)}
     train = splits["train"]
     examples = preprocessor.encode(
-        [s.words for s in train], [[index[t] for t in corpus.convert_tags(s.tags, label_scheme)] for s in train]
+        [s.words for s in train], [[index[t] for t in corpus.convert_tags(s.tags, label_scheme)] for s in train],
+        contexts=training_contexts(config, train),
     )
     o = config.optimization
     plan = features.BatchPlan(
@@ -194,6 +195,19 @@ def prepare(config: TrainConfig, splits=None) -> Setup:
     )
     network, optimizer, step, strategy, checkpoints = build_training(config, metadata, plan, found, precision)
     return Setup(config, splits, metadata, tokenizer, examples, plan, network, optimizer, step, strategy, precision, found, checkpoints)
+
+
+def training_contexts(config: TrainConfig, train: list[corpus.Sentence]):
+    """Each training sentence's document context, each side left out with ``context_dropout``
+    (drawn once, from the run's seed), as FLERT trains; None without ``context_words``."""
+    import numpy as np
+
+    m = config.model
+    if not m.context_words:
+        return None
+    contexts = corpus.document_contexts([s.words for s in train], [s.document for s in train], m.context_words)
+    keep = np.random.default_rng(config.optimization.seed).random((len(train), 2)) >= m.context_dropout
+    return [(left if keep_left else (), right if keep_right else ()) for (left, right), (keep_left, keep_right) in zip(contexts, keep)]
 
 
 def build_training(config: TrainConfig, metadata: TaggerMetadata, plan: features.BatchPlan, found, precision: str):
@@ -334,7 +348,6 @@ def dev_evaluation(setup: Setup, chief: bool):
     from bner import callbacks as plugins
     from bner import model_folder
     from bner.backends import KerasBackend
-    from bner.evaluate import score
     from bner.tagger import Tagger
 
     dev = setup.splits["dev"]
@@ -342,7 +355,7 @@ def dev_evaluation(setup: Setup, chief: bool):
     best_dir = io.join(setup.config.output.output_dir, "best_model")
 
     def dev_scores():
-        return score([s.tags for s in dev], [t.tags for t in tagger.tag_sentences([s.words for s in dev])])
+        return tagger.evaluate(dev)
 
     def keep_best(at_step: int) -> None:
         if chief:

@@ -87,8 +87,11 @@ def test_encode_and_decode_long_sentences(vocab_file):
     learned = np.concatenate([e.labels[e.labels >= 0] for e in examples if e.window.sentence == 0])
     assert sorted(learned.tolist()) == labels
     # Decoding reads each word's label where it was learned.
-    decoded = features.decode(examples, [e.labels for e in examples], [np.ones(len(e)) for e in examples], 2)
-    assert decoded[0][0].tolist() == labels and decoded[1][0].tolist() == [7]
+    decoded = features.word_values(examples, [e.labels.astype(np.float32) for e in examples], 2)
+    assert decoded[0].tolist() == labels and decoded[1].tolist() == [7]
+    # Rows of label probabilities travel the same way.
+    rows = features.word_values(examples, [np.eye(40, dtype=np.float32)[np.maximum(e.labels, 0)] for e in examples], 2)
+    assert rows[0].argmax(-1).tolist() == labels and rows[0].shape == (30, 40)
 
 
 def test_batches_are_bucketed_padded_and_deterministically_shuffled():

@@ -202,3 +202,23 @@ def test_data_that_is_legal_but_odd_is_warned_about_and_data_without_entities_re
     assert any("'per' and 'PER' are different types" in w for w in warnings)
     with pytest.raises(ConfigError, match="no entities"):
         describe_data(config, {"train": sentences([("a", "O"), ("b", "O")])})
+
+
+def test_constrained_decoding_is_valid_equal_to_argmax_where_that_is_valid_and_the_same_in_every_backend(run):
+    from bner import corpus, decoding
+
+    config, result, root, _ = run
+    sentences = [s.words for s in corpus.read_conll(os.path.join(config.data.data_dir, "test.conll"))]
+    exported = bner.load(result.export_path, batch_size=4)
+    keras_model = bner.load(result.model_dir, batch_size=4)
+    argmax = bner.load(result.export_path, batch_size=4, decoding="argmax")
+    rules = decoding.transitions(tuple(exported.labels), exported.metadata.label_scheme)
+    index = {label: i for i, label in enumerate(exported.labels)}
+    constrained_tags = [t.tags for t in exported.tag_sentences(sentences)]
+    assert constrained_tags == [t.tags for t in keras_model.tag_sentences(sentences)]  # evaluation's path = the export's
+    for tags, plain in zip(constrained_tags, (t.tags for t in argmax.tag_sentences(sentences))):
+        assert decoding.is_valid([index[t] for t in tags], rules)
+        if decoding.is_valid([index[t] for t in plain], rules):
+            assert tags == plain
+    with pytest.raises(ValueError, match="constrained, argmax"):
+        bner.load(result.export_path, decoding="viterbi")
