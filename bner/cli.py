@@ -63,7 +63,7 @@ def train_command(args: argparse.Namespace) -> int:
     if result.export_path:
         from bner.commands import next_steps
 
-        next_steps(result.export_path)
+        next_steps(result.export_path, run_dir=result.output_dir)
     return 0
 
 

@@ -65,10 +65,17 @@ def show_examples(tagger, sentences: list[str], say: Callable[[str], None] = pri
         say(f"  {sentence}\n    → {shown}")
 
 
-def next_steps(export_path: str, say: Callable[[str], None] = print) -> None:
-    """What to do with a fresh export: serve it, query it, load it from Python."""
+def next_steps(export_path: str, say: Callable[[str], None] = print, run_dir: str | None = None) -> None:
+    """What to do with a fresh export: look at the run, serve it, query it, load it from Python."""
+    look = ""
+    if run_dir:
+        pictures = [io.join(run_dir, name) for name in ("learning_curve.png", "per_type_f1.png", "confusion.png")]
+        shown = [p for p in pictures if io.exists(p)]
+        look = f"  less {io.join(export_path, 'README.md')}    # the model card: data, settings, scores per type, limits\n"
+        if shown:
+            look += f"  # pictures of the run: {' '.join(shown)}\n"
     say(
-        f"\nnext:\n  bner serve {export_path}\n"
+        f"\nnext:\n{look}  bner serve {export_path}    # API on :8080, web page at /, docs at /docs\n"
         "  curl -s localhost:8080/api/ner/recognize -H 'Content-Type: application/json' -d '{\"text\": \"Angela Merkel flew to Paris.\"}'\n"
         f"  python -c \"import bner; print(bner.load('{export_path}')('Angela Merkel flew to Paris.'))\""
     )

@@ -129,3 +129,11 @@ def test_paths_compare_as_the_files_they_name_and_null_is_refused(tmp_path, monk
     assert a.differences(b) == []
     with pytest.raises(ConfigError, match="learning_rate: expected float, got null"):
         TrainConfig.from_json({"optimization": {"learning_rate": None}})
+
+
+def test_a_run_record_from_before_keep_checkpoints_was_a_switch_still_replays():
+    old = TrainConfig().to_json()
+    old["loop"].pop("max_checkpoints")
+    old["loop"]["keep_checkpoints"] = 5  # the count, as records wrote it before --max_checkpoints
+    replayed = TrainConfig.from_json(old)
+    assert replayed.loop.max_checkpoints == 5 and replayed.loop.keep_checkpoints is False

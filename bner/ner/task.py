@@ -85,7 +85,7 @@ def run_steps(config: TrainConfig) -> None:
     if FLAGS.show and export_path:
         commands.show_examples(load(export_path), FLAGS.show, say)
     if FLAGS.do_train and export_path:
-        commands.next_steps(export_path, say)
+        commands.next_steps(export_path, say, run_dir=out)
 
 
 def main(argv) -> int:
