@@ -62,6 +62,11 @@ def test_training_run_writes_every_output(trained):
     assert not (out / "checkpoints").exists() and not (out / "best_model").exists()
     assert "removed the resumable checkpoints" in result.stdout
     assert os.listdir(out / "logs"), "TensorBoard logs"
+    from tensorflow.python.summary.summary_iterator import summary_iterator
+
+    tags = {value.tag for name in os.listdir(out / "logs") for event in summary_iterator(str(out / "logs" / name))
+            for value in event.summary.value}
+    assert {"dev/f1", "dev_f1_per_type/PER", "dev_f1_per_type/LOC", "train/loss"} <= tags
     assert "test (60 sentences): entity precision" in result.stdout
     assert "predictions of the exported model" in result.stdout
     assert read_json(out / "eval_results.json")["f1"] >= 0.9
