@@ -6,7 +6,9 @@
 Inputs are text (one text a line), JSONL (a ``text`` field; other fields are kept) or
 CoNLL files, by extension or ``--format``, from local paths or ``gs://`` globs. Each file
 is read line by line (so its line numbers are known), each line parsed by the same
-functions as ``bner predict`` (:mod:`bner.prediction`), and the records go through
+functions as ``bner predict`` (:mod:`bner.prediction`); a text travels alone, a CoNLL
+document's sentences together (so a model trained with document context sees the same
+neighbours as with ``bner predict``), through
 Beam's ``RunInference`` with a :class:`TaggerHandler`: batches grouped by text length
 (Beam's length-bucketed batching) and tagged by the same :class:`bner.tagger.Tagger`,
 so the entities and offsets are exactly ``bner predict``'s. Results are written as
@@ -27,6 +29,7 @@ Beam is an optional extra: ``pip install 'bner[beam]'``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io as text_io
 import json
 import sys
@@ -47,8 +50,39 @@ def _beam():
     return beam
 
 
+MAX_DOCUMENT_SENTENCES = 1000  # a CoNLL document longer than this travels in parts (context breaks between them)
+
+
 def record_length(record: prediction.Record) -> int:
     return len(record.text) if record.words is None else sum(len(w) + 1 for w in record.words)
+
+
+def unit_length(unit: tuple[prediction.Record, ...]) -> int:
+    return sum(record_length(r) for r in unit)
+
+
+def units(records: Iterator[prediction.Record]) -> Iterator[tuple[prediction.Record, ...]]:
+    """What travels through the pipeline as one element: a text alone, or a CoNLL document's
+    sentences together, so a model trained with document context sees each sentence's
+    neighbours, as ``bner predict`` gives them."""
+    document: list[prediction.Record] = []
+    for record in records:
+        if record.words is None:
+            yield (record,)
+            continue
+        if document and (record.document != document[-1].document or len(document) >= MAX_DOCUMENT_SENTENCES):
+            yield tuple(document)
+            document = []
+        document.append(record)
+    if document:
+        yield tuple(document)
+
+
+def tag_units(tagger, batch: Sequence[tuple[prediction.Record, ...]], batch_size: int) -> list[list]:
+    """Each unit's results; sentences are neighbours only within their unit."""
+    flat = [dataclasses.replace(r, document=n) for n, unit in enumerate(batch) for r in unit]
+    results = iter(prediction.tag_records(tagger, flat, batch_size))
+    return [[next(results) for _ in unit] for unit in batch]
 
 
 def read_file_lines(lines: Iterator[bytes], source: str, fmt: str) -> Iterator[tuple[str, object]]:
@@ -125,13 +159,13 @@ def tagger_handler(model: str, batch_size: int, max_batch_size: int):
 
             return bner.load(self._model, batch_size=self._batch_size)
 
-        def run_inference(self, batch: Sequence[prediction.Record], tagger, inference_args=None):
-            results = prediction.tag_records(tagger, list(batch), self._batch_size)
-            return [PredictionResult(record, result) for record, result in zip(batch, results, strict=True)]
+        def run_inference(self, batch: Sequence[tuple[prediction.Record, ...]], tagger, inference_args=None):
+            results = tag_units(tagger, batch, self._batch_size)
+            return [PredictionResult(unit, result) for unit, result in zip(batch, results, strict=True)]
 
         def batch_elements_kwargs(self):
             return {"min_batch_size": 1, "max_batch_size": self._max_batch_size,
-                    "length_fn": record_length, "bucket_boundaries": list(LENGTH_BUCKETS)}
+                    "length_fn": unit_length, "bucket_boundaries": list(LENGTH_BUCKETS)}
 
         def get_metrics_namespace(self) -> str:
             return "bner"
@@ -149,9 +183,22 @@ def build_pipeline(pipeline, model: str, inputs: Sequence[str], output: str, fmt
     class ReadRecords(beam.DoFn):
         def process(self, readable):
             path = readable.metadata.path
-            with readable.open(compression_type=beam.io.filesystem.CompressionTypes.UNCOMPRESSED) as handle:
-                for kind, value in read_file_lines(iter(text_io.BufferedReader(handle)), path, prediction.input_format(path, fmt)):
-                    yield value if kind == "record" else beam.pvalue.TaggedOutput(DEAD_LETTER, value)
+            problems = []
+
+            def records():
+                with readable.open(compression_type=beam.io.filesystem.CompressionTypes.UNCOMPRESSED) as handle:
+                    for kind, value in read_file_lines(iter(text_io.BufferedReader(handle)), path, prediction.input_format(path, fmt)):
+                        if kind == "record":
+                            yield value
+                        else:
+                            problems.append(value)
+
+            for unit in units(records()):
+                while problems:
+                    yield beam.pvalue.TaggedOutput(DEAD_LETTER, problems.pop(0))
+                yield unit
+            for problem in problems:
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, problem)
 
     files = (
         pipeline
@@ -161,10 +208,11 @@ def build_pipeline(pipeline, model: str, inputs: Sequence[str], output: str, fmt
     )
     read = files | "Read" >> beam.ParDo(ReadRecords()).with_outputs(DEAD_LETTER, main="records")
     tagged, failures = read.records | "Tag" >> RunInference(tagger_handler(model, batch_size, max_batch_size)).with_exception_handling()
-    lines = tagged | "Format" >> beam.Map(lambda result: output_json(result.example, result.inference))
+    lines = tagged | "Format" >> beam.FlatMap(
+        lambda result: [output_json(record, r) for record, r in zip(result.example, result.inference, strict=True)])
     lines | "Write" >> beam.io.WriteToText(output, file_name_suffix=".jsonl")
     failed = failures.failed_inferences | "Describe failures" >> beam.Map(
-        lambda failure: json.dumps({"records": [r.where for r in failure[0]], "error": str(failure[1])}, ensure_ascii=False))
+        lambda failure: json.dumps({"records": [r.where for unit in failure[0] for r in unit], "error": str(failure[1])}, ensure_ascii=False))
     bad_lines = read[DEAD_LETTER] | "Describe bad lines" >> beam.Map(lambda problem: json.dumps(problem, ensure_ascii=False))
     ((bad_lines, failed) | "Dead letters" >> beam.Flatten()
      | "Write dead letters" >> beam.io.WriteToText(f"{output}-errors", file_name_suffix=".jsonl"))
@@ -212,7 +260,7 @@ def run(model: str, inputs: Sequence[str], output: str, fmt: str = "auto", runne
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bner.batch_predict", description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", help="an export (version folder or folder of versions), local or gs://")
+    parser.add_argument("model", help="a model as bner.load takes it (an export, a folder of versions, a run folder), local or gs://")
     parser.add_argument("inputs", nargs="+", help="files or globs (local or gs://): .txt, .jsonl, .conll")
     parser.add_argument("--output", required=True, help="output prefix: <output>-SSSSS-of-NNNNN.jsonl, dead letters <output>-errors-*")
     parser.add_argument("--format", default="auto", choices=prediction.FORMATS, help="input format (default: by extension)")

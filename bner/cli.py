@@ -39,8 +39,9 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         for field in section_cls.__dataclass_fields__.values():
             meta = field.metadata
             shown = "follows the model" if field.name == "do_lower_case" else field.default
+            switch = {"nargs": "?", "const": True} if meta["kind"] is bool else {}  # --keep_checkpoints alone means true
             group.add_argument(
-                f"--{field.name}", type=_flag_value(meta["kind"]), choices=meta["choices"], default=argparse.SUPPRESS,
+                f"--{field.name}", type=_flag_value(meta["kind"]), choices=meta["choices"], default=argparse.SUPPRESS, **switch,
                 metavar=None if meta["choices"] else field.name.upper() if meta["kind"] is not bool else "true|false",
                 help=f"{meta['help']} (default: {shown})",
             )
@@ -128,7 +129,7 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bner", description="BERT named-entity recognition: train, evaluate, predict, export, serve.")
+    parser = argparse.ArgumentParser(prog="bner", description="BERT named-entity recognition: train, evaluate, predict, search, export, serve.")
     verbs = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict,search,export,serve}")
     train = verbs.add_parser("train", help="fine-tune a pretrained BERT on CoNLL files, score it and export it")
     add_train_options(train)

@@ -48,7 +48,7 @@ class Record:
 
 def input_format(path: str, given: str = "auto") -> str:
     if given not in FORMATS:
-        raise ConfigError(f"--predict_format={given}: expected one of {', '.join(FORMATS)}")
+        raise ConfigError(f"input format {given!r}: expected one of {', '.join(FORMATS)}")
     if given != "auto":
         return given
     name = path.lower()

@@ -133,6 +133,9 @@ def run_search(
 
     if train is None:
         from bner.training import train
+    data_dir = TrainConfig.from_settings(**spec.base).data.data_dir
+    if not io.exists(io.join(data_dir, "dev.conll")):
+        raise ConfigError(f"{data_dir}: a search chooses on dev F1 and needs dev.conll there")
     io.makedirs(output_dir)
     io.write_text(io.join(output_dir, "search.json"), json.dumps(dataclasses.asdict(spec), indent=2, default=str) + "\n")
     trials = spec.trials()

@@ -137,3 +137,10 @@ def test_a_run_record_from_before_keep_checkpoints_was_a_switch_still_replays():
     old["loop"]["keep_checkpoints"] = 5  # the count, as records wrote it before --max_checkpoints
     replayed = TrainConfig.from_json(old)
     assert replayed.loop.max_checkpoints == 5 and replayed.loop.keep_checkpoints is False
+
+
+def test_bner_train_takes_a_switch_alone_or_with_a_value():
+    from bner.cli import build_parser
+
+    parsed = build_parser().parse_args(["train", "--keep_checkpoints", "--progress", "false", "--early_stopping_patience", "2"])
+    assert parsed.keep_checkpoints is True and parsed.progress is False and parsed.early_stopping_patience == 2

@@ -129,6 +129,22 @@ def test_a_model_trained_with_context_uses_it_in_evaluation_prediction_and_servi
     flat = [t for sentence_tags in tags for t in corpus.convert_tags(sentence_tags, tagger.metadata.label_scheme)]
     expected = [(source[words[s.start].start:words[s.end - 1].end], s.type) for s in corpus.entity_spans(flat)]
     assert [(e.text, e.type) for e in served] == expected
+    # Files: bner predict and the Beam pipeline give each CoNLL sentence its document's neighbours alike.
+    from bner import prediction
+
+    predicted = tmp_path / "predicted.conll"
+    prediction.predict_file(tagger, str(data / "test.conll"), str(predicted))
+    by_file = [list(s.tags) for s in corpus.parse_conll(predicted.read_text(), require_tags=True)]
+    if pytest.importorskip("apache_beam"):
+        import glob
+        import json
+
+        from bner import batch_predict
+
+        batch_predict.run(str(exported), [str(data / "test.conll")], str(tmp_path / "beam" / "part"))
+        rows = [json.loads(line) for path in glob.glob(str(tmp_path / "beam" / "part-*-of-*.jsonl")) for line in open(path)]
+        by_line = {int(r["source"].rsplit(":", 1)[1]): r["tags"] for r in rows}
+        assert [by_line[line] for line in sorted(by_line)] == by_file
     # Without documents each sentence stands alone: the context changes the model's input.
     (alone,) = tagger.preprocessor.encode([list(sentences[1])])
     (with_context,) = tagger.preprocessor.encode([list(sentences[1])], contexts=tagger.contexts(sentences, [0] * 4)[1:2])

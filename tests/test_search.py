@@ -54,6 +54,10 @@ def test_spec_files_read_as_yaml_or_json(tmp_path):
     assert len(example.trials()) == 4 and example.metric == "dev_f1"
 
 
+def spec_with(data):
+    return spec(base={"data_dir": str(data)})
+
+
 def fake_train(dev_f1_of, calls):
     """Writes what bner.train leaves in run.json; dev F1 from the trial's learning rate."""
 
@@ -75,7 +79,12 @@ def test_search_chooses_on_dev_resumes_and_writes_sorted_tables(tmp_path, monkey
     calls = []
     dev = {1e-4: 0.5, 1e-3: 0.7}
     train = fake_train(lambda c: dev[c.optimization.learning_rate] + c.optimization.num_train_epochs / 100, calls)
-    best = search.run_search(spec(), str(tmp_path), say=lambda *_: None, train=train)
+    data = tmp_path / "data"
+    data.mkdir()
+    with pytest.raises(ConfigError, match="needs dev.conll"):
+        search.run_search(spec(base={"data_dir": str(data)}), str(tmp_path), say=lambda *_: None, train=train)
+    (data / "dev.conll").write_text("a O\n")
+    best = search.run_search(spec_with(data), str(tmp_path), say=lambda *_: None, train=train)
     assert best["trial"] == 4 and best["values"] == {"learning_rate": 1e-3, "num_train_epochs": 2}
     assert exported == [str(tmp_path / "trial-004")] and best["export"] == "export/1"
     with open(tmp_path / "results.csv") as f:
@@ -86,7 +95,7 @@ def test_search_chooses_on_dev_resumes_and_writes_sorted_tables(tmp_path, monkey
     # A second run (after a kill, say) trains nothing already finished.
     os.remove(tmp_path / "trial-003" / "run.json")
     calls.clear()
-    search.run_search(spec(), str(tmp_path), say=lambda *_: None, train=train)
+    search.run_search(spec_with(data), str(tmp_path), say=lambda *_: None, train=train)
     assert calls == [str(tmp_path / "trial-003")]
 
 

@@ -23,7 +23,8 @@ configure_environment()
 
 
 def say(message: str) -> None:
-    print(message, flush=True)
+    # With predictions going to standard output, everything else goes to standard error.
+    print(message, flush=True, file=sys.stderr if FLAGS.is_parsed() and FLAGS.predict_output == "-" else sys.stdout)
 
 
 def check_before_starting(config: TrainConfig) -> None:
