@@ -45,7 +45,7 @@ class Entity:
     type: str
     start: int  # character offsets into the original text
     end: int
-    score: float  # mean probability of the entity's word tags
+    score: float  # mean over its words of the probability of its type
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -78,6 +78,8 @@ class Tagger:
         # constrained: the most probable label sequence the scheme allows (bner.decoding);
         # argmax: each word's most probable label on its own.
         self.decoding = decoding
+        types = [label.partition("-")[2] for label in metadata.labels]
+        self._same_type = np.array([[a == b for b in types] for a in types], dtype=np.float32)
         window = max_seq_length or metadata.max_seq_length
         if window > metadata.encoder.max_position_embeddings:
             raise ValueError(
@@ -214,8 +216,11 @@ class Tagger:
             ids = scheme_decoding.best_sequence(word_probabilities, rules)
         else:
             ids = word_probabilities.argmax(-1) if len(word_probabilities) else np.zeros(0, np.int64)
-        scores = word_probabilities[np.arange(len(ids)), ids] if len(ids) else np.zeros(0, np.float32)
-        return TaggedSentence([self.labels[i] for i in ids], scores)
+        # A word's score is the probability of its entity type (all of the type's labels summed;
+        # for O, of O): the decoder may pick B-ORG where the model put most weight on I-ORG,
+        # and the word is no less surely part of an ORG for that.
+        scores = (word_probabilities * self._same_type[ids]).sum(-1) if len(ids) else np.zeros(0, np.float32)
+        return TaggedSentence([self.labels[i] for i in ids], scores.astype(np.float32))
 
     def evaluate(self, data: str | Sequence[corpus.Sentence], batch_size: int | None = None):
         """conlleval's scores on a CoNLL file (or read sentences): a :class:`bner.evaluate.Scores`."""

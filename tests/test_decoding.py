@@ -76,7 +76,10 @@ def test_decoding_is_valid_optimal_and_equals_argmax_when_that_is_valid(labels, 
     assert corpus.spans_to_tags(corpus.entity_spans(tags), len(tags), scheme) == tags
     argmax = p.argmax(1)
     if decoding.is_valid(argmax, rules):
-        assert path.tolist() == argmax.tolist()
+        # The arg-max itself, unless another valid sequence ties with it to rounding.
+        log_p = np.log(p)
+        chosen, best = log_p[np.arange(len(p)), path].sum(), log_p[np.arange(len(p)), argmax].sum()
+        assert path.tolist() == argmax.tolist() or chosen == pytest.approx(best, abs=1e-12)
     # Optimal: no valid sequence has a higher probability (checked exhaustively on short inputs).
     if len(p) <= 4:
         log_p = np.log(p)
@@ -85,3 +88,23 @@ def test_decoding_is_valid_optimal_and_equals_argmax_when_that_is_valid(labels, 
             for seq in itertools.product(range(len(labels)), repeat=len(p)) if decoding.is_valid(seq, rules)
         )
         assert sum(log_p[t, j] for t, j in enumerate(path)) == pytest.approx(best)
+
+
+def test_an_entity_scores_the_probability_of_its_type_not_of_the_prefix_the_decoder_chose(tmp_path):
+    from bner import features
+    from bner.metadata import EncoderConfig, TaggerMetadata
+    from bner.tagger import Tagger
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "toyota"]) + "\n")
+    labels = ["O", "B-ORG", "I-ORG"]
+    metadata = TaggerMetadata(labels, "IOB2", "IOB2", 16, True, True, EncoderConfig(5, 8, 1, 1, 8))
+
+    class Backend:
+        name, num_labels = "fake", 3
+
+    tagger = Tagger(Backend(), metadata, features.build_tokenizer(vocab_file=str(vocab)))
+    # The model is sure the word is an ORG but prefers I-ORG, which cannot start an entity.
+    tagged = tagger.decode(np.array([[0.03, 0.06, 0.91]]))
+    assert tagged.tags == ["B-ORG"] and tagged.scores[0] == pytest.approx(0.97)
+    assert tagger.decode(np.array([[0.7, 0.2, 0.1]])).scores[0] == pytest.approx(0.7)  # O: the probability of O
