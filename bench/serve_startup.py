@@ -29,31 +29,38 @@ sys.path.insert(0, HERE)
 from server_process import free_port, rss_mb, write_result  # noqa: E402
 
 
-def start_to_ready(export: str, timeout: float = 120.0) -> tuple[float, float]:
-    port = free_port()
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+def until_answered(command: list[str], env: dict, probe, timeout: float = 120.0):
+    """Start the server and call ``probe(server, started)`` until it returns without an OSError; stop the server."""
     started = time.perf_counter()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "bner.serving", "--model_dir", export, "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while time.perf_counter() - started < timeout:
             if server.poll() is not None:
                 raise SystemExit(f"the server exited with {server.returncode}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/ner/ready", timeout=5) as reply:
-                    if reply.status == 200:
-                        return time.perf_counter() - started, rss_mb(server.pid)
+                return probe(server, started)
             except OSError:
                 time.sleep(0.05)
-        raise SystemExit("the server did not become ready in time")
+        raise SystemExit("the server did not answer in time")
     finally:
         server.terminate()
         server.wait(timeout=30)
 
 
-def cold_start(export: str, timeout: float = 120.0) -> dict:
+def start_to_ready(export: str) -> tuple[float, float]:
+    port = free_port()
+
+    def ready(server, started):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/ner/ready", timeout=5) as reply:
+            if reply.status != 200:
+                raise OSError(reply.status)
+        return time.perf_counter() - started, rss_mb(server.pid)
+
+    command = [sys.executable, "-m", "bner.serving", "--model_dir", export, "--host", "127.0.0.1", "--port", str(port)]
+    return until_answered(command, {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, ready)
+
+
+def cold_start(export: str) -> dict:
     """Seconds from process start to the first answered recognize request, as the CPU image starts."""
     import json
 
@@ -69,23 +76,12 @@ def cold_start(export: str, timeout: float = 120.0) -> dict:
             reply.read()
         return time.perf_counter() - sent
 
-    started = time.perf_counter()
-    server = subprocess.Popen(["bner-serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        while time.perf_counter() - started < timeout:
-            if server.poll() is not None:
-                raise SystemExit(f"the server exited with {server.returncode}")
-            try:
-                first = recognize()
-                answered = time.perf_counter() - started
-                return {"seconds_to_first_answer": answered, "first_request_ms": 1000 * first,
-                        "second_request_ms": 1000 * recognize(), "third_request_ms": 1000 * recognize()}
-            except OSError:
-                time.sleep(0.05)
-        raise SystemExit("no answer in time")
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    def answered(server, started):
+        first = recognize()
+        return {"seconds_to_first_answer": time.perf_counter() - started, "first_request_ms": 1000 * first,
+                "second_request_ms": 1000 * recognize(), "third_request_ms": 1000 * recognize()}
+
+    return until_answered(["bner-serve"], env, answered)
 
 
 def import_seconds(module: str) -> float:
