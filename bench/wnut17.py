@@ -78,6 +78,11 @@ def run_bner(args, work: str) -> dict:
         "real_pieces_per_epoch": training["real_pieces_per_epoch"],
         "pieces_per_second": training["real_pieces_per_epoch"] * args.epochs / training["train_seconds"],
         "precision": training["precision"],
+        # The pause after each epoch (dev scoring, checkpoint), part by part.
+        "epoch_end_pauses": [
+            {k: h[k] for k in ("epoch", "dev_seconds", "checkpoint_seconds", "pause_seconds") if k in h}
+            for h in training.get("history", [])
+        ],
         "steps": training["steps"],
         "best_step": training["best_step"],
         "dev": {k: dev[k] for k in ("precision", "recall", "f1")},
@@ -93,7 +98,7 @@ def run_hf(args, work: str) -> dict:
         f"--model_dir={args.model_dir}", f"--data_dir={args.data_dir}", f"--output_json={out}",
         f"--epochs={args.epochs}", f"--batch_size={args.batch_size}", f"--learning_rate={args.learning_rate}",
         f"--warmup_ratio={args.warmup_ratio}", f"--max_length={args.max_length}", f"--seed={args.seed}",
-        "--bf16",
+        *(["--bf16"] if hf_bf16(args) else []),
     ]
     if args.paired:
         draws = os.path.join(work, "bner_draws")
@@ -106,7 +111,7 @@ def run_hf(args, work: str) -> dict:
         "train_seconds": result["train_seconds"],
         "real_pieces_per_epoch": result["real_pieces_per_epoch"],
         "pieces_per_second": result["pieces_per_second"],
-        "precision": "bf16 autocast",
+        "precision": "bf16 autocast" if hf_bf16(args) else "float32",
         "dev": {k: result["dev"][k] for k in ("precision", "recall", "f1")},
         "test": {k: result["test"][k] for k in ("precision", "recall", "f1")},
         "truncated_words": result.get("truncated_words"),
@@ -115,7 +120,32 @@ def run_hf(args, work: str) -> dict:
     }
 
 
-SHARED_SETTINGS = ("model_dir", "data_dir", "epochs", "batch_size", "learning_rate", "warmup_ratio", "max_length", "seed")
+def hf_bf16(args) -> bool:
+    """Whether the recipe runs in bf16 autocast: ``auto`` follows bner's own rule (bf16 only where the
+    CPU computes it natively, AMX or AVX-512 BF16), so each side runs its fastest configuration;
+    on a CPU without them torch emulates bf16 and runs several times slower than float32."""
+    if args.hf_precision == "auto":
+        return cpu_has_bf16()
+    return args.hf_precision == "bf16"
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def machine_facts() -> dict:
+    """CPU model, cores and the AMX/AVX-512 flags that set both systems' speed (bner's own description)."""
+    from bner.hardware import machine_facts as facts
+
+    return {**facts(), "platform": platform.platform()}
+
+
+SHARED_SETTINGS = ("model_dir", "data_dir", "epochs", "batch_size", "learning_rate", "warmup_ratio", "max_length", "seed", "hf_precision")
 
 
 def reusable_hf(path: str, args) -> dict | None:
@@ -141,6 +171,8 @@ def main() -> None:
     parser.add_argument("--max_length", type=int, default=128)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--bner_precision", default="auto")
+    parser.add_argument("--hf_precision", choices=("auto", "bf16", "float32"), default="auto",
+                        help="the recipe's precision; auto: bf16 autocast only where the CPU computes bf16 natively")
     parser.add_argument("--hf_python", default=os.path.join(ROOT, ".cache", "hfvenv", "bin", "python"))
     parser.add_argument("--skip_hf", action="store_true")
     parser.add_argument("--bner_flag", action="append", default=[],
@@ -165,7 +197,7 @@ def main() -> None:
         results = {
             "benchmark": "wnut17 fine-tuning",
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},
+            "machine": machine_facts(),
             "settings": {k: v for k, v in vars(args).items() if k not in ("hf_python", "output_json")},
             "load_average_before": os.getloadavg(),
             "bner": run_bner(args, work),

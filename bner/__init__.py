@@ -11,6 +11,9 @@ Importing bner is cheap: TensorFlow and Keras load only when a model does.
 """
 
 from bner.config import TrainConfig
+from bner.settings import use_onednn
+
+use_onednn()  # before anything loads TensorFlow
 
 __version__ = "0.1.0"
 __all__ = ["Tagger", "TrainConfig", "TrainResult", "load", "train"]

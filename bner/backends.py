@@ -45,7 +45,12 @@ class KerasBackend:
     name = "keras"
 
     def __init__(self, model):
+        import keras
+
         self.model = model
+        # XLA (JAX; TensorFlow on GPUs, where Keras compiles by default) compiles each input
+        # shape; TensorFlow's plain predict function takes any shape.
+        self.static_shapes = keras.backend.backend() != "tensorflow" or bool(getattr(model, "jit_compile", False))
         self.num_labels = int(model.output_shape[-1])
 
     def piece_probabilities(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -56,6 +61,7 @@ class SavedModelBackend:
     """The exported SavedModel, run in this process (TensorFlow only, no Keras)."""
 
     name = "in-process"
+    static_shapes = False  # the signature takes any batch and length
 
     def __init__(self, version_folder: str, signature_name: str = SIGNATURE):
         import tensorflow as tf
@@ -95,6 +101,7 @@ class TFServingBackend:
     """
 
     name = "tf-serving"
+    static_shapes = True  # padded to pad_to anyway: few distinct shapes for TF Serving's batching
     num_labels = None  # known to TF Serving only; checked through each answer's label ids
 
     def __init__(

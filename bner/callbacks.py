@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 
 import keras
@@ -62,13 +63,15 @@ class ProgressBar(keras.callbacks.Callback):
 
 
 class DevEvaluation(keras.callbacks.Callback):
-    """Score the dev set after each epoch; keep the best model (by entity F1) through ``on_best``.
+    """Score the dev set after each epoch and track the best (by entity F1) in the loop state.
 
-    ``score_fn`` returns :class:`bner.evaluate.Scores`. With ``patience`` > 0, training stops
-    once that many epochs in a row did not improve on the best dev F1 (early stopping).
+    ``score_fn`` returns :class:`bner.evaluate.Scores`; ``on_best`` (optional) is called with
+    the step of each new best (the loop itself keeps that step's checkpoint). With
+    ``patience`` > 0, training stops once that many epochs in a row did not improve on the
+    best dev F1 (early stopping).
     """
 
-    def __init__(self, score_fn: Callable[[], object], on_best: Callable[[int], None], patience: int = 0):
+    def __init__(self, score_fn: Callable[[], object], on_best: Callable[[int], None] | None = None, patience: int = 0):
         super().__init__()
         self.score_fn = score_fn
         self.on_best = on_best
@@ -76,13 +79,16 @@ class DevEvaluation(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         state = self.params["state"]
+        started = time.perf_counter()
         scores = self.score_fn()
+        logs["dev_seconds"] = round(time.perf_counter() - started, 2)
         logs["dev_f1"] = scores.f1
         logs["dev_f1_per_type"] = {t: c.f1 for t, c in scores.per_type.items()}
         if scores.f1 > state.best_dev_f1:
             state.best_dev_f1, state.best_step = scores.f1, int(logs["step"])
             state.epochs_without_improvement = 0
-            self.on_best(state.best_step)
+            if self.on_best is not None:
+                self.on_best(state.best_step)
         else:
             state.epochs_without_improvement += 1
             if self.patience and state.epochs_without_improvement >= self.patience and state.step < self.params["steps"]:

@@ -324,6 +324,13 @@ def bucket_lengths(max_seq_length: int) -> list[int]:
     return lengths
 
 
+def padding_buckets(max_seq_length: int, static_shapes: bool) -> list[int] | None:
+    """How batches are padded: to :func:`bucket_lengths` where every new shape is compiled
+    (XLA: JAX, TPUs), else ``None``, to each batch's longest example (TensorFlow runs any
+    shape through one traced function)."""
+    return bucket_lengths(max_seq_length) if static_shapes else None
+
+
 @dataclasses.dataclass(frozen=True)
 class Batch:
     indices: np.ndarray  # which examples, in order
@@ -352,23 +359,30 @@ def make_batch(examples: Sequence[Example], indices: np.ndarray, length: int, pa
 def plan_batches(
     lengths: Sequence[int],
     batch_size: int,
-    buckets: Sequence[int],
+    buckets: Sequence[int] | None,
     shuffle_seed: int | None = None,
     drop_remainder: bool = False,
     group: int = 1,
 ) -> list[tuple[np.ndarray, int]]:
     """Group example indices into batches of similar length: ``(indices, padded_length)``.
 
-    Each batch is padded to the bucket of its longest example. With a seed (training), the
+    Each batch is padded to the bucket of its longest example, or with ``buckets=None`` to
+    its longest example itself: for runtimes that take any shape at no extra cost (TensorFlow
+    without XLA), where the buckets' only effect is padding (WNUT-17: 14% of the pieces
+    against 5%). With a seed (training), the
     order is that of Hugging Face's ``group_by_length`` sampler, which its token-classification
     recipe uses: see :func:`length_grouped_order`. It is deterministic for a seed. Without one
     (prediction), examples fill full batches within their length bucket, what is left over in
-    every bucket is pooled, sorted by length and batched together, and order is kept.
+    every bucket is pooled, sorted by length and batched together, and order is kept;
+    without buckets, examples are simply sorted by length.
 
     With ``group > 1`` (several steps per device execution, as on TPUs), batches of the
     same shape are kept together in runs of up to ``group``, and the runs are shuffled.
     """
     lengths = np.asarray(lengths)
+    exact = buckets is None
+    if exact:  # every length is its own bucket
+        buckets = np.arange(1, int(lengths.max(initial=0)) + 1)
     buckets = np.asarray(buckets)
     bucket_of = np.searchsorted(buckets, lengths, side="left")
     if len(lengths) and bucket_of.max() >= len(buckets):
@@ -376,6 +390,8 @@ def plan_batches(
     rng = np.random.default_rng(shuffle_seed) if shuffle_seed is not None else None
     if rng is not None:
         order = length_grouped_order(lengths, batch_size, rng)
+    elif exact:
+        order = np.argsort(lengths, kind="stable")
     else:
         full, leftovers = [], []
         for b in range(len(buckets)):
@@ -444,14 +460,15 @@ class BatchPlan:
         self,
         lengths: Sequence[int],
         batch_size: int,
-        buckets: Sequence[int],
+        buckets: Sequence[int] | None,
         num_epochs: float,
         seed: int,
         drop_remainder: bool = False,
         group: int = 1,
     ):
         self.lengths = np.asarray(lengths)
-        self.batch_size, self.buckets, self.num_epochs = batch_size, list(buckets), num_epochs
+        self.batch_size, self.num_epochs = batch_size, num_epochs
+        self.buckets = list(buckets) if buckets is not None else None
         self.seed, self.drop_remainder, self.group = seed, drop_remainder, group
         self._epochs: dict[int, list[tuple[np.ndarray, int]]] = {}
         self.steps_per_epoch = len(self.epoch(0))

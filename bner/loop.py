@@ -2,7 +2,8 @@
 
 The loop takes a :class:`bner.features.BatchPlan` made once for the run and a step
 function (:mod:`bner.steps`). Checkpoints are written every ``save_checkpoints_steps``
-and at each epoch's end. Callbacks (:mod:`bner.callbacks`, or a user's own) see
+and at each epoch's end (in the background, :mod:`bner.checkpoints`); the one of the best
+dev score is kept as the run's best model. Callbacks (:mod:`bner.callbacks`, or a user's own) see
 ``on_train_begin`` with ``self.model`` and ``params`` holding the plan, the examples
 and the loop state,
 ``on_epoch_begin``, ``on_train_batch_end`` with the loss, learning rate and real word
@@ -100,24 +101,38 @@ def run_training(
                     )
                 if state.step % save_checkpoints_steps == 0 and state.step % per_epoch != 0:
                     state.train_seconds += time.perf_counter() - started
-                    checkpoints.save(state.step, model, optimizer, state.to_json())
+                    checkpoints.save(state.step, model, optimizer, state.to_json(), best_step=_best(state))
                     started = time.perf_counter()
             state.train_seconds += time.perf_counter() - started
             mean = state.epoch_loss_sum / state.epoch_loss_steps if state.epoch_loss_steps else float("nan")
             logs = {"loss": mean, "step": state.step}
+            # The pause between epochs, part by part, goes into the history: dev scoring and
+            # best-model keeping (the callbacks add theirs), the checkpoint.
+            paused = time.perf_counter()
             # Each callback gets this very dict (CallbackList would hand them a copy): what they add
             # (dev F1, per-type F1, stopped_early) goes into the run's history.
             for callback in callback_list.callbacks:
                 callback.on_epoch_end(epoch, logs)  # dev evaluation updates ``state`` here, early stopping included
-            state.history.append({"epoch": epoch + 1, **logs})
+            logs["callbacks_seconds"] = round(time.perf_counter() - paused, 2)
+            entry = {"epoch": epoch + 1, **logs}
+            state.history.append(entry)
             if state.stopped_early and state.curve_loss_steps:
                 state.loss_curve.append([state.step, state.curve_loss_sum / state.curve_loss_steps])
                 state.curve_loss_sum, state.curve_loss_steps = 0.0, 0
             state.epoch_loss_sum, state.epoch_loss_steps = 0.0, 0
-            checkpoints.save(state.step, model, optimizer, state.to_json())
+            saving = time.perf_counter()
+            # The best model on dev is the checkpoint of its step, kept as long as it is the best.
+            checkpoints.save(state.step, model, optimizer, state.to_json(), best_step=_best(state))
+            entry["checkpoint_seconds"] = round(time.perf_counter() - saving, 2)
+            entry["pause_seconds"] = round(time.perf_counter() - paused, 2)
     finally:
+        checkpoints.wait()  # the last checkpoint is complete before anyone reads it
         callback_list.on_train_end()
     return state
+
+
+def _best(state: LoopState) -> int | None:
+    return state.best_step if state.best_step >= 0 else None
 
 
 def execution_groups(

@@ -36,25 +36,54 @@ ACTIVATIONS: dict[str, Callable] = {
 }
 
 
-_XLA_ACTIVATIONS: dict[str, Callable] = {}
+_TRAINING_ACTIVATIONS: dict[str, Callable] = {}
+_SQRT_HALF = 0.7071067811865476  # 1/√2
+_INV_SQRT_2PI = 0.3989422804014327  # 1/√(2π)
+_SQRT_2_OVER_PI = 0.7978845608028654  # √(2/π)
 
 
-def xla_activation(name: str) -> Callable:
-    """The activation ``name`` compiled by XLA into one kernel (forward and gradient), for TensorFlow.
+def training_activation(name: str) -> Callable:
+    """The activation ``name`` with its derivative written out, for training on TensorFlow.
 
-    TensorFlow runs exact GELU as separate erfc, multiply and cast ops, and its gradient
-    as as many again: on a CPU about a fifth of a MiniLM training step. XLA fuses each
-    into one loop (and compiles it once per shape, in milliseconds); the matrix
-    multiplications around it stay on oneDNN. Used for training only: exports keep the
-    plain ops, so TensorFlow Serving needs no XLA.
+    TensorFlow differentiates GELU op by op: the backward pass replays erfc (or tanh), its
+    derivative and the products around them as a dozen passes over the
+    ``[batch, length, intermediate]`` tensor, about a fifth of a MiniLM step on a CPU. Here
+    the forward pass keeps the Gaussian CDF (or the tanh) it computed anyway and the
+    gradient is GELU's closed-form derivative, a few element-wise ops. No compiler is
+    involved, so a new batch shape costs nothing (XLA, used here before, compiled each
+    shape for a quarter of a second and ran slower on this CPU: docs/benchmarks.md).
+    Exports keep the plain ops; the values are the same to float rounding (tested).
     """
-    if name not in _XLA_ACTIVATIONS:
+    if name not in _TRAINING_ACTIVATIONS:
         import tensorflow as tf
 
-        _XLA_ACTIVATIONS[name] = tf.function(
-            ACTIVATIONS[name], jit_compile=True, autograph=False, reduce_retracing=True
-        )
-    return _XLA_ACTIVATIONS[name]
+        if name in ("gelu", "gelu_exact"):
+
+            @tf.custom_gradient
+            def activation(x):
+                cdf = 0.5 * tf.math.erfc(-x * _SQRT_HALF)
+
+                def gradient(upstream):
+                    return upstream * (cdf + x * (_INV_SQRT_2PI * tf.exp(-0.5 * x * x)))
+
+                return x * cdf, gradient
+
+        elif ACTIVATIONS[name] is gelu_tanh:
+
+            @tf.custom_gradient
+            def activation(x):
+                t = tf.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
+
+                def gradient(upstream):
+                    inner = _SQRT_2_OVER_PI * (1.0 + 0.134145 * x * x)  # d/dx of the tanh's argument
+                    return upstream * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * inner)
+
+                return 0.5 * x * (1.0 + t), gradient
+
+        else:
+            activation = ACTIVATIONS[name]
+        _TRAINING_ACTIVATIONS[name] = activation
+    return _TRAINING_ACTIVATIONS[name]
 
 
 @keras.saving.register_keras_serializable(package="bner")
@@ -85,8 +114,9 @@ class Float32MaskDropout(keras.layers.Dropout):
 class BertEncoder(keras_hub.models.BertBackbone):
     """KerasHub's BERT backbone with the checkpoint's own activation and LayerNorm epsilon.
 
-    ``compiled_activation`` runs the activation as one XLA kernel on TensorFlow (see
-    :func:`xla_activation`); it changes speed, not results, and is not part of the config.
+    ``fast_activation`` runs the activation with its hand-written derivative on
+    TensorFlow (see :func:`training_activation`); it changes speed, not results, and is
+    not part of the config.
     """
 
     def __init__(
@@ -94,14 +124,14 @@ class BertEncoder(keras_hub.models.BertBackbone):
         *args,
         hidden_act: str = "gelu_tanh",
         layer_norm_epsilon: float = 1e-12,
-        compiled_activation: bool = False,
+        fast_activation: bool = False,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
         if hidden_act not in ACTIVATIONS:
             raise ValueError(f"unsupported hidden_act {hidden_act!r}; expected one of {', '.join(ACTIVATIONS)}")
-        compiled = compiled_activation and keras.backend.backend() == "tensorflow"
-        activation = xla_activation(hidden_act) if compiled else ACTIVATIONS[hidden_act]
+        fast = fast_activation and keras.backend.backend() == "tensorflow"
+        activation = training_activation(hidden_act) if fast else ACTIVATIONS[hidden_act]
         # The functional graph calls these layers again at run time, so swapping the
         # activation and epsilon after construction changes what the model computes.
         self.embeddings_layer_norm.epsilon = layer_norm_epsilon
@@ -158,7 +188,7 @@ class BertEncoder(keras_hub.models.BertBackbone):
         return {**super().get_config(), "hidden_act": self.hidden_act, "layer_norm_epsilon": self.layer_norm_epsilon}
 
 
-def build_encoder(config: EncoderConfig, compiled_activation: bool = False) -> BertEncoder:
+def build_encoder(config: EncoderConfig, fast_activation: bool = False) -> BertEncoder:
     return BertEncoder(
         vocabulary_size=config.vocab_size,
         num_layers=config.num_layers,
@@ -170,19 +200,19 @@ def build_encoder(config: EncoderConfig, compiled_activation: bool = False) -> B
         num_segments=config.type_vocab_size,
         hidden_act=config.hidden_act,
         layer_norm_epsilon=config.layer_norm_eps,
-        compiled_activation=compiled_activation,
+        fast_activation=fast_activation,
         name="encoder",
     )
 
 
 def build_tagger(
-    config: EncoderConfig, num_labels: int, dropout: float | None = None, compiled_activation: bool = False
+    config: EncoderConfig, num_labels: int, dropout: float | None = None, fast_activation: bool = False
 ) -> keras.Model:
     """Encoder + dropout + dense head: int32 ``input_ids/attention_mask/token_type_ids`` → float32 logits.
 
-    ``compiled_activation`` for training on TensorFlow (see :func:`xla_activation`).
+    ``fast_activation`` for training on TensorFlow (see :func:`training_activation`).
     """
-    encoder = build_encoder(config, compiled_activation)
+    encoder = build_encoder(config, fast_activation)
     encoder.pooled_dense.trainable = False  # the [CLS] pooler plays no part in tagging
     inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in INPUTS}
     hidden = encoder(

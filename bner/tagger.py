@@ -195,7 +195,7 @@ class Tagger:
         if not sentences:
             return []
         examples = self.preprocessor.encode(sentences, contexts=self.contexts(sentences, documents))
-        buckets = features.bucket_lengths(self.preprocessor.max_seq_length)
+        buckets = features.padding_buckets(self.preprocessor.max_seq_length, getattr(self.backend, "static_shapes", True))
         plan = features.plan_batches([len(e) for e in examples], batch_size or self.batch_size, buckets)
         piece_probabilities: list[np.ndarray] = [np.empty(0)] * len(examples)
         labels = self.labels

@@ -190,7 +190,8 @@ def prepare(config: TrainConfig, splits=None) -> Setup:
     )
     o = config.optimization
     plan = features.BatchPlan(
-        [len(e) for e in examples], o.train_batch_size, features.bucket_lengths(config.model.max_seq_length),
+        [len(e) for e in examples], o.train_batch_size,
+        features.padding_buckets(config.model.max_seq_length, static_shapes=on_tpu or keras.backend.backend() != "tensorflow"),
         o.num_train_epochs, o.seed, drop_remainder=on_tpu, group=config.hardware.iterations_per_loop if on_tpu else 1,
     )
     network, optimizer, step, strategy, checkpoints = build_training(config, metadata, plan, found, precision)
@@ -228,7 +229,7 @@ def build_training(config: TrainConfig, metadata: TaggerMetadata, plan: features
     clip = o.max_grad_norm or None
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         # On TPUs the whole step is compiled by XLA already.
-        network = model.build_tagger(metadata.encoder, len(metadata.labels), compiled_activation=not h.use_tpu)
+        network = model.build_tagger(metadata.encoder, len(metadata.labels), fast_activation=not h.use_tpu)
         adamw = optimizer.make_optimizer(
             o.learning_rate, plan.total_steps, int(plan.total_steps * o.warmup_proportion), o.weight_decay,
             clip_norm=clip if strategy is None else None, loss_scaling=precision == "mixed_float16", epsilon=o.adam_epsilon,
@@ -333,36 +334,27 @@ def fit(setup: Setup, callbacks: Sequence, say):
         own.append(plugins.HypertuneReport(config.loop.hypertune_metric))
     own.append(plugins.ProgressBar(config.loop.progress))
     started = time.time()
-    state = loop.run_training(
-        setup.network, setup.optimizer, setup.step, setup.examples, setup.plan,
-        setup.tokenizer.token_to_id(features.SPECIAL["pad"]), setup.checkpoints, [*own, *callbacks], config.loop.save_checkpoints_steps,
-        steps_per_execution=setup.plan.group,
-    )
+    tensorflow_cpu = keras.backend.backend() == "tensorflow" and not config.hardware.use_tpu
+    with hardware.cpu_training_graphs() if tensorflow_cpu else contextlib.nullcontext():
+        state = loop.run_training(
+            setup.network, setup.optimizer, setup.step, setup.examples, setup.plan,
+            setup.tokenizer.token_to_id(features.SPECIAL["pad"]), setup.checkpoints, [*own, *callbacks],
+            config.loop.save_checkpoints_steps, steps_per_execution=setup.plan.group,
+        )
     replicas = setup.strategy.num_replicas_in_sync if setup.strategy is not None else 1
     say(f"trained to step {state.step} on {replicas} replica(s), global batch {config.optimization.train_batch_size}")
     return state, time.time() - started
 
 
 def dev_evaluation(setup: Setup, chief: bool):
-    """Score dev after each epoch through the same Tagger as evaluation; keep the best model."""
+    """Score dev after each epoch through the same Tagger as evaluation (the loop keeps the best one's checkpoint)."""
     from bner import callbacks as plugins
-    from bner import model_folder
     from bner.backends import KerasBackend
     from bner.tagger import Tagger
 
     dev = setup.splits["dev"]
     tagger = Tagger(KerasBackend(setup.network), setup.metadata, setup.tokenizer, setup.config.loop.eval_batch_size)
-    best_dir = io.join(setup.config.output.output_dir, "best_model")
-
-    def dev_scores():
-        return tagger.evaluate(dev)
-
-    def keep_best(at_step: int) -> None:
-        if chief:
-            best = dataclasses.replace(setup.metadata, training={"best_step": at_step})
-            model_folder.save(setup.network, best, setup.tokenizer, best_dir)
-
-    return plugins.DevEvaluation(dev_scores, keep_best, setup.config.optimization.early_stopping_patience)
+    return plugins.DevEvaluation(lambda: tagger.evaluate(dev), patience=setup.config.optimization.early_stopping_patience)
 
 
 def save_trained_model(setup: Setup, state, seconds: float, digests: dict, say) -> dict:
@@ -394,11 +386,19 @@ def save_trained_model(setup: Setup, state, seconds: float, digests: dict, say) 
         "machine": hardware.machine_facts(),
         "versions": package_versions(),
     }
-    best_dir = io.join(out, "best_model")
     network = setup.network
-    if has_dev and io.exists(best_dir):
+    if has_dev and state.best_step >= 0:
         say(f"best dev F1 {100 * state.best_dev_f1:.2f} at step {state.best_step}: keeping that model")
-        network, _, _ = model_folder.load(best_dir)
+        best = setup.checkpoints.best()
+        legacy = io.join(out, "best_model")  # where runs begun by bner 0.1 kept it
+        if state.best_step == state.step:
+            pass  # the network as it stands
+        elif best is not None and best.endswith(f"ckpt-{state.best_step:09d}.npz"):
+            setup.checkpoints.restore_model(best, network)
+        elif io.exists(legacy):
+            network, _, _ = model_folder.load(legacy)
+        else:
+            say(f"warning: the checkpoint of step {state.best_step} is gone; keeping the last model instead")
     model_folder.save(network, dataclasses.replace(setup.metadata, training=summary), setup.tokenizer, io.join(out, "model"))
     return summary
 

@@ -122,6 +122,22 @@ def test_an_epoch_has_one_partial_batch_at_most(shuffle_seed):
     assert all(lengths[idx].max() <= length for idx, length in plan)
 
 
+@pytest.mark.parametrize("shuffle_seed", [None, 3])
+def test_without_buckets_each_batch_is_padded_to_its_longest_example(shuffle_seed):
+    """Where shapes cost nothing (TensorFlow without XLA) batches carry no padding beyond their longest."""
+    lengths = np.random.default_rng(2).integers(1, 128, size=203)
+    plan = features.plan_batches(lengths, 16, None, shuffle_seed=shuffle_seed)
+    assert sorted(i for idx, _ in plan for i in idx) == list(range(203))
+    assert all(length == lengths[idx].max() for idx, length in plan)
+    if shuffle_seed is None:  # prediction: sorted by length, so the least padding there can be
+        assert np.array_equal(np.concatenate([idx for idx, _ in plan]), np.argsort(lengths, kind="stable"))
+    else:  # training keeps Hugging Face's order, which does not depend on the padding
+        bucketed = features.plan_batches(lengths, 16, features.bucket_lengths(128), shuffle_seed=shuffle_seed)
+        assert [idx.tolist() for idx, _ in plan] == [idx.tolist() for idx, _ in bucketed]
+    assert features.padding_buckets(128, static_shapes=True) == features.bucket_lengths(128)
+    assert features.padding_buckets(128, static_shapes=False) is None
+
+
 def test_training_batches_follow_hugging_faces_length_grouped_order():
     """Megabatches of 9 batches (300 // (8 * 4)), each longest first; the longest example leads."""
     lengths = np.random.default_rng(1).integers(3, 128, size=300)

@@ -170,19 +170,19 @@ def test_model_lowercases_follows_the_model_then_its_vocabulary(tmp_path):
 
 
 @pytest.mark.parametrize("hidden_act", ["gelu", "gelu_new"])
-def test_compiled_activation_changes_speed_not_results(hidden_act):
-    """A tagger with its activation compiled by XLA (training on TensorFlow) computes what the plain one does."""
+def test_fast_activation_changes_speed_not_results(hidden_act):
+    """A tagger with the hand-differentiated activation (training on TensorFlow) computes what the plain one does."""
     import keras
 
     if keras.backend.backend() != "tensorflow":
-        pytest.skip("compiled_activation applies to TensorFlow")
+        pytest.skip("fast_activation applies to TensorFlow")
     import tensorflow as tf
 
     config = EncoderConfig(50, 16, 2, 2, 32, 64, hidden_act=hidden_act)
     plain = model.build_tagger(config, num_labels=5)
-    compiled = model.build_tagger(config, num_labels=5, compiled_activation=True)
+    compiled = model.build_tagger(config, num_labels=5, fast_activation=True)
     compiled.set_weights(plain.get_weights())
-    assert model.encoder_of(compiled).transformer_layers[0].activation is model.xla_activation(hidden_act)
+    assert model.encoder_of(compiled).transformer_layers[0].activation is model.training_activation(hidden_act)
     ids, segments, mask = inputs(seed=3)
     batch = {"input_ids": ids % 50, "attention_mask": mask, "token_type_ids": segments}
 
@@ -194,14 +194,14 @@ def test_compiled_activation_changes_speed_not_results(hidden_act):
         return keras.ops.convert_to_numpy(logits), [keras.ops.convert_to_numpy(tf.convert_to_tensor(g)) for g in grads]
 
     x = tf.constant(np.linspace(-8, 8, 2001, dtype=np.float32))
-    for function in (model.ACTIVATIONS[hidden_act], model.xla_activation(hidden_act)):
+    for function in (model.ACTIVATIONS[hidden_act], model.training_activation(hidden_act)):
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = function(x)
         if function is model.ACTIVATIONS[hidden_act]:
             expected = (y.numpy(), tape.gradient(y, x).numpy())
         else:
-            # XLA's is the more accurate far out on the negative side, where the plain ops give 0 below -4.8.
+            # The erfc form keeps precision far out on the negative side, where the plain ops give 0 below -4.8.
             np.testing.assert_allclose(y.numpy(), expected[0], atol=1e-5)
             np.testing.assert_allclose(tape.gradient(y, x).numpy(), expected[1], atol=1e-5)
 

@@ -155,8 +155,11 @@ def test_steps_per_execution_groups_same_shape_batches_within_checkpoints():
         def latest(self):
             return None
 
-        def save(self, step, *args):
+        def save(self, step, *args, best_step=None):
             self.saved.append(step)
+
+        def wait(self):
+            pass
 
     tagger = model.build_tagger(EncoderConfig(40, 8, 1, 2, 16, 64, dropout=0.0), 2)
     optimizer = optimizers.make_optimizer(1e-3, 10, 0)
@@ -257,6 +260,8 @@ def test_killed_run_resumes_to_the_same_total_steps(tiny_model, tmp_path):
     assert 0 < interrupted_at < planned and interrupted_at % per_epoch
     assert record["training"]["steps"] == planned
     assert [h["epoch"] for h in record["training"]["history"]][-1] == 3
+    # Each epoch's pause is on record, part by part (dev scoring, checkpoint).
+    assert all(h["pause_seconds"] >= h["dev_seconds"] + h["checkpoint_seconds"] - 0.02 for h in record["training"]["history"])
     assert record["status"] == "finished" and record["training"]["resumed_from_step"] == interrupted_at
     assert (out / "export" / "bner" / "1" / "saved_model.pb").exists()
 
@@ -303,3 +308,15 @@ def test_resume_after_a_kill_is_bit_identical_to_an_uninterrupted_run(tiny_model
             np.testing.assert_array_equal(resumed[key], final[key], err_msg=f"kill at {kill_at}: {key}")
         history = read_json(out / "run.json")["training"]["history"]
         assert [h["loss"] for h in history] == [h["loss"] for h in record["training"]["history"]], kill_at
+
+
+def test_cpu_training_graphs_turn_grapplers_pass_off_and_back():
+    """Training on a CPU skips Grappler's rewrites of its functions; the user's setting comes back afterwards."""
+    import tensorflow as tf
+
+    from bner import hardware
+
+    assert not tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+    with hardware.cpu_training_graphs():
+        assert tf.config.optimizer.get_experimental_options()["disable_meta_optimizer"]
+    assert not tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
