@@ -84,7 +84,11 @@ def worker(args) -> None:
     head = setup.network.get_layer("logits")
     rng = np.random.default_rng(args.seed)
     head.set_weights([(rng.standard_normal(tuple(head.kernel.shape)) * 0.02).astype("float32"), np.zeros(head.units, "float32")])
-    plan = setup.plan.epoch(0)[: args.steps]
+    # The same batches, padded alike: TensorFlow would pad to each batch's longest, JAX to
+    # buckets, and the hashed dropout masks below depend on the padded shape.
+    plan = features.plan_batches(
+        setup.plan.lengths, args.batch_size, features.bucket_lengths(args.max_seq_length), shuffle_seed=args.seed
+    )[: args.steps]
     losses = [setup.step(batch) for batch in features.iterate_batches(setup.examples, plan, setup.tokenizer.token_to_id(features.SPECIAL["pad"]))]
     np.savez(args.weights_out, *[keras.ops.convert_to_numpy(v.value) for v in setup.network.trainable_variables])
     dropouts = [layer for layer in setup.network._flatten_layers() if isinstance(layer, keras.layers.Dropout) and layer.rate > 0]

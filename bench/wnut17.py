@@ -80,7 +80,7 @@ def run_bner(args, work: str) -> dict:
         "precision": training["precision"],
         # The pause after each epoch (dev scoring, checkpoint), part by part.
         "epoch_end_pauses": [
-            {k: h[k] for k in ("epoch", "dev_seconds", "checkpoint_seconds", "pause_seconds") if k in h}
+            {k: h[k] for k in ("epoch", "dev_seconds", "dev_forward_seconds", "checkpoint_seconds", "pause_seconds") if k in h}
             for h in training.get("history", [])
         ],
         "steps": training["steps"],

@@ -11,6 +11,7 @@ the same entities. None of them imports Keras unless it runs a Keras model.
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 
@@ -53,8 +54,13 @@ class KerasBackend:
         self.static_shapes = keras.backend.backend() != "tensorflow" or bool(getattr(model, "jit_compile", False))
         self.num_labels = int(model.output_shape[-1])
 
+        self.model_seconds = 0.0  # time spent in the network's forward passes (training's dev pause reports it)
+
     def piece_probabilities(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        return probabilities_of(self.model.predict_on_batch(inputs))
+        started = time.perf_counter()
+        logits = self.model.predict_on_batch(inputs)
+        self.model_seconds += time.perf_counter() - started
+        return probabilities_of(logits)
 
 
 class SavedModelBackend:

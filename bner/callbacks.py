@@ -68,20 +68,31 @@ class DevEvaluation(keras.callbacks.Callback):
     ``score_fn`` returns :class:`bner.evaluate.Scores`; ``on_best`` (optional) is called with
     the step of each new best (the loop itself keeps that step's checkpoint). With
     ``patience`` > 0, training stops once that many epochs in a row did not improve on the
-    best dev F1 (early stopping).
+    best dev F1 (early stopping). ``model_seconds`` (optional) counts the network's time, so
+    the history shows scoring's total beside its forward passes.
     """
 
-    def __init__(self, score_fn: Callable[[], object], on_best: Callable[[int], None] | None = None, patience: int = 0):
+    def __init__(
+        self,
+        score_fn: Callable[[], object],
+        on_best: Callable[[int], None] | None = None,
+        patience: int = 0,
+        model_seconds: Callable[[], float] | None = None,
+    ):
         super().__init__()
         self.score_fn = score_fn
+        self.model_seconds = model_seconds  # the forward passes' share of scoring, if the caller counts it
         self.on_best = on_best
         self.patience = patience
 
     def on_epoch_end(self, epoch, logs=None):
         state = self.params["state"]
         started = time.perf_counter()
+        forward = self.model_seconds() if self.model_seconds else 0.0
         scores = self.score_fn()
         logs["dev_seconds"] = round(time.perf_counter() - started, 2)
+        if self.model_seconds:
+            logs["dev_forward_seconds"] = round(self.model_seconds() - forward, 2)
         logs["dev_f1"] = scores.f1
         logs["dev_f1_per_type"] = {t: c.f1 for t, c in scores.per_type.items()}
         if scores.f1 > state.best_dev_f1:

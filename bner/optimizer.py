@@ -101,6 +101,24 @@ class AdamW(keras.optimizers.AdamW):
         )
 
 
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        """Keras' TensorFlow update, minus the distribution machinery where there is nothing to distribute.
+
+        Keras routes each variable's update through ``tf.distribute``'s ``merge_call`` and
+        ``extended.update`` even under the default (single-device) strategy: about 1.4 s of
+        the training step's one-off trace for MiniLM's hundred variables. With one replica
+        the update is the same call made directly.
+        """
+        if keras.backend.backend() != "tensorflow":
+            return super()._backend_update_step(grads, trainable_variables, learning_rate)
+        import tensorflow as tf
+
+        if tf.distribute.has_strategy():  # mirrored, multi-worker, TPU: Keras' own path
+            return super()._backend_update_step(grads, trainable_variables, learning_rate)
+        for grad, variable in zip(grads, trainable_variables, strict=True):
+            self.update_step(grad, variable.value if isinstance(variable, keras.Variable) else variable, learning_rate)
+
+
 def _fused_update_available() -> bool:
     return keras.backend.backend() == "tensorflow"
 

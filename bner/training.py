@@ -353,8 +353,12 @@ def dev_evaluation(setup: Setup, chief: bool):
     from bner.tagger import Tagger
 
     dev = setup.splits["dev"]
-    tagger = Tagger(KerasBackend(setup.network), setup.metadata, setup.tokenizer, setup.config.loop.eval_batch_size)
-    return plugins.DevEvaluation(lambda: tagger.evaluate(dev), patience=setup.config.optimization.early_stopping_patience)
+    backend = KerasBackend(setup.network)
+    tagger = Tagger(backend, setup.metadata, setup.tokenizer, setup.config.loop.eval_batch_size)
+    return plugins.DevEvaluation(
+        lambda: tagger.evaluate(dev), patience=setup.config.optimization.early_stopping_patience,
+        model_seconds=lambda: backend.model_seconds,
+    )
 
 
 def save_trained_model(setup: Setup, state, seconds: float, digests: dict, say) -> dict:

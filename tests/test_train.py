@@ -262,6 +262,7 @@ def test_killed_run_resumes_to_the_same_total_steps(tiny_model, tmp_path):
     assert [h["epoch"] for h in record["training"]["history"]][-1] == 3
     # Each epoch's pause is on record, part by part (dev scoring, checkpoint).
     assert all(h["pause_seconds"] >= h["dev_seconds"] + h["checkpoint_seconds"] - 0.02 for h in record["training"]["history"])
+    assert all(0 < h["dev_forward_seconds"] <= h["dev_seconds"] for h in record["training"]["history"])
     assert record["status"] == "finished" and record["training"]["resumed_from_step"] == interrupted_at
     assert (out / "export" / "bner" / "1" / "saved_model.pb").exists()
 
@@ -320,3 +321,25 @@ def test_cpu_training_graphs_turn_grapplers_pass_off_and_back():
     with hardware.cpu_training_graphs():
         assert tf.config.optimizer.get_experimental_options()["disable_meta_optimizer"]
     assert not tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+
+
+def test_one_trace_serves_every_batch_length(tiny_model, tmp_path):
+    """Batches are padded to their longest example, and the TensorFlow step takes them all without retracing."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the JAX step compiles bucketed shapes")
+    from bner.config import TrainConfig
+    from bner.training import prepare
+
+    data = write_synthetic_data(tmp_path / "data", train=200, long_every=7)
+    setup = prepare(TrainConfig.from_settings(pretrained_model=tiny_model, data_dir=data, output_dir=str(tmp_path / "out"),
+                                              train_batch_size=16, max_seq_length=64))
+    plan = setup.plan.epoch(0)
+    assert setup.plan.buckets is None
+    assert all(length == max(len(setup.examples[i]) for i in indices) for indices, length in plan)
+    lengths = {length for _, length in plan}
+    assert len(lengths) > 3
+    for batch in features.iterate_batches(setup.examples, plan, 0):
+        setup.step(batch)
+    assert setup.step._step.experimental_get_tracing_count() == 1

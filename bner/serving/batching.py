@@ -68,6 +68,7 @@ class MicroBatcher:
         self.on_batch = on_batch
         self.max_queued_texts = max_queued_texts
         self._queued = 0  # texts submitted and not yet answered
+        self._busy = False  # whether the last take found company (then the next one waits for it)
         self._lock = threading.Lock()
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._worker = threading.Thread(target=self._run, name="bner-batcher", daemon=True)
@@ -111,7 +112,12 @@ class MicroBatcher:
                     self._step(group, active)
 
     def _take(self, wait: bool) -> list[_Job] | None:
-        """Jobs that have arrived (None: stop). When idle, wait for one, then ``max_wait`` for company."""
+        """Jobs that have arrived (None: stop). When idle, wait for one, then ``max_wait`` for company.
+
+        Company is waited for only when the previous take found more than one request: a
+        lone client's request then goes to the model at once (the wait would be pure
+        latency), while under concurrent load each call still gathers a fuller batch.
+        """
         jobs: list[_Job] = []
         size = 0
         deadline = None
@@ -119,7 +125,7 @@ class MicroBatcher:
             try:
                 if wait and not jobs:
                     job = self._queue.get()
-                    deadline = time.monotonic() + self.max_wait
+                    deadline = time.monotonic() + (self.max_wait if self._busy else 0.0)
                 elif deadline is not None and deadline > time.monotonic():
                     job = self._queue.get(timeout=deadline - time.monotonic())
                 else:
@@ -134,6 +140,8 @@ class MicroBatcher:
             if not job.future.done():
                 jobs.append(job)
                 size += len(job.texts)
+        if jobs:
+            self._busy = len(jobs) > 1
         return jobs
 
     def _start(self, jobs: list[_Job]) -> _Group:
