@@ -125,17 +125,10 @@ def hf_bf16(args) -> bool:
     CPU computes it natively, AMX or AVX-512 BF16), so each side runs its fastest configuration;
     on a CPU without them torch emulates bf16 and runs several times slower than float32."""
     if args.hf_precision == "auto":
+        from bner.hardware import cpu_has_bf16
+
         return cpu_has_bf16()
     return args.hf_precision == "bf16"
-
-
-def cpu_has_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def machine_facts() -> dict:

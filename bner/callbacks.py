@@ -65,8 +65,8 @@ class ProgressBar(keras.callbacks.Callback):
 class DevEvaluation(keras.callbacks.Callback):
     """Score the dev set after each epoch and track the best (by entity F1) in the loop state.
 
-    ``score_fn`` returns :class:`bner.evaluate.Scores`; ``on_best`` (optional) is called with
-    the step of each new best (the loop itself keeps that step's checkpoint). With
+    ``score_fn`` returns :class:`bner.evaluate.Scores`; the loop keeps the checkpoint of the
+    best step (:mod:`bner.checkpoints`). With
     ``patience`` > 0, training stops once that many epochs in a row did not improve on the
     best dev F1 (early stopping). ``model_seconds`` (optional) counts the network's time, so
     the history shows scoring's total beside its forward passes.
@@ -75,14 +75,12 @@ class DevEvaluation(keras.callbacks.Callback):
     def __init__(
         self,
         score_fn: Callable[[], object],
-        on_best: Callable[[int], None] | None = None,
         patience: int = 0,
         model_seconds: Callable[[], float] | None = None,
     ):
         super().__init__()
         self.score_fn = score_fn
         self.model_seconds = model_seconds  # the forward passes' share of scoring, if the caller counts it
-        self.on_best = on_best
         self.patience = patience
 
     def on_epoch_end(self, epoch, logs=None):
@@ -98,8 +96,6 @@ class DevEvaluation(keras.callbacks.Callback):
         if scores.f1 > state.best_dev_f1:
             state.best_dev_f1, state.best_step = scores.f1, int(logs["step"])
             state.epochs_without_improvement = 0
-            if self.on_best is not None:
-                self.on_best(state.best_step)
         else:
             state.epochs_without_improvement += 1
             if self.patience and state.epochs_without_improvement >= self.patience and state.step < self.params["steps"]:
