@@ -148,3 +148,26 @@ def test_training_batches_follow_hugging_faces_length_grouped_order():
         megabatch = lengths[order[start : start + 72]]
         assert np.all(np.diff(megabatch[1:]) <= 0)  # sorted, after the first slot's swap
     assert not np.array_equal(order, np.argsort(-lengths, kind="stable"))  # shuffled across megabatches
+
+
+def test_prediction_batches_are_cut_where_lengths_jump():
+    """Short and long examples in one call would pad the short ones to the long: they are split,
+    while examples of one length fill whole batches (an extra call costs CALL_COST_PIECES)."""
+    lengths = np.array([100] * 8 + [5] * 8)
+    plan = features.plan_batches(lengths, 16, None)
+    assert [(sorted(idx.tolist()), length) for idx, length in plan] == [(list(range(8, 16)), 5), (list(range(8)), 100)]
+    same = features.plan_batches(np.full(40, 30), 16, None)
+    assert sorted(len(idx) for idx, _ in same) == [8, 16, 16]
+
+
+@given(st.lists(st.integers(1, 128), min_size=1, max_size=80), st.integers(1, 20))
+def test_cheapest_cuts_never_pad_more_than_full_batches(lengths, batch_size):
+    sorted_lengths = np.sort(np.array(lengths))
+    cuts = features.cheapest_cuts(sorted_lengths, batch_size)
+    assert cuts[0] == 0 and cuts[-1] == len(lengths) and all(0 < b - a <= batch_size for a, b in zip(cuts, cuts[1:]))
+
+    def cost(bounds):
+        return sum((b - a) * sorted_lengths[b - 1] + features.CALL_COST_PIECES for a, b in zip(bounds, bounds[1:]))
+
+    full = [*range(0, len(lengths), batch_size), len(lengths)]
+    assert cost(cuts) <= cost(full)

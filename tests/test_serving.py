@@ -522,3 +522,47 @@ def test_work_for_a_client_that_left_is_dropped_before_the_model_call():
         batcher.close()
     assert gone is None and first == ["first"]
     assert ["left"] not in seen  # never reached the model
+
+
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+def test_headers_deadline_holds_with_either_http_parser(parser):
+    """The header deadline works on uvicorn's C parser (used when httptools is installed) and on
+    its pure-Python fallback alike."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from bner.serving.connections import protocol_with_header_timeout
+
+    if parser == "httptools":
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+    else:
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base
+
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off",
+                                           http=protocol_with_header_timeout(0.5, base)))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 10
+        while not server.started:
+            assert time.time() < deadline
+            time.sleep(0.05)
+        slowloris = socket.create_connection(("127.0.0.1", port))
+        slowloris.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # headers never finish
+        assert closed_within(slowloris, 3)
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text == "ok"
+        slowloris.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

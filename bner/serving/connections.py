@@ -6,17 +6,24 @@ slowloris client does) is held forever, and enough of them exhaust the server's 
 descriptors. This protocol gives every request ``header_timeout`` seconds from its first
 byte (or from the connection's start) to complete its headers, then closes the
 connection. Body deadlines and size limits are :mod:`bner.serving.guard`'s.
+
+It extends uvicorn's httptools protocol (a C parser) where httptools is installed, as it is
+with bner: under many clients the pure-Python h11 parser's work per request takes the CPU the
+model needs (``bench/serve_load.py``). Without httptools it extends the h11 protocol.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as BaseProtocol
+except ImportError:  # httptools is not installed
+    from uvicorn.protocols.http.h11_impl import H11Protocol as BaseProtocol
 
 
-def protocol_with_header_timeout(header_timeout: float) -> type[H11Protocol]:
-    class HeaderTimeoutProtocol(H11Protocol):
+def protocol_with_header_timeout(header_timeout: float, base: type = BaseProtocol) -> type:
+    class HeaderTimeoutProtocol(base):
         _header_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport) -> None:
