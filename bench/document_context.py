@@ -16,7 +16,7 @@ training time with and without context comes from the same seed's runs, one afte
 Per-seed results: ``<results_dir>/seed<N>.json`` (a seed already there is not rerun, so
 seeds can be added later); the summary: ``<results_dir>/summary.json`` and ``summary.md``.
 
-    python bench/document_context.py --seeds 1 2 3 4 5 --epochs 1
+    python bench/document_context.py --seeds 1 2 3 4 5
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def main() -> None:
     parser.add_argument("--model_dir", default=os.path.join(ROOT, ".cache", "minilm", "model"))
     parser.add_argument("--hf_python", default=os.path.join(ROOT, ".cache", "hfvenv", "bin", "python"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
-    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--max_length", type=int, default=128, help="both systems' maximum input length")
     parser.add_argument("--context_words", type=int, default=64)
     parser.add_argument("--results_dir", default=os.path.join(HERE, "results", "document_context"))
