@@ -422,8 +422,9 @@ def plan_batches(
 
 
 # What one more model call costs, in word pieces' worth of compute: a call on a tiny batch of
-# MiniLM's SavedModel takes about 14 ms on a 2-core CPU (most of it streaming and reordering the
-# weights), a padded piece in a full batch about 0.25 ms (bench/serve_load.py measures the effect).
+# MiniLM's SavedModel takes about 14 ms on a 2-core CPU (TensorFlow's profiler puts most of it in
+# the matrix products), a padded piece in a full batch about 0.25 ms. Results are not sensitive
+# to it: 24 to 160 gave the same serving speed (docs/benchmarks.md, "Serving throughput").
 CALL_COST_PIECES = 48
 
 
