@@ -114,6 +114,12 @@ def summarize(runs: list[dict]) -> dict:
             summary[cell][f"{split}_f1_mean"] = statistics.fmean(r[cell][f"{split}_f1"] for r in runs)
             summary[cell][f"{split}_minus_huggingface"] = interval([r[cell][f"{split}_f1"] - r["huggingface"][f"{split}_f1"] for r in runs])
             summary[cell][f"{split}_minus_plain"] = interval([r[cell][f"{split}_f1"] - r["plain"][f"{split}_f1"] for r in runs])
+    # What context adds on top of decoding (bner's default decoding): the figure a default for
+    # --context_words is chosen from, on dev.
+    summary["context_given_decoding"] = {
+        f"{split}_difference": interval([r["context_and_decoding"][f"{split}_f1"] - r["decoding_only"][f"{split}_f1"] for r in runs])
+        for split in ("dev", "test")
+    }
     seconds = {k: statistics.fmean(r["train_seconds"][k] for r in runs) for k in runs[0]["train_seconds"]}
     pieces = {k: statistics.fmean(r["real_pieces_per_epoch"][k] for r in runs) for k in runs[0]["real_pieces_per_epoch"]}
     summary["train_seconds_mean"] = seconds
@@ -144,7 +150,10 @@ def markdown(runs: list[dict], summary: dict) -> str:
         s = summary[cell]
         lines.append(f"| {cell.replace('_', ' ')} | {show(s['dev_minus_huggingface'])} | {show(s['test_minus_huggingface'])} "
                      f"| {show(s['dev_minus_plain'])} | {show(s['test_minus_plain'])} |")
+    given = summary["context_given_decoding"]
     lines.append("")
+    lines.append(f"Context on top of decoding (context and decoding − decoding only): dev {show(given['dev_difference'])}, "
+                 f"test {show(given['test_difference'])}.")
     lines.append(f"Differences paired by seed, 95 % t-intervals over {len(runs)} seeds. Training with "
                  f"{summary['settings']['context_words']} context words took {summary['context_over_plain_train_time']:.2f}× "
                  f"the time without ({summary['context_over_plain_pieces']:.2f}× the real pieces per epoch) and "
