@@ -21,7 +21,7 @@ from collections.abc import Generator, Iterable, Sequence
 import numpy as np
 import tokenizers
 
-from bner import corpus, features, io, text
+from bner import consistency, corpus, features, io, text
 from bner import decoding as scheme_decoding
 from bner.metadata import METADATA_FILE, SIGNATURE, TaggerMetadata, read_metadata
 
@@ -71,6 +71,7 @@ class Tagger:
         max_seq_length: int | None = None,
         source: str = "",
         decoding: str = "constrained",
+        consistent: bool = True,
     ):
         self.backend, self.metadata, self.batch_size, self.source = backend, metadata, batch_size, source
         if decoding not in DECODINGS:
@@ -78,8 +79,12 @@ class Tagger:
         # constrained: the most probable label sequence the scheme allows (bner.decoding);
         # argmax: each word's most probable label on its own.
         self.decoding = decoding
+        # consistent: a name is tagged the same way throughout its document (bner.consistency).
+        self.consistent = consistent
         types = [label.partition("-")[2] for label in metadata.labels]
         self._same_type = np.array([[a == b for b in types] for a in types], dtype=np.float32)
+        self._of_type = np.array([[t == e for e in metadata.entity_types] for t in types], dtype=np.float32)
+        self._label_ids = {label: i for i, label in enumerate(metadata.labels)}
         window = max_seq_length or metadata.max_seq_length
         if window > metadata.encoder.max_position_embeddings:
             raise ValueError(
@@ -145,7 +150,8 @@ class Tagger:
             spans = text.sentence_spans(source, words) if self.metadata.context_words else [(0, len(words))]
             pieces += [(i, start, end) for start, end in spans if end > start]
         sentences = [[w.text for w in segmented[i][start:end]] for i, start, end in pieces]
-        tagged = yield from self.tag_sentences_in_steps(sentences, batch_size, documents=[i for i, _, _ in pieces])
+        # Each text is a document of its own (numbered from 1: 0 means outside any document).
+        tagged = yield from self.tag_sentences_in_steps(sentences, batch_size, documents=[i + 1 for i, _, _ in pieces])
         parts: dict[int, list[TaggedSentence]] = collections.defaultdict(list)
         for (i, _, _), t in zip(pieces, tagged):
             parts[i].append(t)
@@ -169,8 +175,10 @@ class Tagger:
     ) -> list[str] | list[list[str]]:
         """Tags of pre-split words, in the training data's scheme; a list of sentences gives a list of tag lists.
 
-        ``documents`` (one number per sentence) says which sentences are neighbours in one
-        document: a model trained with context then sees them as it did in training.
+        ``documents`` (one number per sentence, from 1, as CoNLL reading counts ``-DOCSTART-``)
+        says which sentences are neighbours in one document: a model trained with context then
+        sees them as it did in training, and a name is tagged alike throughout its document.
+        Sentences numbered 0 (before any ``-DOCSTART-``) are neighbours for context only.
         """
         single = bool(words) and isinstance(words[0], str)
         sentences = [words] if single else words
@@ -207,7 +215,11 @@ class Tagger:
                 raise ValueError(f"{self.source}: the model answers {probabilities.shape[-1]} labels, metadata.json lists {len(labels)}")
             for row, i in enumerate(batch.indices):
                 piece_probabilities[i] = probabilities[row]
-        return [self.decode(word_probabilities) for word_probabilities in features.word_values(examples, piece_probabilities, len(sentences))]
+        probabilities = list(features.word_values(examples, piece_probabilities, len(sentences)))
+        tagged = [self.decode(p) for p in probabilities]
+        if self.consistent:
+            tagged = self.agree(sentences, tagged, probabilities, documents or [0] * len(sentences))
+        return tagged
 
     def decode(self, word_probabilities: np.ndarray) -> TaggedSentence:
         """A sentence's tags and their probabilities from its words' label probabilities ``[words, labels]``."""
@@ -216,6 +228,23 @@ class Tagger:
             ids = scheme_decoding.best_sequence(word_probabilities, rules)
         else:
             ids = word_probabilities.argmax(-1) if len(word_probabilities) else np.zeros(0, np.int64)
+        return self._tagged(word_probabilities, ids)
+
+    def agree(
+        self, sentences: Sequence[Sequence[str]], tagged: Sequence[TaggedSentence], probabilities: Sequence[np.ndarray],
+        documents: Sequence[int],
+    ) -> list[TaggedSentence]:
+        """Decoded sentences made to tag each name alike throughout its document (:mod:`bner.consistency`)."""
+        tags = consistency.agree(
+            sentences, [t.tags for t in tagged], [p @ self._of_type for p in probabilities], documents,
+            self.entity_types, self.metadata.label_scheme,
+        )
+        return [
+            old if new == old.tags else self._tagged(p, np.array([self._label_ids[t] for t in new], np.int64))
+            for old, new, p in zip(tagged, tags, probabilities)
+        ]
+
+    def _tagged(self, word_probabilities: np.ndarray, ids: np.ndarray) -> TaggedSentence:
         # A word's score is the probability of its entity type (all of the type's labels summed;
         # for O, of O): the decoder may pick B-ORG where the model put most weight on I-ORG,
         # and the word is no less surely part of an ORG for that.
@@ -296,6 +325,7 @@ def load(
     max_seq_length: int | None = None,
     verbose: bool = False,
     decoding: str = "constrained",
+    consistent: bool = True,
 ) -> Tagger:
     """A :class:`Tagger` for ``path``: a trained-model folder, an export version folder, a folder of
     versions (the latest), a run folder (its latest export, else its model), or an export's
@@ -305,6 +335,9 @@ def load(
     and ``path`` names the export whose metadata and tokenizer to use. TensorFlow's C++ start-up
     lines are hidden unless ``verbose``. ``decoding``: ``constrained`` (the most probable tag
     sequence the label scheme allows, the default) or ``argmax`` (each word on its own).
+    ``consistent``: a name is tagged the same way throughout its document (one raw text, or a
+    ``-DOCSTART-`` document of a CoNLL file), by a vote of the model's probabilities
+    (:mod:`bner.consistency`); ``False`` leaves each sentence as decoded.
     """
     from bner import backends
 
@@ -324,7 +357,7 @@ def load(
             from bner import model_folder
 
             backend = backends.KerasBackend(_float32(lambda: model_folder.load_network(folder, metadata)))
-    return Tagger(backend, metadata, tokenizer, batch_size, max_seq_length, source=folder, decoding=decoding)
+    return Tagger(backend, metadata, tokenizer, batch_size, max_seq_length, source=folder, decoding=decoding, consistent=consistent)
 
 
 def locate(path: str) -> tuple[str, str]:

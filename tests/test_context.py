@@ -125,7 +125,7 @@ def test_a_model_trained_with_context_uses_it_in_evaluation_prediction_and_servi
     words = text.segment(source)
     spans = text.sentence_spans(source, words)
     assert [b - a for a, b in spans] == [len(s) for s in sentences]
-    tags = tagger.tag([list(s) for s in sentences], documents=[0] * len(sentences))
+    tags = tagger.tag([list(s) for s in sentences], documents=[1] * len(sentences))
     flat = [t for sentence_tags in tags for t in corpus.convert_tags(sentence_tags, tagger.metadata.label_scheme)]
     expected = [(source[words[s.start].start:words[s.end - 1].end], s.type) for s in corpus.entity_spans(flat)]
     assert [(e.text, e.type) for e in served] == expected
