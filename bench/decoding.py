@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""What valid-sequence decoding buys: the same trained models scored with arg-max and with constrained decoding.
+"""What valid-sequence decoding and document consistency buy: the same trained models scored each way.
 
 For each seed, bner fine-tunes MiniLM with the recipe's settings (as bench/wnut17.py does),
-then scores dev and test twice with the very same model: each word's arg-max label (bner
-before constrained decoding) and the most probable valid sequence (bner.decoding). The
+then scores dev and test three times with the very same model: each word's arg-max label
+(bner before constrained decoding), the most probable valid sequence (bner.decoding), and
+that sequence made consistent within documents (bner.consistency, bner's default). The
 comparison is paired, so seed-to-seed noise cancels; the summary gives the mean
-difference with a 95 % t-interval. The number of invalid arg-max sequences is counted
-too. Results: bench/results/decoding/<data>_seed<N>.json and <data>_summary.json.
+differences with 95 % t-intervals. The number of invalid arg-max sequences is counted
+too. Results: bench/results/decoding/<data>_seed<N>.json and <data>_summary.json (runs from
+before consistency have no ``consistent`` figures; the summary then leaves them out).
 
     python bench/decoding.py --data_dir ../shared/data/wnut17 --seeds 1 2 3
 """
@@ -39,6 +41,9 @@ def interval(differences: list[float]) -> dict:
     return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
 
 
+MODES = (("argmax", "argmax", False), ("constrained", "constrained", False), ("consistent", "constrained", True))
+
+
 def run_seed(args, seed: int) -> dict:
     import bner
     from bner import corpus
@@ -56,8 +61,8 @@ def run_seed(args, seed: int) -> dict:
                   "train_seconds": trained.train_seconds, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
         for split in ("dev", "test"):
             sentences = corpus.read_conll(os.path.join(args.data_dir, f"{split}.conll"))
-            for mode in ("argmax", "constrained"):
-                tagger = bner.load(trained.model_dir, batch_size=32, decoding=mode)
+            for mode, decoding, consistent in MODES:
+                tagger = bner.load(trained.model_dir, batch_size=32, decoding=decoding, consistent=consistent)
                 scores, _ = tagger.evaluation(sentences)
                 result[f"{split}_f1_{mode}"] = 100 * scores.f1
                 if mode == "argmax":
@@ -66,8 +71,7 @@ def run_seed(args, seed: int) -> dict:
                     index = {label: i for i, label in enumerate(tagger.labels)}
                     result[f"{split}_invalid_argmax_sentences"] = sum(
                         not scheme_decoding.is_valid([index[t] for t in s.tags], rules) for s in tagged)
-            print(f"seed {seed} {split}: arg-max {result[f'{split}_f1_argmax']:.2f}, constrained {result[f'{split}_f1_constrained']:.2f}",
-                  flush=True)
+            print(f"seed {seed} {split}: " + ", ".join(f"{mode} {result[f'{split}_f1_{mode}']:.2f}" for mode, _, _ in MODES), flush=True)
     return result
 
 
@@ -99,6 +103,11 @@ def main() -> None:
         summary[f"{split}_f1_constrained_mean"] = statistics.fmean(r[f"{split}_f1_constrained"] for r in runs)
         summary[f"{split}_constrained_minus_argmax"] = interval([r[f"{split}_f1_constrained"] - r[f"{split}_f1_argmax"] for r in runs])
         summary[f"{split}_invalid_argmax_sentences_mean"] = statistics.fmean(r[f"{split}_invalid_argmax_sentences"] for r in runs)
+        if all(f"{split}_f1_consistent" in r for r in runs):
+            summary[f"{split}_f1_consistent_mean"] = statistics.fmean(r[f"{split}_f1_consistent"] for r in runs)
+            summary[f"{split}_consistent_minus_constrained"] = interval(
+                [r[f"{split}_f1_consistent"] - r[f"{split}_f1_constrained"] for r in runs])
+            summary[f"{split}_consistent_minus_argmax"] = interval([r[f"{split}_f1_consistent"] - r[f"{split}_f1_argmax"] for r in runs])
     with open(os.path.join(args.results_dir, f"{name}_summary.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=1)
     print(json.dumps(summary, indent=1))

@@ -83,6 +83,9 @@ def _agree_in_document(sentences, tags, probabilities, ks, column, scheme) -> No
                 if (name := tuple(words[i : i + n])) in votes:
                     places[name].append((k, i))
     spans = {k: set(corpus.entity_spans(tags[k])) for k in ks}
+    # Running sums of each word's type probabilities and, last, of O's: a place's mean is one subtraction.
+    sums = {k: _running_sums(probabilities[k]) for k in ks}
+    outside = len(column)
     for name in sorted(votes, key=len, reverse=True):  # stable: first seen first among equals
         entity_type = votes[name].most_common(1)[0][0]
         n, j = len(name), column[entity_type]
@@ -95,9 +98,9 @@ def _agree_in_document(sentences, tags, probabilities, ks, column, scheme) -> No
                 untagged.append((k, i))
         if not tagged or not untagged:  # the document agrees (or a longer name's decision undid it)
             continue
-        votes_for = np.mean([probabilities[k][i : i + n, j].mean() for k, i in tagged + untagged])
-        votes_outside = np.mean([1 - probabilities[k][i : i + n].sum(-1).mean() for k, i in tagged + untagged])
-        if votes_for >= votes_outside:
+        votes_for = sum(sums[k][i + n][j] - sums[k][i][j] for k, i in tagged + untagged)
+        votes_outside = sum(sums[k][i + n][outside] - sums[k][i][outside] for k, i in tagged + untagged)
+        if votes_for >= votes_outside:  # both are n × the number of places × the mean
             for k, i in untagged:
                 tags[k][i : i + n] = corpus.spans_to_tags([entity], n, scheme)
                 spans[k].add(corpus.Span(entity_type, i, i + n))
@@ -105,6 +108,13 @@ def _agree_in_document(sentences, tags, probabilities, ks, column, scheme) -> No
             for k, i in tagged:
                 tags[k][i : i + n] = [corpus.OUTSIDE] * n
                 spans[k].discard(corpus.Span(entity_type, i, i + n))
+
+
+def _running_sums(type_probabilities: np.ndarray) -> list[list[float]]:
+    """Row ``i``: the sums over words before ``i`` of each type's probability, then of O's."""
+    p = np.asarray(type_probabilities, dtype=np.float64).reshape(len(type_probabilities), -1)
+    with_outside = np.concatenate([p, 1 - p.sum(-1, keepdims=True)], axis=1)
+    return np.concatenate([np.zeros((1, with_outside.shape[1])), np.cumsum(with_outside, axis=0)]).tolist()
 
 
 def _outside(tags: Sequence[str], start: int, end: int) -> bool:

@@ -34,6 +34,22 @@ def test_a_doubtful_name_the_model_rejects_elsewhere_is_untagged():
     assert agree(sentences, tags, p) == [["O"] * 3, ["O"] * 3, ["O"] * 2]
 
 
+def test_a_document_that_agrees_is_left_alone_however_unsure_the_model_is():
+    sentences = [["the", "fever"], ["fever", "rose"]]
+    tags = [["O", "B-DIS"], ["B-DIS", "O"]]
+    p = [probs(0, 0.35), probs(0.3, 0)]  # the decoder tagged it everywhere, though under 0.5
+    assert agree(sentences, tags, p) == tags
+
+
+def test_the_type_is_weighed_against_outside_not_against_one_half():
+    # Where tagged: DIS 0.6, GENE 0.2, O 0.2; where not: DIS 0.3, GENE 0.3, O 0.4. DIS averages
+    # 0.45, under one half, but above O's 0.3.
+    sentences = [["MS", "x"], ["MS", "y"]]
+    tags = [["B-DIS", "O"], ["O", "O"]]
+    p = [np.array([[0.6, 0.2], [0, 0]]), np.array([[0.3, 0.3], [0, 0]])]
+    assert agree(sentences, tags, p)[1] == ["B-DIS", "O"]
+
+
 def test_documents_do_not_vote_for_each_other():
     sentences = [["APC", "mutated"], ["APC", "here"]]
     tags = [["B-DIS", "O"], ["O", "O"]]
