@@ -79,8 +79,13 @@ def units(records: Iterator[prediction.Record]) -> Iterator[tuple[prediction.Rec
 
 
 def tag_units(tagger, batch: Sequence[tuple[prediction.Record, ...]], batch_size: int) -> list[list]:
-    """Each unit's results; sentences are neighbours only within their unit."""
-    flat = [dataclasses.replace(r, document=n) for n, unit in enumerate(batch) for r in unit]
+    """Each unit's results; sentences are neighbours only within their unit.
+
+    Units are numbered from 1; a unit of sentences outside any ``-DOCSTART-`` document gets a
+    negative number, so its sentences are still not made consistent with each other
+    (:mod:`bner.consistency`), as ``bner predict`` leaves them.
+    """
+    flat = [dataclasses.replace(r, document=(n + 1) if r.document else -(n + 1)) for n, unit in enumerate(batch) for r in unit]
     results = iter(prediction.tag_records(tagger, flat, batch_size))
     return [[next(results) for _ in unit] for unit in batch]
 

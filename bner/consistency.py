@@ -52,12 +52,12 @@ def agree(
     is ``[words, len(types)]``: each word's probability of each entity type (the rest is
     ``O``'s). ``documents``
     numbers each sentence's document as CoNLL reading does (from 1 at each ``-DOCSTART-``);
-    0 marks a sentence outside any document, made consistent only within itself.
+    0 (or less) marks a sentence outside any document, made consistent only within itself.
     """
     out = [list(t) for t in tags]
     members: dict[object, list[int]] = collections.defaultdict(list)
     for k, document in enumerate(documents):
-        members[document or ("alone", k)].append(k)
+        members[document if document > 0 else ("alone", k)].append(k)
     column = {t: j for j, t in enumerate(types)}
     for ks in members.values():
         _agree_in_document(sentences, out, type_probabilities, ks, column, scheme)

@@ -55,6 +55,9 @@ class TaggerMetadata:
     strip_accents: bool
     encoder: EncoderConfig
     context_words: int = 0  # words of document context on each side of a sentence (0: sentences alone)
+    # Raw text is split into sentences before tagging (always with context; without it, when the
+    # training units were sentences, not tweets or paragraphs: bner.text.units_are_sentences).
+    split_sentences: bool = False
     tokenizer_file: str = TOKENIZER_FILE
     pretrained: dict = dataclasses.field(default_factory=dict)
     training: dict = dataclasses.field(default_factory=dict)  # how it was trained: data files, settings, machine, steps
@@ -95,6 +98,8 @@ class TaggerMetadata:
             raise ValueError(f"{source}: labels must be a non-empty list of tags")
         if not isinstance(self.context_words, int) or self.context_words < 0:
             raise ValueError(f"{source}: context_words must be a whole number of at least 0, got {self.context_words!r}")
+        if not isinstance(self.split_sentences, bool):
+            raise ValueError(f"{source}: split_sentences must be true or false, got {self.split_sentences!r}")
         if not isinstance(self.max_seq_length, int) or self.max_seq_length < 3:
             raise ValueError(f"{source}: max_seq_length must be a whole number of at least 3, got {self.max_seq_length!r}")
         name = self.tokenizer_file

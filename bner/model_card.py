@@ -167,7 +167,9 @@ def _labels(metadata: TaggerMetadata) -> str:
         f"Input: {'lower-cased, accents stripped' if metadata.lowercase else 'cased'}; at most {metadata.max_seq_length} word "
         "pieces per model input, longer sentences are tagged in overlapping windows (never cut)"
         + (f"; each sentence sees up to {metadata.context_words} words of its document's neighbouring sentences as context "
-           "(raw text is split into sentences for it)" if metadata.context_words else "; each sentence is tagged alone")
+           "(raw text is split into sentences for it)" if metadata.context_words else "; each sentence is tagged alone"
+           + (" (raw text is split into sentences first, as the training data were sentences)" if metadata.split_sentences
+              else " (raw text is tagged whole, as the training data were whole texts such as tweets)"))
         + ".\n",
     ])
 

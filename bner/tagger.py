@@ -143,11 +143,13 @@ class Tagger:
         """
         texts = [_LONE_SURROGATE.sub("\ufffd", t) for t in texts]
         segmented = [text.segment(t) for t in texts]
-        # Each text is tagged whole (windows cover a long one), or, for a model trained with
-        # document context, sentence by sentence with its neighbours in the text as context.
+        # A model trained on sentences tags a text sentence by sentence (with its neighbours in
+        # the text as context, if trained with context); one trained on whole units (tweets)
+        # tags each text whole, windows covering a long one.
         pieces = []  # (text index, first word, last word)
+        split = self.metadata.split_sentences or self.metadata.context_words
         for i, (source, words) in enumerate(zip(texts, segmented)):
-            spans = text.sentence_spans(source, words) if self.metadata.context_words else [(0, len(words))]
+            spans = text.sentence_spans(source, words) if split else [(0, len(words))]
             pieces += [(i, start, end) for start, end in spans if end > start]
         sentences = [[w.text for w in segmented[i][start:end]] for i, start, end in pieces]
         # Each text is a document of its own (numbered from 1: 0 means outside any document).

@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from importlib import metadata as package_metadata
 
-from bner import corpus, features, io, plots
+from bner import corpus, features, io, plots, text
 from bner.config import ConfigError, TrainConfig
 from bner.metadata import TaggerMetadata
 
@@ -176,6 +176,7 @@ def prepare(config: TrainConfig, splits=None) -> Setup:
     metadata = TaggerMetadata(
         labels=labels, label_scheme=label_scheme, data_scheme=data_scheme, max_seq_length=config.model.max_seq_length,
         lowercase=lowercase, strip_accents=lowercase, encoder=found.config, context_words=config.model.context_words,
+        split_sentences=bool(config.model.context_words) or text.units_are_sentences([s.words for s in splits["train"]]),
         pretrained={"format": found.format, "source": str(found.source)},
     )
     on_tpu = config.hardware.use_tpu

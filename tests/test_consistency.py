@@ -1,5 +1,7 @@
 """Document-level consistency: literal cases, properties, and the tagger's use of it."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -173,9 +175,11 @@ def tagger(tmp_path):
 
     class Backend:
         name, num_labels = "fake", 3
+        rows = 0  # model inputs seen
 
         def piece_probabilities(self, inputs):
             ids = np.asarray(inputs["input_ids"])
+            Backend.rows += len(ids)
             out = np.tile(np.array([0.98, 0.01, 0.01]), ids.shape + (1,))
             after_the = np.zeros_like(ids, bool)
             after_the[:, 1:] = ids[:, :-1] == the
@@ -183,8 +187,12 @@ def tagger(tmp_path):
             out[(ids == apc) & ~after_the] = [0.6, 0.4, 0.0]
             return out
 
-    def make(**kwargs):
-        return Tagger(Backend(), metadata, features.build_tokenizer(vocab_file=str(path)), **kwargs)
+    def make(split_sentences=False, **kwargs):
+        Backend.rows = 0
+        meta = dataclasses.replace(metadata, split_sentences=split_sentences)
+        return Tagger(Backend(), meta, features.build_tokenizer(vocab_file=str(path)), **kwargs)
+
+    make.backend = Backend
 
     return make
 
@@ -204,3 +212,13 @@ def test_one_raw_text_is_one_document(tagger):
     assert [(e.text, e.start) for e in entities] == [("APC", 4), ("APC", 17)]
     assert [e.text for e in tagger()("APC is rare.")] == []
     assert [(e.text, e.start) for e in tagger(consistent=False)("The APC is rare. APC is rare.")] == [("APC", 4)]
+
+
+def test_a_model_trained_on_sentences_tags_a_text_sentence_by_sentence(tagger):
+    source = "The APC is rare. APC is rare."
+    whole = tagger()
+    assert [(e.text, e.start) for e in whole(source)] == [("APC", 4), ("APC", 17)]
+    assert tagger.backend.rows == 1
+    split = tagger(split_sentences=True)
+    assert [(e.text, e.start) for e in split(source)] == [("APC", 4), ("APC", 17)]  # still one document
+    assert tagger.backend.rows == 2

@@ -114,6 +114,7 @@ def test_a_model_trained_with_context_uses_it_in_evaluation_prediction_and_servi
     assert record["config"]["model"]["context_words"] == 8 and record["config"]["model"]["context_dropout"] == 0.5
     exported = out / "export" / "bner" / "1"
     assert read_json(exported / "metadata.json")["context_words"] == 8
+    assert read_json(exported / "metadata.json")["split_sentences"] is True  # context needs sentences
     assert read_json(out / "eval_results.json")["f1"] > 0.8
     tagger = bner.load(str(exported))
     # A text of several sentences is tagged sentence by sentence with its neighbours as context,

@@ -170,6 +170,7 @@ def edit_metadata(**values):
         (lambda f: (f / "metadata.json").write_text("[1, 2]"), "expected a JSON object, got list"),
         (edit_metadata(format_version="1"), "format_version must be a whole number"),
         (edit_metadata(tokenizer_file="../../../../etc/passwd"), "tokenizer_file must be a file name inside the model folder"),
+        (edit_metadata(split_sentences="yes"), "split_sentences must be true or false"),
         (lambda f: (f / "tokenizer.json").write_text("{}"), "not a tokenizer file"),
         (edit_metadata(labels=["O", "B-LOC"]), "metadata.json lists 2 labels but the model has 7 outputs"),
     ],

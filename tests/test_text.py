@@ -26,3 +26,11 @@ def test_segmentation_covers_every_non_space_character(s):
     covered = "".join(w.text for w in segmented)
     assert covered == "".join(s.split())
     assert all(s[w.start : w.end] == w.text and w.text.strip() == w.text for w in segmented)
+
+
+def test_a_corpus_of_sentences_is_told_from_one_of_tweets():
+    sentences = [("The", "APC", "gene", "is", "mutated", "."), ("Dr.", "Smith", "saw", "it", ".")] * 10
+    tweets = [("lol", "gonna", "be", "late", ".", "See", "you", "at", "5", "!")] * 3 + sentences[:6]
+    assert text.units_are_sentences(sentences)
+    assert not text.units_are_sentences(tweets)  # a third of these units hold two sentences
+    assert not text.units_are_sentences([])
