@@ -53,11 +53,13 @@ def agree(
     ``O``'s). ``documents``
     numbers each sentence's document as CoNLL reading does (from 1 at each ``-DOCSTART-``);
     0 (or less) marks a sentence outside any document, made consistent only within itself.
+    Any other value (a string too) names a document.
     """
     out = [list(t) for t in tags]
     members: dict[object, list[int]] = collections.defaultdict(list)
     for k, document in enumerate(documents):
-        members[document if document > 0 else ("alone", k)].append(k)
+        outside = isinstance(document, (int, np.integer)) and document <= 0
+        members[("alone", k) if outside else document].append(k)
     column = {t: j for j, t in enumerate(types)}
     for ks in members.values():
         _agree_in_document(sentences, out, type_probabilities, ks, column, scheme)
@@ -84,18 +86,20 @@ def _agree_in_document(sentences, tags, probabilities, ks, column, scheme) -> No
                     places[name].append((k, i))
     spans = {k: set(corpus.entity_spans(tags[k])) for k in ks}
     # Running sums of each word's type probabilities and, last, of O's: a place's mean is one subtraction.
-    sums = {k: _running_sums(probabilities[k]) for k in ks}
+    sums = {k: _running_sums(probabilities[k], len(column)) for k in ks}
     outside = len(column)
     for name in sorted(votes, key=len, reverse=True):  # stable: first seen first among equals
         entity_type = votes[name].most_common(1)[0][0]
         n, j = len(name), column[entity_type]
         entity = corpus.Span(entity_type, 0, n)
         tagged, untagged = [], []
+        free_from = {}  # per sentence, where the next untagged place may start (places of a name can overlap: "Bora Bora Bora")
         for k, i in places[name]:
             if corpus.Span(entity_type, i, i + n) in spans[k]:
                 tagged.append((k, i))
-            elif _outside(tags[k], i, i + n):
+            elif i >= free_from.get(k, 0) and _outside(tags[k], i, i + n):
                 untagged.append((k, i))
+                free_from[k] = i + n
         if not tagged or not untagged:  # the document agrees (or a longer name's decision undid it)
             continue
         votes_for = sum(sums[k][i + n][j] - sums[k][i][j] for k, i in tagged + untagged)
@@ -110,9 +114,9 @@ def _agree_in_document(sentences, tags, probabilities, ks, column, scheme) -> No
                 spans[k].discard(corpus.Span(entity_type, i, i + n))
 
 
-def _running_sums(type_probabilities: np.ndarray) -> list[list[float]]:
+def _running_sums(type_probabilities: np.ndarray, types: int) -> list[list[float]]:
     """Row ``i``: the sums over words before ``i`` of each type's probability, then of O's."""
-    p = np.asarray(type_probabilities, dtype=np.float64).reshape(len(type_probabilities), -1)
+    p = np.asarray(type_probabilities, dtype=np.float64).reshape(-1, types)
     with_outside = np.concatenate([p, 1 - p.sum(-1, keepdims=True)], axis=1)
     return np.concatenate([np.zeros((1, with_outside.shape[1])), np.cumsum(with_outside, axis=0)]).tolist()
 

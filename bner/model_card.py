@@ -169,7 +169,7 @@ def _labels(metadata: TaggerMetadata) -> str:
         + (f"; each sentence sees up to {metadata.context_words} words of its document's neighbouring sentences as context "
            "(raw text is split into sentences for it)" if metadata.context_words else "; each sentence is tagged alone"
            + (" (raw text is split into sentences first, as the training data were sentences)" if metadata.split_sentences
-              else " (raw text is tagged whole, as the training data were whole texts such as tweets)"))
+              else " (raw text is tagged whole, windows covering a long one)"))
         + ".\n",
     ])
 

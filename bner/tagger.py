@@ -220,7 +220,7 @@ class Tagger:
         probabilities = list(features.word_values(examples, piece_probabilities, len(sentences)))
         tagged = [self.decode(p) for p in probabilities]
         if self.consistent:
-            tagged = self.agree(sentences, tagged, probabilities, documents or [0] * len(sentences))
+            tagged = self.agree(sentences, tagged, probabilities, [0] * len(sentences) if documents is None else documents)
         return tagged
 
     def decode(self, word_probabilities: np.ndarray) -> TaggedSentence:

@@ -102,6 +102,22 @@ def test_punctuation_alone_is_not_a_name():
     assert agree(sentences, tags, p) == tags
 
 
+def test_places_of_a_name_that_overlap_each_other_are_tagged_once():
+    sentences = [["Bora", "Bora", "is", "nice"], ["Bora", "Bora", "Bora", "again"]]
+    tags = [["B-LOC", "E-LOC", "O", "O"], ["O"] * 4]
+    p = [np.array([[0.9], [0.9], [0], [0]]), np.array([[0.6], [0.6], [0.6], [0]])]
+    out = consistency.agree(sentences, tags, p, [1, 1], ("LOC",), "IOBES")
+    assert out[1] == ["B-LOC", "E-LOC", "O", "O"]  # not B-LOC B-LOC E-LOC
+
+
+def test_empty_sentences_and_any_document_names_are_taken():
+    sentences = [["APC"], [], ["APC"]]
+    tags = [["B-DIS"], [], ["O"]]
+    p = [probs(0.9), np.zeros((0, 2)), probs(0.4)]
+    assert agree(sentences, tags, p, documents=np.array([3, 3, 3])) == [["B-DIS"], [], ["B-DIS"]]
+    assert agree(sentences, tags, p, documents=["a", "a", "b"]) == tags
+
+
 def test_a_following_inside_tag_is_not_absorbed():
     # Arg-max output can put I-DIS after O; tagging the O would join them into one entity.
     sentences = [["APC", "x"], ["APC", "gene"]]
