@@ -67,9 +67,10 @@ def agree(
 
 
 def _agree_in_document(sentences, tags, probabilities, ks, column, scheme) -> None:
+    spans = {k: set(corpus.entity_spans(tags[k])) for k in ks}
     votes: dict[tuple[str, ...], collections.Counter] = {}
     for k in ks:
-        for span in corpus.entity_spans(tags[k]):
+        for span in sorted(spans[k], key=lambda s: s.start):  # first seen first: ties in type go to it
             name = tuple(sentences[k][span.start : span.end])
             if len(name) <= MAX_NAME_WORDS and any(c.isalnum() for word in name for c in word):
                 votes.setdefault(name, collections.Counter())[span.type] += 1
@@ -84,7 +85,6 @@ def _agree_in_document(sentences, tags, probabilities, ks, column, scheme) -> No
             for i in range(len(words) - n + 1):
                 if (name := tuple(words[i : i + n])) in votes:
                     places[name].append((k, i))
-    spans = {k: set(corpus.entity_spans(tags[k])) for k in ks}
     # Running sums of each word's type probabilities and, last, of O's: a place's mean is one subtraction.
     sums = {k: _running_sums(probabilities[k], len(column)) for k in ks}
     outside = len(column)

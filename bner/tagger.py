@@ -147,7 +147,7 @@ class Tagger:
         # the text as context, if trained with context); one trained on whole units (tweets)
         # tags each text whole, windows covering a long one.
         pieces = []  # (text index, first word, last word)
-        split = self.metadata.split_sentences or self.metadata.context_words
+        split = self.metadata.split_sentences or self.metadata.context_words  # context models from before split_sentences
         for i, (source, words) in enumerate(zip(texts, segmented)):
             spans = text.sentence_spans(source, words) if split else [(0, len(words))]
             pieces += [(i, start, end) for start, end in spans if end > start]
