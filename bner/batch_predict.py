@@ -36,6 +36,7 @@ import sys
 from collections.abc import Iterator, Sequence
 
 from bner import corpus, prediction
+from bner.cli import add_decoding_options
 from bner.config import ConfigError
 
 DEAD_LETTER = "dead_letter"
@@ -149,7 +150,7 @@ def output_json(record: prediction.Record, result) -> str:
     return json.dumps(data, ensure_ascii=False)
 
 
-def tagger_handler(model: str, batch_size: int, max_batch_size: int):
+def tagger_handler(model: str, batch_size: int, max_batch_size: int, decoding: str = "constrained", consistent: bool = True):
     """A Beam ``ModelHandler`` over ``bner.load`` (Beam's TensorFlow handler needs a Keras model)."""
     beam = _beam()  # noqa: F841 — fails with the install hint before the imports below
     from apache_beam.ml.inference.base import ModelHandler, PredictionResult
@@ -158,11 +159,12 @@ def tagger_handler(model: str, batch_size: int, max_batch_size: int):
         def __init__(self):
             super().__init__()
             self._model, self._batch_size, self._max_batch_size = model, batch_size, max_batch_size
+            self._decoding, self._consistent = decoding, consistent
 
         def load_model(self):
             import bner
 
-            return bner.load(self._model, batch_size=self._batch_size)
+            return bner.load(self._model, batch_size=self._batch_size, decoding=self._decoding, consistent=self._consistent)
 
         def run_inference(self, batch: Sequence[tuple[prediction.Record, ...]], tagger, inference_args=None):
             results = tag_units(tagger, batch, self._batch_size)
@@ -179,8 +181,10 @@ def tagger_handler(model: str, batch_size: int, max_batch_size: int):
 
 
 def build_pipeline(pipeline, model: str, inputs: Sequence[str], output: str, fmt: str = "auto", batch_size: int = 32,
-                   max_batch_size: int = 256):
-    """Add the labelling steps to ``pipeline``: read → tag → write, with a dead-letter output."""
+                   max_batch_size: int = 256, decoding: str = "constrained", consistent: bool = True):
+    """Add the labelling steps to ``pipeline``: read → tag → write, with a dead-letter output.
+
+    ``decoding`` and ``consistent`` are :func:`bner.load`'s."""
     beam = _beam()
     from apache_beam.io import fileio
     from apache_beam.ml.inference.base import RunInference
@@ -212,7 +216,7 @@ def build_pipeline(pipeline, model: str, inputs: Sequence[str], output: str, fmt
         | "Open" >> fileio.ReadMatches()
     )
     read = files | "Read" >> beam.ParDo(ReadRecords()).with_outputs(DEAD_LETTER, main="records")
-    tagged, failures = read.records | "Tag" >> RunInference(tagger_handler(model, batch_size, max_batch_size)).with_exception_handling()
+    tagged, failures = read.records | "Tag" >> RunInference(tagger_handler(model, batch_size, max_batch_size, decoding, consistent)).with_exception_handling()
     lines = tagged | "Format" >> beam.FlatMap(
         lambda result: [output_json(record, r) for record, r in zip(result.example, result.inference, strict=True)])
     lines | "Write" >> beam.io.WriteToText(output, file_name_suffix=".jsonl")
@@ -253,14 +257,15 @@ def local_runner(name: str):
 
 
 def run(model: str, inputs: Sequence[str], output: str, fmt: str = "auto", runner: str | None = None, num_workers: int = 1,
-        batch_size: int = 32, extra_options: Sequence[str] = (), **cloud) -> None:
+        batch_size: int = 32, extra_options: Sequence[str] = (), decoding: str = "constrained", consistent: bool = True,
+        **cloud) -> None:
     """Build and run the pipeline to the end (the Python API of ``python -m bner.batch_predict``)."""
     beam = _beam()
     args = argparse.Namespace(runner=runner, num_workers=num_workers, project=cloud.get("project"),
                               region=cloud.get("region"), temp_location=cloud.get("temp_location"))
     options = pipeline_options(args, extra_options)
     with beam.Pipeline(runner=local_runner(runner), options=options) as pipeline:
-        build_pipeline(pipeline, model, inputs, output, fmt, batch_size)
+        build_pipeline(pipeline, model, inputs, output, fmt, batch_size, decoding=decoding, consistent=consistent)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -275,12 +280,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--project", help="Dataflow: Google Cloud project")
     parser.add_argument("--region", help="Dataflow: region, e.g. us-central1")
     parser.add_argument("--temp_location", help="Dataflow: gs:// folder for temporary files")
+    add_decoding_options(parser)
     args, extra = parser.parse_known_args(argv)
     try:
         if args.num_workers < 1 or args.batch_size < 1:
             raise ConfigError("--num_workers and --batch_size must be at least 1")
         run(args.model, args.inputs, args.output, args.format, args.runner, args.num_workers, args.batch_size, extra,
-            project=args.project, region=args.region, temp_location=args.temp_location)
+            decoding=args.decoding, consistent=args.consistent, project=args.project, region=args.region, temp_location=args.temp_location)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@ import json
 import subprocess
 import sys
 
-from bner.config import SECTIONS, ConfigError, TrainConfig
+from bner.config import SECTIONS, ConfigError, TrainConfig, boolean
 from bner.settings import configure_environment, import_tensorflow_quietly
 
 GROUP_TITLES = {
@@ -26,9 +26,7 @@ GROUP_TITLES = {
 
 
 def _flag_value(kind: type):
-    if kind is bool:
-        return lambda text: {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}[text.lower()]
-    return kind
+    return boolean if kind is bool else kind
 
 
 def add_train_options(parser: argparse.ArgumentParser) -> None:
@@ -119,13 +117,32 @@ def export_command(args: argparse.Namespace) -> int:
 def _load(args):
     import bner
 
-    return bner.load(args.model, batch_size=args.batch_size, max_seq_length=args.max_seq_length)
+    return bner.load(args.model, batch_size=args.batch_size, max_seq_length=args.max_seq_length,
+                     decoding=args.decoding, consistent=args.consistent)
+
+
+def add_decoding_options(parser: argparse.ArgumentParser, environment: bool = False) -> None:
+    """``--decoding`` and ``--consistent``, as :func:`bner.load` takes them (the defaults are its own).
+
+    With ``environment`` the defaults are None, so that BNER_DECODING and BNER_CONSISTENT
+    (the server's settings) apply when the flags are not given."""
+    from bner.decoding import DECODINGS
+
+    env = "; env BNER_DECODING" if environment else ""
+    parser.add_argument("--decoding", choices=DECODINGS, default=None if environment else DECODINGS[0],
+                        help=f"constrained (default): the most probable label sequence the tag scheme allows; "
+                             f"argmax: each word's most probable label alone{env}")
+    env = "; env BNER_CONSISTENT" if environment else ""
+    parser.add_argument("--consistent", type=boolean, metavar="true|false", default=None if environment else True,
+                        help=f"tag a name the same way throughout its document: one text, or a -DOCSTART- document "
+                             f"(default true){env}")
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="an export (version folder or folder of versions), a trained-model folder or a run folder")
     parser.add_argument("--batch_size", type=int, default=32, help="texts or sentences per model call (default 32)")
     parser.add_argument("--max_seq_length", type=int, help="window length in word pieces (default: the model's)")
+    add_decoding_options(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -227,6 +227,17 @@ ACTIVATION_NAMES = ("gelu", "gelu_exact", "gelu_new", "gelu_pytorch_tanh", "gelu
 PATH_SETTINGS = ("data_dir", "pretrained_model", "bert_config_file", "vocab_file", "init_checkpoint", "output_dir", "export_dir")
 
 
+BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def boolean(text: str) -> bool:
+    """A true/false flag or environment value (true, 1, yes; false, 0, no; any case)."""
+    try:
+        return BOOLEANS[text.strip().lower()]
+    except KeyError:  # a ValueError: argparse reports "invalid boolean value", the server names its variable
+        raise ValueError(f"{text!r}: expected true or false") from None
+
+
 def _same(name: str, a: Any, b: Any) -> bool:
     if name in PATH_SETTINGS and isinstance(a, str) and isinstance(b, str) and "://" not in a + b:
         return os.path.realpath(a) == os.path.realpath(b)

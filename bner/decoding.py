@@ -19,6 +19,9 @@ import functools
 import numpy as np
 
 SCHEMES = ("IOB2", "IOBES")
+# How a Tagger turns word probabilities into labels: the most probable valid sequence, or each
+# word's own most probable label (as the recipe does, and bner did before constrained decoding).
+DECODINGS = ("constrained", "argmax")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -163,7 +163,9 @@ def _labels(metadata: TaggerMetadata) -> str:
         f"({len(metadata.labels)}): {', '.join(f'`{label}`' for label in metadata.labels)}. Predicted tags are written back "
         f"in {metadata.data_scheme}. Each sentence gets the most probable tag sequence the {metadata.label_scheme} scheme "
         "allows (Viterbi over the words' label probabilities), and a name is tagged the same way throughout its document "
-        "(one raw text, or a `-DOCSTART-` document of a CoNLL file) by a vote of the model's probabilities.\n",
+        "(one raw text, or a `-DOCSTART-` document of a CoNLL file) by a vote of the model's probabilities. Both are "
+        "chosen where the model is loaded, not stored in it: `--decoding argmax` and `--consistent false` (or "
+        "`bner.load(..., decoding=\"argmax\", consistent=False)`) turn them off.\n",
         f"Input: {'lower-cased, accents stripped' if metadata.lowercase else 'cased'}; at most {metadata.max_seq_length} word "
         "pieces per model input, longer sentences are tagged in overlapping windows (never cut)"
         + (f"; each sentence sees up to {metadata.context_words} words of its document's neighbouring sentences as context "

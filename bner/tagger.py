@@ -25,8 +25,6 @@ from bner import consistency, corpus, features, io, text
 from bner import decoding as scheme_decoding
 from bner.metadata import METADATA_FILE, SIGNATURE, TaggerMetadata, read_metadata
 
-DECODINGS = ("constrained", "argmax")
-
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -74,8 +72,8 @@ class Tagger:
         consistent: bool = True,
     ):
         self.backend, self.metadata, self.batch_size, self.source = backend, metadata, batch_size, source
-        if decoding not in DECODINGS:
-            raise ValueError(f"decoding {decoding!r}: expected one of {', '.join(DECODINGS)}")
+        if decoding not in scheme_decoding.DECODINGS:
+            raise ValueError(f"decoding {decoding!r}: expected one of {', '.join(scheme_decoding.DECODINGS)}")
         # constrained: the most probable label sequence the scheme allows (bner.decoding);
         # argmax: each word's most probable label on its own.
         self.decoding = decoding

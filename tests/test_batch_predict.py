@@ -96,3 +96,11 @@ def test_dataflow_needs_its_settings_and_the_command_reports_mistakes(capsys):
 
     assert batch_predict.main(["m", "x.txt", "--output", "o", "--runner", "DataflowRunner", "--project", "p"]) == 2
     assert "--region, --temp_location" in capsys.readouterr().err
+
+
+def test_the_pipeline_loads_the_model_with_the_decoding_options_given(export):
+    from bner import batch_predict
+
+    tagger = batch_predict.tagger_handler(export[0], 8, 16, decoding="argmax", consistent=False).load_model()
+    assert (tagger.decoding, tagger.consistent) == ("argmax", False)
+    assert batch_predict.tagger_handler(export[0], 8, 16).load_model().consistent is True

@@ -144,3 +144,23 @@ def test_bner_train_takes_a_switch_alone_or_with_a_value():
 
     parsed = build_parser().parse_args(["train", "--keep_checkpoints", "--progress", "false", "--early_stopping_patience", "2"])
     assert parsed.keep_checkpoints is True and parsed.progress is False and parsed.early_stopping_patience == 2
+
+
+def test_decoding_options_reach_the_tagger_and_bad_values_are_refused(monkeypatch, capsys):
+    import bner
+    from bner import cli
+
+    loaded = {}
+    monkeypatch.setattr(bner, "load", lambda model, **options: loaded.update(options))
+    parser = cli.build_parser()
+    cli._load(parser.parse_args(["evaluate", "m", "t.conll", "--decoding", "argmax", "--consistent", "false"]))
+    assert (loaded["decoding"], loaded["consistent"]) == ("argmax", False)
+    cli._load(parser.parse_args(["predict", "m", "-"]))
+    assert (loaded["decoding"], loaded["consistent"]) == ("constrained", True)  # bner.load's own defaults
+    for bad, message in ((["--consistent", "maybe"], "invalid boolean value: 'maybe'"), (["--decoding", "viterbi"], "invalid choice: 'viterbi'")):
+        with pytest.raises(SystemExit) as exit:
+            parser.parse_args(["predict", "m", "-", *bad])
+        assert exit.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # train's own boolean flags: a usage error too, not a traceback
+        parser.parse_args(["train", "--do_lower_case=perhaps"])
+    assert "invalid boolean value: 'perhaps'" in capsys.readouterr().err

@@ -187,6 +187,25 @@ def test_settings_from_the_original_environment_variables():
     assert ServingSettings.from_env({}).grpc_port == 8500 and ServingSettings.from_env({}).host_name is None
 
 
+def test_decoding_and_consistency_are_settings_and_the_model_endpoint_says_which(export, tagger):
+    from bner.serving.__main__ import parse_args, settings_from_args
+
+    assert (ServingSettings.from_env({}).decoding, ServingSettings.from_env({}).consistent) == ("constrained", True)
+    chosen = ServingSettings.from_env({"MODEL_DIR": export[2], "BNER_DECODING": "argmax", "BNER_CONSISTENT": "False"})
+    assert (chosen.decoding, chosen.consistent) == ("argmax", False)
+    flags = settings_from_args(parse_args(["--model_dir", export[2], "--consistent", "false"]))
+    assert (flags.decoding, flags.consistent) == ("constrained", False)
+    with TestClient(create_app(chosen)) as client:  # the app loads the export as the settings say
+        model = client.get("/api/ner/model").json()
+        assert (model["decoding"], model["consistent"]) == ("argmax", False)
+        text = "Anna Kowalski visited Lisbon ."
+        entities = client.post("/api/ner/recognize", json={"text": text}).json()["entities"]
+    argmax = load(export[2], decoding="argmax", consistent=False)
+    assert [(e["text"], e["start"]) for e in entities] == [(e.text, e.start) for e in argmax(text)]
+    with client_for(tagger) as client:
+        assert client.get("/api/ner/model").json()["decoding"] == "constrained"
+
+
 def test_model_dir_may_be_the_folder_of_versions(tmp_path):
     from bner.tagger import locate
 
@@ -481,7 +500,8 @@ def test_steady_arrivals_do_not_starve_a_group_in_progress():
         batcher.close()
 
 
-@pytest.mark.parametrize("variable, value", [("BNER_MAX_BATCH_SIZE", "0"), ("BNER_MAX_QUEUED_TEXTS", "-1"), ("BNER_HEADER_TIMEOUT", "abc")])
+@pytest.mark.parametrize("variable, value", [("BNER_MAX_BATCH_SIZE", "0"), ("BNER_MAX_QUEUED_TEXTS", "-1"), ("BNER_HEADER_TIMEOUT", "abc"),
+                                             ("BNER_DECODING", "viterbi"), ("BNER_CONSISTENT", "maybe")])
 def test_limits_that_cannot_work_are_refused(variable, value):
     with pytest.raises(ValueError, match=variable):
         ServingSettings.from_env({variable: value})

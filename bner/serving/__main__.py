@@ -10,6 +10,7 @@ import os
 import socket
 import sys
 
+from bner.cli import add_decoding_options
 from bner.settings import configure_environment, import_tensorflow_quietly
 
 
@@ -25,6 +26,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "1")), help="uvicorn worker processes; env WEB_CONCURRENCY")
     parser.add_argument("--max_batch_size", type=int, help="texts per model call (default 16); env BNER_MAX_BATCH_SIZE")
     parser.add_argument("--max_wait_ms", type=float, help="wait for more texts before a model call (default 5); env BNER_MAX_WAIT_MS")
+    add_decoding_options(parser, environment=True)
     return parser.parse_args(argv)
 
 
@@ -34,6 +36,7 @@ def settings_from_args(args: argparse.Namespace):
     return ServingSettings.from_env(
         model_dir=args.model_dir, metadata_file=args.metadata_file, host_name=args.host_name, grpc_port=args.grpc_port,
         model_name=args.model_name, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+        decoding=args.decoding, consistent=args.consistent,
     )
 
 
@@ -93,7 +96,8 @@ def main(argv=None) -> int:
         # Each worker builds its own app from the environment.
         for key, value in {"MODEL_DIR": settings.model_dir, "METADATA_FILE": settings.metadata_file, "HOST_NAME": settings.host_name,
                            "GRPC_SERVER_PORT": settings.grpc_port, "MODEL_NAME": settings.model_name,
-                           "BNER_MAX_BATCH_SIZE": settings.max_batch_size, "BNER_MAX_WAIT_MS": settings.max_wait_ms}.items():
+                           "BNER_MAX_BATCH_SIZE": settings.max_batch_size, "BNER_MAX_WAIT_MS": settings.max_wait_ms,
+                           "BNER_DECODING": settings.decoding, "BNER_CONSISTENT": settings.consistent}.items():
             if value is not None:
                 os.environ[key] = str(value)
         try:

@@ -23,6 +23,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bner.backends import BackendUnavailable
+from bner.config import boolean
+from bner.decoding import DECODINGS
 from bner.metadata import SIGNATURE
 from bner.serving.batching import MicroBatcher, Overloaded
 from bner.serving.guard import RequestGuard
@@ -59,6 +61,8 @@ class ServingSettings:
     keep_alive: float = 5.0  # BNER_KEEP_ALIVE: idle seconds before a kept-alive connection closes
     max_connections: int = 1024  # BNER_MAX_CONNECTIONS: beyond this, 503 for new requests
     max_queued_texts: int = 4096  # BNER_MAX_QUEUED_TEXTS: texts waiting for the model; beyond, 503 with Retry-After
+    decoding: str = "constrained"  # BNER_DECODING: constrained or argmax, as bner.load takes it
+    consistent: bool = True  # BNER_CONSISTENT: a name tagged the same way throughout each text
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> ServingSettings:
@@ -97,6 +101,8 @@ class ServingSettings:
             "keep_alive": get("BNER_KEEP_ALIVE", float, 5.0),
             "max_connections": get("BNER_MAX_CONNECTIONS", int, 1024),
             "max_queued_texts": get("BNER_MAX_QUEUED_TEXTS", int, 4096),
+            "decoding": get("BNER_DECODING", str, "constrained"),
+            "consistent": get("BNER_CONSISTENT", boolean, True),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)
@@ -117,6 +123,8 @@ class ServingSettings:
                 raise ValueError(f"{name}={value}: must be greater than 0")
         if not self.max_wait_ms >= 0:
             raise ValueError(f"BNER_MAX_WAIT_MS={self.max_wait_ms}: must be 0 or more")
+        if self.decoding not in DECODINGS:
+            raise ValueError(f"BNER_DECODING={self.decoding!r}: expected one of {', '.join(DECODINGS)}")
 
 
 def uvicorn_options(settings: ServingSettings) -> dict:
@@ -142,12 +150,13 @@ def make_tagger(settings: ServingSettings):
             metadata, host=settings.host_name, port=settings.grpc_port, model_name=settings.model_name,
             version=settings.model_version, version_label=settings.model_version_label,
             signature_name=settings.signature_name, timeout_seconds=settings.backend_timeout_seconds,
-            batch_size=settings.max_batch_size,
+            batch_size=settings.max_batch_size, decoding=settings.decoding, consistent=settings.consistent,
         )
     model_dir = settings.model_dir or (os.path.dirname(settings.metadata_file) if settings.metadata_file else None)
     if not model_dir:
         raise ValueError("no model: pass --model_dir (an export version folder) or set MODEL_DIR / METADATA_FILE")
-    return load(model_dir, signature_name=settings.signature_name, batch_size=settings.max_batch_size)
+    return load(model_dir, signature_name=settings.signature_name, batch_size=settings.max_batch_size,
+                decoding=settings.decoding, consistent=settings.consistent)
 
 
 # ---------------------------------------------------------------- API schema
@@ -327,6 +336,8 @@ def model_description(settings: ServingSettings, tagger) -> dict:
         "label_scheme": metadata.label_scheme,
         "base_model": os.path.basename(str(metadata.pretrained.get("source", "")).rstrip("/")) or None,
         "backend": tagger.backend.name,
+        "decoding": tagger.decoding,
+        "consistent": tagger.consistent,
         "test_f1": test.get("f1"),
     }
 
@@ -345,7 +356,7 @@ def add_probes_and_metrics(app: FastAPI, settings: ServingSettings, tagger, metr
     readiness = Readiness(tagger)
     description = model_description(settings, tagger)
 
-    @app.get("/api/ner/model", summary="The model served: name, version, entity types, test F1")
+    @app.get("/api/ner/model", summary="The model served: name, version, entity types, decoding, test F1")
     async def model():
         return description
 
