@@ -74,7 +74,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     tagger = _load(args)
     scores = tagger.evaluate(args.data, args.batch_size)
     if args.output_dir:
-        evaluate.write_results(scores, args.output_dir, args.name)
+        evaluate.write_results(scores, args.output_dir, args.name, tagger.scoring)
     print(json.dumps(scores.as_dict(), indent=2) if args.json else evaluate.format_report(scores), end="\n" if args.json else "")
     return 0
 
@@ -129,11 +129,11 @@ def add_decoding_options(parser: argparse.ArgumentParser, environment: bool = Fa
     from bner.decoding import DECODINGS
 
     env = "; env BNER_DECODING" if environment else ""
-    parser.add_argument("--decoding", choices=DECODINGS, default=None if environment else DECODINGS[0],
+    parser.add_argument("--decoding", choices=DECODINGS, default=None if environment else "constrained",
                         help=f"constrained (default): the most probable label sequence the tag scheme allows; "
                              f"argmax: each word's most probable label alone{env}")
     env = "; env BNER_CONSISTENT" if environment else ""
-    parser.add_argument("--consistent", type=boolean, metavar="true|false", default=None if environment else True,
+    parser.add_argument("--consistent", type=boolean, nargs="?", const=True, metavar="true|false", default=None if environment else True,
                         help=f"tag a name the same way throughout its document: one text, or a -DOCSTART- document "
                              f"(default true){env}")
 
@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--format", default="auto", choices=["auto", "text", "jsonl", "conll"],
                          help="input format (default: by extension; standard input is text)")
     predict.add_argument("--output", default="-", help="where to write (default: standard output); a file appears only when complete")
-    predict.add_argument("--progress", type=_flag_value(bool), metavar="true|false",
+    predict.add_argument("--progress", type=_flag_value(bool), nargs="?", const=True, metavar="true|false",
                          help="progress bar with texts/s on standard error (default: on when writing to a file)")
     predict.set_defaults(handler=predict_command)
     tune = verbs.add_parser("search", help="grid or random search over training settings, chosen on dev F1")

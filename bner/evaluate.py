@@ -181,10 +181,12 @@ def read_predictions(path: str) -> tuple[list[list[str]], list[list[str]]]:
     return gold, predicted
 
 
-def write_results(scores: Scores, output_dir: str, name: str = "eval_results") -> None:
-    """``<name>.txt`` (conlleval's report) and ``<name>.json`` beside it, written atomically."""
+def write_results(scores: Scores, output_dir: str, name: str = "eval_results", scoring: dict | None = None) -> None:
+    """``<name>.txt`` (conlleval's report) and ``<name>.json`` beside it, written atomically; ``scoring``
+    (the tagger's decoding settings) goes into the JSON, so scores made otherwise than training's say so."""
     io.write_text(io.join(output_dir, f"{name}.txt"), format_report(scores))
-    io.write_text(io.join(output_dir, f"{name}.json"), json.dumps(scores.as_dict(), indent=2) + "\n")
+    data = {**scores.as_dict(), **({"scoring": scoring} if scoring else {})}
+    io.write_text(io.join(output_dir, f"{name}.json"), json.dumps(data, indent=2) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

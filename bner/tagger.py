@@ -25,6 +25,8 @@ from bner import consistency, corpus, features, io, text
 from bner import decoding as scheme_decoding
 from bner.metadata import METADATA_FILE, SIGNATURE, TaggerMetadata, read_metadata
 
+DECODINGS = scheme_decoding.DECODINGS  # also importable from here, where it was before
+
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -72,8 +74,8 @@ class Tagger:
         consistent: bool = True,
     ):
         self.backend, self.metadata, self.batch_size, self.source = backend, metadata, batch_size, source
-        if decoding not in scheme_decoding.DECODINGS:
-            raise ValueError(f"decoding {decoding!r}: expected one of {', '.join(scheme_decoding.DECODINGS)}")
+        if decoding not in DECODINGS:
+            raise ValueError(f"decoding {decoding!r}: expected one of {', '.join(DECODINGS)}")
         # constrained: the most probable label sequence the scheme allows (bner.decoding);
         # argmax: each word's most probable label on its own.
         self.decoding = decoding
@@ -97,6 +99,16 @@ class Tagger:
 
     def __repr__(self) -> str:
         return f"Tagger({self.source or 'in memory'!s}, types={self.entity_types}, backend={self.backend.name})"
+
+    @property
+    def scoring(self) -> dict:
+        """How this tagger turns probabilities into tags, as written beside scores it made."""
+        return {"decoding": self.decoding, "consistent": self.consistent}
+
+    @property
+    def scores_as_trained(self) -> bool:
+        """Whether it tags as training's own evaluation did (the defaults), so the model's stored scores apply."""
+        return self.scoring == {"decoding": DECODINGS[0], "consistent": True}
 
     @property
     def labels(self) -> list[str]:

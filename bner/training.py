@@ -460,7 +460,7 @@ def evaluate_splits(tagger, splits, out: str, say) -> dict[str, dict]:
             continue
         sentences = splits[name]
         result, predicted = tagger.evaluation(sentences)
-        evaluate.write_results(result, out, "eval_results" if name == "test" else "dev_results")
+        evaluate.write_results(result, out, "eval_results" if name == "test" else "dev_results", tagger.scoring)
         confusions[name] = evaluate.confusion([s.tags for s in sentences], predicted)
         if name == "test":
             rows = [[(w, g, p) for w, g, p in zip(s.words, s.tags, pred)] for s, pred in zip(sentences, predicted)]

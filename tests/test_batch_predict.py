@@ -104,3 +104,12 @@ def test_the_pipeline_loads_the_model_with_the_decoding_options_given(export):
     tagger = batch_predict.tagger_handler(export[0], 8, 16, decoding="argmax", consistent=False).load_model()
     assert (tagger.decoding, tagger.consistent) == ("argmax", False)
     assert batch_predict.tagger_handler(export[0], 8, 16).load_model().consistent is True
+
+
+def test_the_command_passes_the_decoding_options_on(monkeypatch):
+    from bner import batch_predict
+
+    calls = []
+    monkeypatch.setattr(batch_predict, "run", lambda *args, **options: calls.append(options))
+    assert batch_predict.main(["model", "in.txt", "--output", "out", "--decoding", "argmax", "--consistent", "false"]) == 0
+    assert (calls[0]["decoding"], calls[0]["consistent"]) == ("argmax", False)

@@ -198,12 +198,25 @@ def test_decoding_and_consistency_are_settings_and_the_model_endpoint_says_which
     with TestClient(create_app(chosen)) as client:  # the app loads the export as the settings say
         model = client.get("/api/ner/model").json()
         assert (model["decoding"], model["consistent"]) == ("argmax", False)
+        assert model["test_f1"] is None  # measured with training's decoding, not this one
         text = "Anna Kowalski visited Lisbon ."
         entities = client.post("/api/ner/recognize", json={"text": text}).json()["entities"]
     argmax = load(export[2], decoding="argmax", consistent=False)
     assert [(e["text"], e["start"]) for e in entities] == [(e.text, e.start) for e in argmax(text)]
     with client_for(tagger) as client:
-        assert client.get("/api/ner/model").json()["decoding"] == "constrained"
+        model = client.get("/api/ner/model").json()
+        assert model["decoding"] == "constrained" and model["test_f1"] == tagger.metadata.evaluation["test"]["f1"]
+
+
+def test_worker_processes_get_the_decoding_settings(export, monkeypatch):
+    from bner.serving import __main__ as serve
+
+    for name in ("MODEL_DIR", "BNER_DECODING", "BNER_CONSISTENT"):
+        monkeypatch.setenv(name, "")  # restored after the test; main() sets them for its workers
+    started = []
+    monkeypatch.setattr(serve, "run_workers", lambda host, port, workers: started.append(ServingSettings.from_env()))
+    assert serve.main(["--model_dir", export[2], "--workers", "2", "--decoding", "argmax", "--consistent", "false"]) == 0
+    assert (started[0].model_dir, started[0].decoding, started[0].consistent) == (export[2], "argmax", False)
 
 
 def test_model_dir_may_be_the_folder_of_versions(tmp_path):
@@ -501,7 +514,8 @@ def test_steady_arrivals_do_not_starve_a_group_in_progress():
 
 
 @pytest.mark.parametrize("variable, value", [("BNER_MAX_BATCH_SIZE", "0"), ("BNER_MAX_QUEUED_TEXTS", "-1"), ("BNER_HEADER_TIMEOUT", "abc"),
-                                             ("BNER_DECODING", "viterbi"), ("BNER_CONSISTENT", "maybe")])
+                                             ("BNER_DECODING", "viterbi"), ("BNER_CONSISTENT", "maybe"),
+                                             ("BNER_PROTECT_ALL", "ture")])  # a typo must not leave the endpoints open
 def test_limits_that_cannot_work_are_refused(variable, value):
     with pytest.raises(ValueError, match=variable):
         ServingSettings.from_env({variable: value})

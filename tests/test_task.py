@@ -89,6 +89,18 @@ def test_pictures_are_real_images_with_content(trained):
     assert gold == scores["gold"]
 
 
+def test_scores_say_how_they_were_decoded(trained, tmp_path, capsys):
+    from bner import cli
+
+    _, data, out, _ = trained
+    assert read_json(out / "eval_results.json")["scoring"] == {"decoding": "constrained", "consistent": True}
+    assert cli.main(["evaluate", str(out), os.path.join(data, "test.conll"), "--output_dir", str(tmp_path),
+                     "--decoding", "argmax", "--consistent", "false"]) == 0
+    written = read_json(tmp_path / "eval_results.json")
+    assert written["scoring"] == {"decoding": "argmax", "consistent": False} and 0 < written["f1"] <= 1
+    assert f"FB1: {100 * written['f1']:6.2f}" in capsys.readouterr().out
+
+
 def test_model_card_describes_the_run_without_placeholders(trained):
     _, data, out, _ = trained
     import hashlib

@@ -94,7 +94,7 @@ class ServingSettings:
             "max_texts": get("BNER_MAX_TEXTS", int, 256),
             "max_body_bytes": get("BNER_MAX_BODY_BYTES", int, 2_000_000),
             "api_key": get("BNER_API_KEY"),
-            "protect_all": get("BNER_PROTECT_ALL", lambda v: v.lower() in ("1", "true", "yes"), False),
+            "protect_all": get("BNER_PROTECT_ALL", boolean, False),  # strict: a typo must not turn protection off
             "cors_origins": tuple(o.strip() for o in get("BNER_CORS_ORIGINS", str, "").split(",") if o.strip()),
             "header_timeout": get("BNER_HEADER_TIMEOUT", float, 10.0),
             "body_timeout": get("BNER_BODY_TIMEOUT", float, 30.0),
@@ -336,9 +336,9 @@ def model_description(settings: ServingSettings, tagger) -> dict:
         "label_scheme": metadata.label_scheme,
         "base_model": os.path.basename(str(metadata.pretrained.get("source", "")).rstrip("/")) or None,
         "backend": tagger.backend.name,
-        "decoding": tagger.decoding,
-        "consistent": tagger.consistent,
-        "test_f1": test.get("f1"),
+        **tagger.scoring,
+        # measured with training's decoding: not shown for a server set to decode otherwise
+        "test_f1": test.get("f1") if tagger.scores_as_trained else None,
     }
 
 
