@@ -1,6 +1,7 @@
 """The HTTP API on a tiny export: both backends, limits, batching, offsets, and serving = evaluation."""
 
 import asyncio
+import contextlib
 import os
 
 import httpx
@@ -342,9 +343,12 @@ def test_metrics_label_unknown_paths_as_other(tagger):
     assert 'endpoint="other"' in text and "/random/" not in text
 
 
-@pytest.fixture(scope="module")
-def server(export):
-    """A real server process on loopback with short limits, for connection-level cases."""
+SHORT_LIMITS = {"BNER_MAX_BODY_BYTES": "10000", "BNER_HEADER_TIMEOUT": "1", "BNER_BODY_TIMEOUT": "1", "BNER_KEEP_ALIVE": "1"}
+
+
+@contextlib.contextmanager
+def running_server(model_dir: str, *flags: str, **env: str):
+    """``python -m bner.serving`` in its own process on a free loopback port, until it is ready; yields the port."""
     import socket
     import subprocess
     import sys
@@ -353,24 +357,30 @@ def server(export):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "BNER_MAX_BODY_BYTES": "10000", "BNER_HEADER_TIMEOUT": "1",
-           "BNER_BODY_TIMEOUT": "1", "BNER_KEEP_ALIVE": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "bner.serving", "--model_dir", export[2], "--host", "127.0.0.1", "--port", str(port)],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([sys.executable, "-m", "bner.serving", "--model_dir", model_dir, "--host", "127.0.0.1", "--port", str(port), *flags],
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.time() + 90
+        deadline = time.time() + 120
         while True:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/ner/health", timeout=2).status_code == 200:
+                if httpx.get(f"http://127.0.0.1:{port}/api/ner/ready", timeout=5).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
-            assert process.poll() is None and time.time() < deadline, "server did not start"
+            assert process.poll() is None, f"server exited: {process.stderr.read().decode()[-2000:]}"
+            assert time.time() < deadline, "server did not start"
             time.sleep(0.3)
         yield port
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(export):
+    """A real server process on loopback with short limits, for connection-level cases."""
+    with running_server(export[2], **SHORT_LIMITS) as port:
+        yield port
 
 
 def closed_within(sock, seconds: float) -> bool:
@@ -408,6 +418,20 @@ def test_idle_slow_and_stalled_connections_are_closed(server):
     finally:
         for sock in (silent, slowloris, stalled, kept):
             sock.close()
+
+
+def test_worker_processes_start_and_keep_the_settings_and_the_header_deadline(export):
+    """--workers 2: uvicorn sends its config to each worker process, so everything in it must travel."""
+    import socket
+
+    with running_server(export[2], "--workers", "2", "--consistent", "false", **SHORT_LIMITS) as port:
+        for _ in range(4):  # whichever worker answers
+            model = httpx.get(f"http://127.0.0.1:{port}/api/ner/model", timeout=10).json()
+            assert (model["decoding"], model["consistent"]) == ("constrained", False)
+        answer = httpx.post(f"http://127.0.0.1:{port}/api/ner/recognize", json={"text": "Anna Kowalski visited Lisbon ."}, timeout=30)
+        assert answer.status_code == 200 and [e["text"] for e in answer.json()["entities"]] == ["Anna Kowalski", "Lisbon"]
+        with socket.create_connection(("127.0.0.1", port)) as silent:
+            assert closed_within(silent, 5)  # BNER_HEADER_TIMEOUT=1 reached the workers
 
 
 def test_a_chunked_body_over_the_limit_is_refused_without_reading_it_whole(server):

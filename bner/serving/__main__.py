@@ -64,7 +64,7 @@ def run_workers(host: str, port: int, workers: int) -> None:
 
     config = uvicorn.Config(
         "bner.serving.__main__:app_factory", factory=True, host=host, port=port, workers=workers, log_level="warning",
-        **uvicorn_options(ServingSettings.from_env()),
+        **uvicorn_options(ServingSettings.from_env(), worker_processes=True),
     )
     listener = tcp_listener(host, port)
     print(f"bner: serving with {workers} worker processes on http://{host}:{port}", flush=True)

@@ -127,12 +127,13 @@ class ServingSettings:
             raise ValueError(f"BNER_DECODING={self.decoding!r}: expected one of {', '.join(DECODINGS)}")
 
 
-def uvicorn_options(settings: ServingSettings) -> dict:
-    """The connection limits, as uvicorn.Config's options."""
-    from bner.serving.connections import protocol_with_header_timeout
+def uvicorn_options(settings: ServingSettings, worker_processes: bool = False) -> dict:
+    """The connection limits, as uvicorn.Config's options (``worker_processes``: for uvicorn's
+    multi-process mode, which sends them to each worker, so the protocol goes by name)."""
+    from bner.serving.connections import WORKER_PROTOCOL, protocol_with_header_timeout
 
     return {
-        "http": protocol_with_header_timeout(settings.header_timeout),
+        "http": WORKER_PROTOCOL if worker_processes else protocol_with_header_timeout(settings.header_timeout),
         "timeout_keep_alive": settings.keep_alive,
         "limit_concurrency": settings.max_connections,
     }

@@ -15,6 +15,7 @@ missing; the header deadline behaves the same on both (tested).
 from __future__ import annotations
 
 import asyncio
+import functools
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as BaseProtocol
@@ -22,40 +23,66 @@ except ImportError:  # httptools is not installed
     from uvicorn.protocols.http.h11_impl import H11Protocol as BaseProtocol
 
 
-def protocol_with_header_timeout(header_timeout: float, base: type = BaseProtocol) -> type:
-    class HeaderTimeoutProtocol(base):
-        _header_timer: asyncio.TimerHandle | None = None
+class HeaderDeadline:
+    """Mixed into uvicorn's HTTP protocol: closes a connection whose request headers take longer
+    than ``header_timeout`` seconds."""
 
-        def connection_made(self, transport) -> None:
-            super().connection_made(transport)
-            self._arm()
+    header_timeout: float = 10.0
+    _header_timer: asyncio.TimerHandle | None = None
 
-        def data_received(self, data: bytes) -> None:
-            if self._between_requests():
-                self._arm()  # a new request starts arriving: its headers get their deadline
-            super().data_received(data)
-            if not self._between_requests():
-                self._disarm()
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._arm()
 
-        def connection_lost(self, exc) -> None:
+    def data_received(self, data: bytes) -> None:
+        if self._between_requests():
+            self._arm()  # a new request starts arriving: its headers get their deadline
+        super().data_received(data)
+        if not self._between_requests():
             self._disarm()
-            super().connection_lost(exc)
 
-        def _between_requests(self) -> bool:
-            return self.cycle is None or self.cycle.response_complete
+    def connection_lost(self, exc) -> None:
+        self._disarm()
+        super().connection_lost(exc)
 
-        def _arm(self) -> None:
-            if self._header_timer is None:
-                self._header_timer = self.loop.call_later(header_timeout, self._headers_too_slow)
+    def _between_requests(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
 
-        def _disarm(self) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
+    def _arm(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
 
-        def _headers_too_slow(self) -> None:
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
             self._header_timer = None
-            if self._between_requests() and not self.transport.is_closing():
-                self.transport.close()
 
-    return HeaderTimeoutProtocol
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if self._between_requests() and not self.transport.is_closing():
+            self.transport.close()
+
+
+def protocol_with_header_timeout(header_timeout: float, base: type = BaseProtocol) -> type:
+    """The protocol for a server in this process (a class made here cannot be sent to worker processes)."""
+    return type("HeaderTimeoutProtocol", (HeaderDeadline, base), {"header_timeout": header_timeout})
+
+
+class EnvironmentHeaderTimeoutProtocol(HeaderDeadline, BaseProtocol):
+    """The protocol for worker processes, which uvicorn starts by pickling its config: they import
+    this class by name (``WORKER_PROTOCOL``) and read the deadline from the environment the
+    settings come from (BNER_HEADER_TIMEOUT)."""
+
+    @property
+    def header_timeout(self) -> float:
+        return _environment_header_timeout()
+
+
+WORKER_PROTOCOL = f"{__name__}:{EnvironmentHeaderTimeoutProtocol.__name__}"
+
+
+@functools.cache
+def _environment_header_timeout() -> float:
+    from bner.serving.app import ServingSettings
+
+    return ServingSettings.from_env().header_timeout
