@@ -106,11 +106,6 @@ class Tagger:
         return {"decoding": self.decoding, "consistent": self.consistent}
 
     @property
-    def scores_as_trained(self) -> bool:
-        """Whether it tags as training's own evaluation did (the defaults), so the model's stored scores apply."""
-        return self.scoring == {"decoding": DECODINGS[0], "consistent": True}
-
-    @property
     def labels(self) -> list[str]:
         return self.metadata.labels
 

@@ -466,7 +466,7 @@ def evaluate_splits(tagger, splits, out: str, say) -> dict[str, dict]:
             rows = [[(w, g, p) for w, g, p in zip(s.words, s.tags, pred)] for s, pred in zip(sentences, predicted)]
             io.write_text(io.join(out, "test_results.tsv"), corpus.format_conll(rows))
         say(f"\n{name} ({len(sentences)} sentences): " + evaluate.format_summary(result))
-        scores[name] = {**result.as_dict(), "confusion": confusions[name]}
+        scores[name] = {**result.as_dict(), "scoring": tagger.scoring, "confusion": confusions[name]}
     if scores:
         io.write_text(io.join(out, "confusion.json"), json.dumps(confusions, indent=2) + "\n")
         say(f"wrote {io.join(out, 'eval_results.txt')} (+ .json), test_results.tsv and confusion.json")

@@ -94,6 +94,8 @@ def test_scores_say_how_they_were_decoded(trained, tmp_path, capsys):
 
     _, data, out, _ = trained
     assert read_json(out / "eval_results.json")["scoring"] == {"decoding": "constrained", "consistent": True}
+    stored = read_json(out / "export" / "bner" / "1" / "metadata.json")["evaluation"]["test"]["scoring"]
+    assert stored == {"decoding": "constrained", "consistent": True}  # what the server compares its own settings with
     assert cli.main(["evaluate", str(out), os.path.join(data, "test.conll"), "--output_dir", str(tmp_path),
                      "--decoding", "argmax", "--consistent", "false"]) == 0
     written = read_json(tmp_path / "eval_results.json")

@@ -338,8 +338,9 @@ def model_description(settings: ServingSettings, tagger) -> dict:
         "base_model": os.path.basename(str(metadata.pretrained.get("source", "")).rstrip("/")) or None,
         "backend": tagger.backend.name,
         **tagger.scoring,
-        # measured with training's decoding: not shown for a server set to decode otherwise
-        "test_f1": test.get("f1") if tagger.scores_as_trained else None,
+        # not shown for a server set to decode otherwise than the score was made (models from before
+        # scores recorded their scoring keep showing theirs)
+        "test_f1": test.get("f1") if test.get("scoring", tagger.scoring) == tagger.scoring else None,
     }
 
 

@@ -27,7 +27,7 @@ class HeaderDeadline:
     """Mixed into uvicorn's HTTP protocol: closes a connection whose request headers take longer
     than ``header_timeout`` seconds."""
 
-    header_timeout: float = 10.0
+    header_timeout: float  # set by each protocol class below
     _header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport) -> None:
