@@ -85,7 +85,9 @@ def learning_curve(plt, loss_curve: list, history: list):
                      linewidth=1.6, label="dev F1 (entity)")
         for h in epochs:
             f1_axis.annotate(f"{100 * h['dev_f1']:.1f}", (h["step"], 100 * h["dev_f1"]), textcoords="offset points",
-                             xytext=(0, 7), ha="center", fontsize=8, color="#dd8452")
+                             xytext=(0, 7), ha="center", fontsize=8, color="#dd8452",
+                             # A white backing keeps a label readable where the loss line runs behind it.
+                             bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.9})
         f1_axis.set_ylabel("dev F1", color="#dd8452")
         f1_axis.set_ylim(0, 105)
         lines = lines + f1_axis.get_lines()
