@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import os
 import re
 from collections.abc import Generator, Iterable, Sequence
@@ -28,6 +29,7 @@ from bner.metadata import METADATA_FILE, SIGNATURE, TaggerMetadata, read_metadat
 DECODINGS = scheme_decoding.DECODINGS  # also importable from here, where it was before
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+COUNT_CHUNK_WORDS = 2048  # words tokenized at a time when counting a request's pieces against a limit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,12 +119,16 @@ class Tagger:
 
     def __call__(self, text: str) -> list[Entity]:
         """The entities of one text, with character offsets into it."""
+        if not isinstance(text, str):
+            raise TypeError(f"the tagger takes one text (a str), got {type(text).__name__}; for many texts use predict()")
         return self.tag_texts([text])[0].entities
 
     def predict(
         self, texts: Iterable[str], batch_size: int | None = None, progress: bool = False, group_by_type: bool = False
     ) -> list[list[Entity]] | list[dict[str, list[str]]]:
         """Entities of many texts; with ``group_by_type``, ``{"PER": ["Angela Merkel"], ...}`` per text."""
+        if isinstance(texts, str):
+            raise TypeError("predict() takes a list of texts, got one str; for one text call the tagger: tagger(text)")
         texts = list(texts)
         results: list = []
         chunk = (batch_size or self.batch_size) * 8  # texts per progress update; bounded work between updates
@@ -146,6 +152,9 @@ class Tagger:
         Lone surrogates (valid in JSON, not in UTF-8, refused by the tokenizer) read as U+FFFD,
         one character for one, so every offset still points into the text as given.
         """
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"text {i}: expected a str, got {type(t).__name__}")
         texts = [_LONE_SURROGATE.sub("\ufffd", t) for t in texts]
         segmented = [text.segment(t) for t in texts]
         # A model trained on sentences tags a text sentence by sentence (with its neighbours in
@@ -169,11 +178,21 @@ class Tagger:
             results.append(TaggedText(source, words, t, entities_of(source, words, t)))
         return results
 
-    def count_pieces(self, texts: Sequence[str]) -> int:
-        """Word pieces the texts make (the model's work, before windows): what a server budgets."""
-        words = [[w.text for w in text.segment(_LONE_SURROGATE.sub("\ufffd", t))] for t in texts]
-        tokenized = features.tokenize(self.preprocessor.tokenizer, [w for w in words if w], self.preprocessor.max_pieces)
-        return sum(len(t.pieces) for t in tokenized)
+    def count_pieces(self, texts: Sequence[str], limit: int | None = None) -> int:
+        """Word pieces the texts make (the model's work, before windows): what a server budgets.
+
+        With ``limit``, counting stops once the count is past it (the result is then only known to
+        exceed it), so refusing a huge request costs no more than tokenizing an allowed one.
+        """
+        total = 0
+        for t in texts:
+            words = (w.text for w in text.iter_words(_LONE_SURROGATE.sub("\ufffd", t)))
+            while chunk := list(itertools.islice(words, COUNT_CHUNK_WORDS)):
+                [tokenized] = features.tokenize(self.preprocessor.tokenizer, [chunk], self.preprocessor.max_pieces)
+                total += len(tokenized.pieces)
+                if limit is not None and total > limit:
+                    return total
+        return total
 
     # ------------------------------------------------------------ words and CoNLL files
 
@@ -187,8 +206,15 @@ class Tagger:
         sees them as it did in training, and a name is tagged alike throughout its document.
         Sentences numbered 0 (before any ``-DOCSTART-``) are neighbours for context only.
         """
+        if isinstance(words, str) or not isinstance(words, Iterable):
+            hint = "one str; for raw text call the tagger: tagger(text)" if isinstance(words, str) else type(words).__name__
+            raise TypeError(f"tag() takes a list of words (or of sentences, each a list of words), got {hint}")
         single = bool(words) and isinstance(words[0], str)
         sentences = [words] if single else words
+        for i, sentence in enumerate(sentences):
+            if isinstance(sentence, str) or not isinstance(sentence, Iterable) or not all(isinstance(w, str) for w in sentence):
+                where = "" if single else f"sentence {i}: "
+                raise TypeError(f"{where}expected a list of words (str), got {sentence!r:.60}")
         tags = [corpus.convert_tags(t.tags, self.metadata.data_scheme) for t in self.tag_sentences(sentences, documents=documents)]
         return tags[0] if single else tags
 
@@ -374,6 +400,8 @@ def locate(path: str) -> tuple[str, str]:
     path = str(path).rstrip("/") or "/"
     if path.endswith(".json"):  # an export's metadata.json (METADATA_FILE), as the original client took it
         return "export", os.path.dirname(path)
+    if io.is_local(path) and os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: a file, not a bner model ({_MODEL_PATHS})")
     if io.exists(io.join(path, "saved_model.pb")) and io.exists(io.join(path, METADATA_FILE)):
         return "export", path
     if model_folder.is_model_folder(path):
@@ -389,10 +417,11 @@ def locate(path: str) -> tuple[str, str]:
         return "model", io.join(path, "model")
     if not io.exists(path):
         raise FileNotFoundError(f"{path}: no such file or folder")
-    raise FileNotFoundError(
-        f"{path}: not a bner model (expected an export version with saved_model.pb and metadata.json, a folder of "
-        "numbered versions, a trained-model folder with model.weights.h5, or a run folder holding one of those)"
-    )
+    raise FileNotFoundError(f"{path}: not a bner model ({_MODEL_PATHS})")
+
+
+_MODEL_PATHS = ("expected an export version with saved_model.pb and metadata.json, a folder of numbered versions, "
+                "a trained-model folder with model.weights.h5, or a run folder holding one of those")
 
 
 def _quiet_tensorflow(verbose: bool, without_keras: bool) -> None:

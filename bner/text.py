@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import unicodedata
+from collections.abc import Iterator
 
 # CJK ideographs are words of one character each, as in CoNLL-format Chinese corpora and
 # BERT's own tokenizer; other letters, digits and combining marks form words, joined by
@@ -33,18 +35,29 @@ class Word:
     end: int
 
 
+def _invisible(character: str) -> bool:
+    """Characters BERT's tokenizer deletes (control, format such as zero-width, unassigned, private
+    use, and U+FFFD): on their own they are no word, so they neither get a tag nor split a name."""
+    return character == "\ufffd" or unicodedata.category(character)[0] == "C"
+
+
 def segment(text: str) -> list[Word]:
-    words = []
+    return list(iter_words(text))
+
+
+def iter_words(text: str) -> Iterator[Word]:
+    """The words of ``text`` one by one, as :func:`segment` lists them (for reading only a start)."""
     for match in _WORD.finditer(text):
         token = match.group()
+        if len(token) == 1 and _invisible(token):
+            continue
         start, end = match.span()
         # A trailing period belongs to the word only for abbreviations like "U.S." or "Dr.".
         if token.endswith(".") and len(token) > 1 and not _is_abbreviation(token):
-            words.append(Word(token[:-1], start, end - 1))
-            words.append(Word(".", end - 1, end))
+            yield Word(token[:-1], start, end - 1)
+            yield Word(".", end - 1, end)
         else:
-            words.append(Word(token, start, end))
-    return words
+            yield Word(token, start, end)
 
 
 def _is_abbreviation(token: str) -> bool:

@@ -94,6 +94,15 @@ def test_tagger_predicts_groups_tags_and_evaluates(run, tmp_path):
     ]
     assert tagger.tag(["Anna", "met", "Chen", "in", "Quito"]) == ["I-PER", "O", "I-PER", "O", "I-LOC"]  # IOB1, as the data
     assert tagger.tag([["Hana"], ["Oslo", "today"]]) == [["I-PER"], ["I-LOC", "O"]]
+    # A str where a list belongs, or no text at all, is an error that says so (not a tag per character).
+    for call, argument, message in [(tagger.predict, "Anna visited Oslo", "takes a list of texts"),
+                                    (tagger.tag, "Anna visited Oslo", "takes a list of words"), (tagger.tag, None, "got NoneType"),
+                                    (tagger.tag, [["Oslo", None]], "sentence 0: expected a list of words"),
+                                    (tagger, None, "takes one text"), (tagger, ["Oslo"], "takes one text"),
+                                    (tagger.predict, ["Oslo", b"Lima"], "text 1: expected a str, got bytes")]:
+        with pytest.raises(TypeError, match=message):
+            call(argument)
+    assert [e.text for e in tagger("Anna\x00 Kowalski \u200b visited Lisbon\u200b.")] == ["Anna\x00 Kowalski", "Lisbon"]
     test_file = os.path.join(root, "data", "test.conll")
     scores = tagger.evaluate(test_file)
     scorer = subprocess.run([sys.executable, "-m", "bner.evaluate", str(root / "out" / "test_results.tsv"), "--json"],

@@ -38,6 +38,9 @@ def client_for(tagger, **overrides) -> TestClient:
 def test_health_ready_docs_and_page(tagger):
     with client_for(tagger) as client:
         assert client.get("/api/ner/health").json() == {"status": "ok"}
+        assert client.head("/api/ner/health").status_code == client.head("/api/ner/ready").status_code == 200  # load balancers' probes
+        trailing = client.post("/api/ner/recognize/", json={"text": "Oslo"}, follow_redirects=False)
+        assert trailing.status_code == 404  # no redirect to an address made from the client's Host header
         ready = client.get("/api/ner/ready").json()
         assert ready["status"] == "ready" and ready["entity_types"] == ["LOC", "ORG", "PER"]
         assert "/api/ner/recognize" in client.get("/openapi.json").json()["paths"]
@@ -87,12 +90,17 @@ def test_errors_and_limits(tagger):
         assert post("/api/ner/recognize", json={"text": "x" * 51}).status_code == 413
         assert post("/api/ner/recognize", json={"texts": ["a"] * 4}).status_code == 413
         assert post("/api/ner/recognize", content=b'{"text": "' + b"a" * 6_000 + b'"}', headers={"content-type": "application/json"}).status_code == 413
-        for bad in ({}, {"text": 3}, {"text": "a", "texts": ["b"]}, {"texts": "a"}, {"text": "a", "extra": 1}):
+        for bad in ({}, {"text": 3}, {"text": "a", "texts": ["b"]}, {"texts": "a"}, {"text": "a", "extra": 1}, {"text": "a", "include_tokens": "yes"}):
             response = post("/api/ner/recognize", json=bad)
             assert response.status_code == 422 and response.json()["detail"], bad
         response = post("/api/ner/recognize", content=b"{not json", headers={"content-type": "application/json"})
         assert response.status_code == 422
+        not_utf8 = post("/api/ner/recognize", content=b'{"text": "\xff"}', headers={"content-type": "application/json"})
+        assert not_utf8.status_code == 400 and not_utf8.json()["detail"]
         assert post("/api/ner/recognize", json={"text": ""}).json()["entities"] == []
+        # Every refusal is counted: three too large, eight invalid (one of them not even UTF-8).
+        counted = client.get("/metrics").text
+        assert 'bner_errors_total{kind="too_large"} 3.0' in counted and 'bner_errors_total{kind="invalid"} 8.0' in counted
 
 
 def test_api_key_and_cors(tagger):
@@ -240,6 +248,9 @@ def test_model_dir_may_be_the_folder_of_versions(tmp_path):
     assert locate(str(tmp_path / "run")) == ("export", str(tmp_path / "run" / "export" / "bner" / "3"))
     with pytest.raises(FileNotFoundError, match="not a bner model"):
         locate(str(tmp_path))
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(FileNotFoundError, match="notes.txt: a file, not a bner model"):
+        locate(str(tmp_path / "notes.txt"))
 
 
 def test_worker_listener_gives_connections_tcp_nodelay():
@@ -318,6 +329,15 @@ def test_work_is_bounded_by_word_pieces_not_characters(tagger):
         dots = client.post("/api/ner/recognize", json={"text": "." * 2_000})  # 2,000 characters, 2,000 words
         assert dots.status_code == 413 and "word pieces" in dots.json()["detail"]
         assert client.post("/api/ner/recognize", json={"text": "Anna visited Lisbon . " * 20}).status_code == 200
+
+
+def test_counting_a_request_stops_past_the_limit(tagger):
+    from bner.tagger import COUNT_CHUNK_WORDS
+
+    huge = [", " * 20_000, "Anna"]
+    assert tagger.count_pieces(huge) == 20_001
+    assert 100 < tagger.count_pieces(huge, limit=100) <= 100 + COUNT_CHUNK_WORDS
+    assert tagger.count_pieces(["Anna\x00 \u200b visited"], limit=100) == tagger.count_pieces(["Anna visited"])
 
 
 def test_the_key_is_checked_before_the_body_and_any_key_bytes_are_just_wrong(tagger):
@@ -626,6 +646,13 @@ def test_headers_deadline_holds_with_either_http_parser(parser):
         assert closed_within(slowloris, 3)
         assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text == "ok"
         slowloris.close()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as huge:  # headers of 1 MB
+            with contextlib.suppress(OSError):  # the server may close before all is sent
+                huge.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 1_000_000)
+            # h11 has a limit of its own (16 KiB) and answers 400 before this one would.
+            assert huge.recv(100).startswith(b"HTTP/1.1 431" if parser == "httptools" else b"HTTP/1.1 400")
+        # A body is no header: a large one sent in one go with its headers is read as usual.
+        assert httpx.post(f"http://127.0.0.1:{port}/", content=b"b" * 500_000, timeout=5).text == "ok"
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -21,10 +21,12 @@ def test_offsets_point_into_the_original_text():
 
 
 @given(st.text(max_size=80))
-def test_segmentation_covers_every_non_space_character(s):
+def test_segmentation_covers_every_visible_non_space_character(s):
     segmented = text.segment(s)
     covered = "".join(w.text for w in segmented)
-    assert covered == "".join(s.split())
+    visible = lambda t: "".join(c for c in t if not text._invisible(c))  # noqa: E731
+    assert visible(covered) == visible("".join(s.split()))
+    assert all(visible(w.text) for w in segmented)
     assert all(s[w.start : w.end] == w.text and w.text.strip() == w.text for w in segmented)
 
 
@@ -34,3 +36,9 @@ def test_a_corpus_of_sentences_is_told_from_one_of_tweets():
     assert text.units_are_sentences(sentences)
     assert not text.units_are_sentences(tweets)  # a third of these units hold two sentences
     assert not text.units_are_sentences([])
+
+
+def test_characters_the_tokenizer_deletes_are_no_words():
+    # NUL, zero-width space and joiner, a right-to-left override, the replacement character.
+    assert words("Angela\x00 Merkel \u200d met\u200bhim \u202e\ufffd .") == ["Angela", "Merkel", "met", "him", "."]
+    assert [(w.start, w.end) for w in text.segment("a\u200bb")] == [(0, 1), (2, 3)]

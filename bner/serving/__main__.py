@@ -14,9 +14,12 @@ from bner.cli import add_decoding_options
 from bner.settings import configure_environment, import_tensorflow_quietly
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="bner-serve", description="Serve a bner export over HTTP.")
-    parser.add_argument("--model_dir", help="export version folder (…/export/<model_name>/<version>); env MODEL_DIR")
+def parse_args(argv=None, prog: str = "bner-serve") -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description="Serve a bner export over HTTP.")
+    if prog == "bner serve":  # the export may come first, as a plain argument: bner serve runs/x/export/bner/1
+        parser.usage = "bner serve [MODEL_DIR] [options]"
+    parser.add_argument("--model_dir", help="export version folder (…/export/<model_name>/<version>), or a run folder "
+                                             "or model folder bner.load takes; env MODEL_DIR")
     parser.add_argument("--metadata_file", help="the export's metadata.json, for the TF Serving backend; env METADATA_FILE")
     parser.add_argument("--host_name", help="TensorFlow Serving host: use it over gRPC instead of running the model here; env HOST_NAME")
     parser.add_argument("--grpc_port", type=int, help="TensorFlow Serving gRPC port (default 8500); env GRPC_SERVER_PORT")
@@ -81,9 +84,9 @@ def tcp_listener(host: str, port: int) -> socket.socket:
     return listener
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog: str = "bner-serve") -> int:
     configure_environment()
-    args = parse_args(argv)
+    args = parse_args(argv, prog)
     import uvicorn
 
     import_tensorflow_quietly(without_keras=True)  # serving runs a SavedModel: TensorFlow, no Keras

@@ -17,10 +17,12 @@ from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bner.backends import BackendUnavailable
 from bner.config import boolean
@@ -30,6 +32,7 @@ from bner.serving.batching import MicroBatcher, Overloaded
 from bner.serving.guard import RequestGuard
 
 log = logging.getLogger(__name__)
+MAX_PIECES_PER_CHARACTER = 4  # what one character can become under BERT's normalisation (NFD)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,7 +171,7 @@ class RecognizeRequest(BaseModel):
 
     text: str | None = Field(None, description="One text to label.")
     texts: list[str] | None = Field(None, description="Several texts to label in one request.")
-    include_tokens: bool = Field(False, description="Also return the words with their tags and offsets.")
+    include_tokens: bool = Field(False, strict=True, description="Also return the words with their tags and offsets (true or false).")
 
     @model_validator(mode="after")
     def exactly_one(self):
@@ -250,6 +253,8 @@ def create_app(settings: ServingSettings, tagger=None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # served from packaged assets (add_docs): /docs works without internet
         redoc_url=None,
+        # /api/ner/recognize/ is a 404, not a redirect built from the client's Host header.
+        redirect_slashes=False,
         title="bner",
         description="Named-entity recognition with a fine-tuned BERT. Entities come with character offsets into the request text.",
         version="1",
@@ -287,6 +292,13 @@ def add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
             where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
             messages.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
         return JSONResponse({"detail": "; ".join(messages) or "invalid request"}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException):
+        # A body FastAPI cannot read as JSON at all (not UTF-8, say) is the client's error too.
+        if error.status_code == 400:
+            metrics.errors.labels("invalid").inc()
+        return await http_exception_handler(request, error)
 
     @app.exception_handler(Overloaded)
     async def overloaded(request: Request, error: Overloaded):
@@ -351,7 +363,7 @@ def add_probes_and_metrics(app: FastAPI, settings: ServingSettings, tagger, metr
     async def page():
         return page_html
 
-    @app.get("/api/ner/health", summary="Liveness: the process is up")
+    @app.api_route("/api/ner/health", methods=["GET", "HEAD"], summary="Liveness: the process is up")
     async def health():
         return {"status": "ok"}
 
@@ -362,7 +374,7 @@ def add_probes_and_metrics(app: FastAPI, settings: ServingSettings, tagger, metr
     async def model():
         return description
 
-    @app.get("/api/ner/ready", summary="Readiness: the model is loaded and the backend answers")
+    @app.api_route("/api/ner/ready", methods=["GET", "HEAD"], summary="Readiness: the model is loaded and the backend answers")
     async def ready():
         problem = await readiness.problem()
         if problem:
@@ -412,25 +424,28 @@ class Readiness:
 
 
 def add_recognize(app: FastAPI, settings: ServingSettings, tagger, batcher: MicroBatcher, metrics: Metrics) -> None:
+    def too_large(detail: str) -> JSONResponse:
+        metrics.errors.labels("too_large").inc()
+        return JSONResponse({"detail": detail}, status_code=413)
+
     @app.post("/api/ner/recognize", response_model=RecognizeResponse, response_model_exclude_none=True,
               summary="Find the named entities in one text or several")
     async def recognize(body: RecognizeRequest, request: Request):
         texts = [body.text] if body.text is not None else body.texts
         if len(texts) > settings.max_texts:
-            return JSONResponse({"detail": f"{len(texts)} texts in one request; the limit is {settings.max_texts}"}, status_code=413)
+            return too_large(f"{len(texts)} texts in one request; the limit is {settings.max_texts}")
         for i, t in enumerate(texts):
             if len(t) > settings.max_text_chars:
-                return JSONResponse(
-                    {"detail": f"text {i} has {len(t)} characters; the limit is {settings.max_text_chars}"}, status_code=413
-                )
-        # Every word piece covers at least one character, so a request within the budget in characters
-        # is within it in pieces: only longer ones are tokenised an extra time to be counted.
+                return too_large(f"text {i} has {len(t)} characters; the limit is {settings.max_text_chars}")
+        # BERT's normalisation can turn one character into several pieces (a Hangul syllable into
+        # three jamo; at most four code points under NFD), so only requests of up to a quarter of the
+        # budget in characters are surely within it. Longer ones are counted, and counting stops
+        # past the limit, so a refused request costs no more than an allowed one.
         pieces = sum(len(t) for t in texts)
+        if pieces * MAX_PIECES_PER_CHARACTER > settings.max_pieces:
+            pieces = await asyncio.to_thread(tagger.count_pieces, texts, settings.max_pieces)
         if pieces > settings.max_pieces:
-            pieces = await asyncio.to_thread(tagger.count_pieces, texts)
-        if pieces > settings.max_pieces:
-            metrics.errors.labels("too_large").inc()
-            return JSONResponse({"detail": f"the texts make {pieces} word pieces; the limit is {settings.max_pieces}"}, status_code=413)
+            return too_large(f"the texts make over {settings.max_pieces} word pieces, the limit")
         tagged = await until_disconnected(batcher.submit(texts, cost=pieces), request) if texts else []
         if tagged is None:
             metrics.errors.labels("disconnected").inc()

@@ -1,11 +1,13 @@
-"""Connection limits uvicorn lacks: a deadline for each request's headers.
+"""Connection limits uvicorn lacks: a deadline and a size limit for each request's headers.
 
 uvicorn closes a kept-alive connection that stays idle after a response, but a
 connection that opens and never sends (or sends its headers a byte at a time, as a
 slowloris client does) is held forever, and enough of them exhaust the server's file
 descriptors. This protocol gives every request ``header_timeout`` seconds from its first
 byte (or from the connection's start) to complete its headers, then closes the
-connection. Body deadlines and size limits are :mod:`bner.serving.guard`'s.
+connection. Its C parser also takes headers of any size (megabytes held per connection,
+before any key is checked): past ``MAX_HEADER_BYTES`` the request gets 431 and the
+connection closes. Body deadlines and size limits are :mod:`bner.serving.guard`'s.
 
 It extends uvicorn's httptools protocol (its C parser, part of uvicorn's standard production
 stack, which bner installs) and falls back to the pure-Python h11 protocol where httptools is
@@ -23,12 +25,17 @@ except ImportError:  # httptools is not installed
     from uvicorn.protocols.http.h11_impl import H11Protocol as BaseProtocol
 
 
+MAX_HEADER_BYTES = 64 * 1024  # the request line and headers; browsers and proxies stay far below
+TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+
+
 class HeaderDeadline:
     """Mixed into uvicorn's HTTP protocol: closes a connection whose request headers take longer
-    than ``header_timeout`` seconds."""
+    than ``header_timeout`` seconds, and answers 431 to headers over ``MAX_HEADER_BYTES``."""
 
     header_timeout: float  # set by each protocol class below
     _header_timer: asyncio.TimerHandle | None = None
+    _header_bytes: int = 0
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -40,6 +47,14 @@ class HeaderDeadline:
         super().data_received(data)
         if not self._between_requests():
             self._disarm()
+            self._header_bytes = 0
+            return
+        # Still in the headers (counted after parsing, as one read may also carry a body).
+        self._header_bytes += len(data)
+        if self._header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
+            self._disarm()
+            self.transport.write(TOO_LARGE)
+            self.transport.close()
 
     def connection_lost(self, exc) -> None:
         self._disarm()
