@@ -71,6 +71,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from bner.commands import check_model_window
 
     check_model_window(args.model, args.max_seq_length)
+    if args.output_dir:
+        evaluate.check_results_name(args.output_dir, args.name)
     tagger = _load(args)
     scores = tagger.evaluate(args.data, args.batch_size)
     if args.output_dir:
@@ -85,6 +87,7 @@ def predict_command(args: argparse.Namespace) -> int:
 
     check_model_window(args.model, args.max_seq_length)
     prediction.input_format(args.input, args.format)
+    prediction.check_output(args.input, args.output)
     tagger = _load(args)
     progress = args.progress if args.progress is not None else args.output != "-"
     written, count = prediction.predict_file(tagger, args.input, args.output, args.format, args.batch_size, progress=progress)
@@ -191,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         rest = argv[1:]
         if rest and not rest[0].startswith("-"):
             rest = ["--model_dir", rest[0], *rest[1:]]
-        return serve(rest)
+        return serve(rest, prog="bner serve")
     args = build_parser().parse_args(argv)
     from bner.corpus import CorpusError
     from bner.pretrained import PretrainedError

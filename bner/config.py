@@ -142,7 +142,11 @@ class TrainConfig:
         return {f.name: getattr(getattr(self, s), f.name) for s, section_cls in SECTIONS.items() for f in dataclasses.fields(section_cls)}
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        """The settings as run.json stores them: local input paths made absolute, so ``--config``
+        replays the run from any folder (outputs stay as given: they are where the record is)."""
+        inputs = {name: os.path.abspath(value) for name, value in self.flat().items()
+                  if name in INPUT_PATH_SETTINGS and isinstance(value, str) and "://" not in value}
+        return dataclasses.asdict(TrainConfig.from_settings(self, **inputs))
 
     @classmethod
     def from_json(cls, data: dict, source: str = "run.json") -> TrainConfig:
@@ -224,7 +228,8 @@ class TrainConfig:
 ACTIVATION_NAMES = ("gelu", "gelu_exact", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_tanh", "relu")
 
 
-PATH_SETTINGS = ("data_dir", "pretrained_model", "bert_config_file", "vocab_file", "init_checkpoint", "output_dir", "export_dir")
+INPUT_PATH_SETTINGS = ("data_dir", "pretrained_model", "bert_config_file", "vocab_file", "init_checkpoint")
+PATH_SETTINGS = (*INPUT_PATH_SETTINGS, "output_dir", "export_dir")
 
 
 BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}

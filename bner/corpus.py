@@ -275,6 +275,10 @@ class SchemeEvidence:
             where = ", ".join(f"{source}:{n}" if source else str(n) for n in self.es_lines)
             return (f"{self.es_tags} E-/S- tags in data read as {self.scheme} (first at {where}): they count as I-/B-; "
                     "pass --tag_scheme to choose")
+        if self.iobes and self.i_opens:
+            where = ", ".join(f"{source}:{n}" if source else str(n) for n in self.i_lines)
+            return (f"{self.i_opens} entities start with I- after O or another type, where IOBES starts them with B- or S-; "
+                    f"read as IOBES (first at {where}); pass --tag_scheme to choose")
         if self.iobes or not (self.b_opens and self.i_opens):
             return None
         if self.scheme == "IOB1":

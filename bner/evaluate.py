@@ -15,10 +15,12 @@ import argparse
 import collections
 import dataclasses
 import json
+import re
 import sys
 from collections.abc import Iterable, Sequence
 
 from bner import corpus, io
+from bner.config import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +181,19 @@ def read_predictions(path: str) -> tuple[list[list[str]], list[list[str]]]:
         gold.append([fields[-2] for _, fields in rows])
         predicted.append([fields[-1] for _, fields in rows])
     return gold, predicted
+
+
+RESULTS_NAMES = {"dev": "dev_results", "test": "eval_results"}  # a training run's own scores, by split
+
+
+def check_results_name(output_dir: str, name: str) -> None:
+    """Refuse a ``name`` that is not a plain file name stem, or that would replace a training
+    run's own scores (a run folder holds run.json)."""
+    if not re.fullmatch(r"[\w.-]+", name) or name.startswith("."):
+        raise ConfigError(f"--name {name!r}: expected a file name stem (letters, digits, '.', '_', '-')")
+    if name in RESULTS_NAMES.values() and io.exists(io.join(output_dir, "run.json")):
+        raise ConfigError(f"--output_dir {output_dir}: a training run, whose own scores are {name}.txt and .json; "
+                          f"give another --name (e.g. --name {name}_new) or folder")
 
 
 def write_results(scores: Scores, output_dir: str, name: str = "eval_results", scoring: dict | None = None) -> None:

@@ -52,6 +52,19 @@ def join(base: str, *parts: str) -> str:
     return "/".join([str(base).rstrip("/"), *parts])
 
 
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file (links and ``./`` resolved locally; remote paths compared as written)."""
+    if is_local(a) != is_local(b):
+        return False
+    if is_local(a):
+        a, b = (str(p).removeprefix("file://") for p in (a, b))
+        try:
+            return os.path.samefile(a, b)
+        except OSError:  # one of them does not exist yet
+            return os.path.realpath(a) == os.path.realpath(b)
+    return str(a).rstrip("/") == str(b).rstrip("/")
+
+
 def exists(path: str) -> bool:
     if is_local(path):
         return os.path.exists(path)

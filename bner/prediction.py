@@ -59,6 +59,16 @@ def input_format(path: str, given: str = "auto") -> str:
     return "text"
 
 
+def check_output(path: str, output: str | None) -> None:
+    """Refuse an output that is the input: it replaces its file once complete, and the input would be lost."""
+    if output in (None, STDIO):
+        return
+    if io.is_local(output) and os.path.isdir(output):
+        raise ConfigError(f"--output {output}: a folder; give a file name")
+    if path != STDIO and io.same_file(path, output):
+        raise ConfigError(f"--output {output}: that is the input file; its predictions would replace it")
+
+
 def output_suffix(fmt: str) -> str:
     return "conll" if fmt == "conll" else "jsonl"
 
@@ -237,6 +247,7 @@ def predict_file(
     Returns (where the predictions went, how many texts or sentences were labelled).
     """
     fmt = input_format(path, fmt)
+    check_output(path, output)
     size = chunk_size or max(64, (batch_size or tagger.batch_size) * 32)
     source = "<stdin>" if path == STDIO else path
     bar = _bar(progress, "sentences" if fmt == "conll" else "texts")

@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import platform
 import time
 from collections.abc import Sequence
@@ -138,6 +139,15 @@ def check_before_training(config: TrainConfig, overwrite_output_dir: bool = Fals
         if importlib.util.find_spec("hypertune") is None:
             raise ConfigError("--hypertune_metric needs the cloudml-hypertune package (pip install 'bner[vertex]')")
     locate_pretrained(config)
+    for flag in ("output_dir", "export_dir"):
+        folder = getattr(config.output, flag)
+        if folder and io.is_local(folder):
+            # The nearest existing part of the path must be a folder (a file there would fail only after start-up).
+            existing = os.path.abspath(folder)
+            while not os.path.exists(existing):
+                existing = os.path.dirname(existing)
+            if not os.path.isdir(existing):
+                raise ConfigError(f"--{flag}={folder}: {existing} is a file, not a folder")
     if not overwrite_output_dir:
         check_output_dir(config.output.output_dir, config, file_digests(data_dir))
 
@@ -460,7 +470,7 @@ def evaluate_splits(tagger, splits, out: str, say) -> dict[str, dict]:
             continue
         sentences = splits[name]
         result, predicted = tagger.evaluation(sentences)
-        evaluate.write_results(result, out, "eval_results" if name == "test" else "dev_results", tagger.scoring)
+        evaluate.write_results(result, out, evaluate.RESULTS_NAMES[name], tagger.scoring)
         confusions[name] = evaluate.confusion([s.tags for s in sentences], predicted)
         if name == "test":
             rows = [[(w, g, p) for w, g, p in zip(s.words, s.tags, pred)] for s, pred in zip(sentences, predicted)]

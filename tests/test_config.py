@@ -14,7 +14,7 @@ from bner.config import ConfigError, TrainConfig, all_fields
 
 
 def test_config_round_trips_through_json():
-    config = TrainConfig.from_settings(learning_rate=1e-4, pretrained_model="m", output_dir="runs/x", do_lower_case=False)
+    config = TrainConfig.from_settings(learning_rate=1e-4, pretrained_model="/models/m", output_dir="runs/x", do_lower_case=False)
     assert TrainConfig.from_json(config.to_json()) == config
     assert TrainConfig.from_json({"config": config.to_json(), "status": "finished"}) == config
     assert config.optimization.learning_rate == 1e-4 and config.model.do_lower_case is False
@@ -166,3 +166,20 @@ def test_decoding_options_reach_the_tagger_and_bad_values_are_refused(monkeypatc
     with pytest.raises(SystemExit):  # train's own boolean flags: a usage error too, not a traceback
         parser.parse_args(["train", "--do_lower_case=perhaps"])
     assert "invalid boolean value: 'perhaps'" in capsys.readouterr().err
+
+
+def test_the_run_record_holds_input_paths_that_work_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = TrainConfig.from_settings(data_dir="data", pretrained_model="./bert", output_dir="runs/x", vocab_file="gs://b/vocab.txt")
+    stored = config.to_json()
+    assert stored["data"]["data_dir"] == str(tmp_path / "data") and stored["model"]["pretrained_model"] == str(tmp_path / "bert")
+    assert stored["model"]["vocab_file"] == "gs://b/vocab.txt" and stored["output"]["output_dir"] == "runs/x"
+    assert not TrainConfig.from_json(stored).differences(config)  # the same run, so a rerun resumes
+
+
+def test_an_output_folder_that_is_a_file_is_refused_before_tensorflow(tiny_model, tmp_path):
+    (tmp_path / "afile").write_text("keep", encoding="utf-8")
+    for output in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        result = run("-m", "bner.cli", "train", f"--pretrained_model={tiny_model}", f"--output_dir={output}")
+        assert result.returncode == 2 and f"{tmp_path / 'afile'} is a file, not a folder" in result.stderr, result.stderr
+    assert (tmp_path / "afile").read_text(encoding="utf-8") == "keep"

@@ -145,3 +145,19 @@ def test_confusion_counts_types_misses_and_spurious_entities():
         "LOC": {"ORG": 1}, "ORG": {"(missed)": 1}, "PER": {"PER": 1}, "(spurious)": {"LOC": 1}}}
     diagonal = sum(table["matrix"].get(t, {}).get(t, 0) for t in table["types"])
     assert diagonal == evaluate.score(gold, predicted).overall.correct
+
+
+def test_the_output_may_not_be_the_input(tmp_path, monkeypatch):
+    source = tmp_path / "in.txt"
+    source.write_text("Ann met Bo\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    for output in (str(source), "in.txt", "./in.txt"):
+        with pytest.raises(prediction.ConfigError, match="that is the input file"):
+            prediction.predict_file(CapitalTagger(), str(source), output)
+    link = tmp_path / "link.txt"
+    link.symlink_to(source)
+    with pytest.raises(prediction.ConfigError, match="that is the input file"):
+        prediction.predict_file(CapitalTagger(), str(link), str(source))
+    assert source.read_text(encoding="utf-8") == "Ann met Bo\n"
+    with pytest.raises(prediction.ConfigError, match="a folder; give a file name"):
+        prediction.predict_file(CapitalTagger(), str(source), str(tmp_path))

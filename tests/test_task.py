@@ -101,6 +101,13 @@ def test_scores_say_how_they_were_decoded(trained, tmp_path, capsys):
     written = read_json(tmp_path / "eval_results.json")
     assert written["scoring"] == {"decoding": "argmax", "consistent": False} and 0 < written["f1"] <= 1
     assert f"FB1: {100 * written['f1']:6.2f}" in capsys.readouterr().out
+    # The run's own scores are not replaced, and --name is a file name, not a path.
+    own = (out / "eval_results.json").read_bytes()
+    for extra, message in [([], "a training run, whose own scores are eval_results"), (["--name", "dev_results"], "dev_results.txt"),
+                           (["--name", "../escape"], "expected a file name stem")]:
+        assert cli.main(["evaluate", str(out), os.path.join(data, "test.conll"), "--output_dir", str(out), *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert (out / "eval_results.json").read_bytes() == own
 
 
 def test_model_card_describes_the_run_without_placeholders(trained):
