@@ -264,9 +264,13 @@ def train(config: TrainConfig, callbacks: Sequence = (), overwrite_output_dir: b
     ``callbacks`` are Keras callbacks the loop calls besides bner's own (see :mod:`bner.loop`);
     ``say`` receives the lines a user sees (``print`` by default).
     """
-    from bner import hardware
+    from bner.settings import configure_environment, import_tensorflow_quietly
 
     config.check()
+    configure_environment()  # as the command line: TensorFlow's C++ start-up lines stay hidden
+    import_tensorflow_quietly()
+    from bner import hardware
+
     splits = read_splits(config.data.data_dir)
     if config.optimization.early_stopping_patience and "dev" not in splits:
         raise ConfigError(f"--early_stopping_patience needs dev.conll in --data_dir={config.data.data_dir} to judge the epochs")
@@ -330,7 +334,7 @@ def fit(setup: Setup, callbacks: Sequence, say):
     say(
         f"model: {setup.pretrained.format} BERT from {setup.pretrained.source} ({setup.metadata.encoder.num_layers} layers, "
         f"hidden {setup.metadata.encoder.hidden_size}, {'uncased' if setup.metadata.lowercase else 'cased'}); "
-        f"{setup.precision} on {keras.backend.backend()}; {planned} steps ({per_epoch} per epoch)"
+        f"{setup.precision} on {keras.backend.backend()}; {planned} step{'s' * (planned != 1)} ({per_epoch} per epoch)"
         f"{f'; {windows} extra windows for long sentences' if windows else ''}"
     )
     if setup.checkpoints.latest() is not None:

@@ -140,6 +140,25 @@ def test_serving_and_loading_an_export_import_no_keras_and_print_no_tensorflow_l
     assert done.stderr == "", done.stderr
 
 
+TRAIN_QUIETLY = """
+import sys, bner
+try:
+    bner.train(bner.TrainConfig.from_settings(data_dir=sys.argv[1], pretrained_model=sys.argv[2], output_dir=sys.argv[3]))
+except Exception as e:
+    print(type(e).__name__)
+"""
+
+
+def test_training_from_python_prints_no_tensorflow_logs(tiny_model, tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.conll").write_text("", encoding="utf-8")  # fails after TensorFlow has loaded
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-c", TRAIN_QUIETLY, str(tmp_path / "data"), tiny_model, str(tmp_path / "out")],
+                          capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.strip() == "CorpusError", done.stdout
+    assert done.stderr == "", done.stderr
+
+
 def test_reading_metadata_needs_only_the_standard_library(run):
     _, result, _, _ = run
     script = ("import sys; from bner.metadata import read_metadata; m = read_metadata(sys.argv[1]); "
