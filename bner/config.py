@@ -142,10 +142,12 @@ class TrainConfig:
         return {f.name: getattr(getattr(self, s), f.name) for s, section_cls in SECTIONS.items() for f in dataclasses.fields(section_cls)}
 
     def to_json(self) -> dict:
-        """The settings as run.json stores them: local input paths made absolute, so ``--config``
-        replays the run from any folder (outputs stay as given: they are where the record is)."""
+        """The settings as run.json stores them: input paths that exist here made absolute, so
+        ``--config`` replays the run from any folder (names such as a KerasHub preset, remote
+        paths and outputs stay as given: outputs are where the record is)."""
         inputs = {name: os.path.abspath(value) for name, value in self.flat().items()
-                  if name in INPUT_PATH_SETTINGS and isinstance(value, str) and "://" not in value}
+                  if name in INPUT_PATH_SETTINGS and isinstance(value, str) and value and "://" not in value
+                  and os.path.exists(value)}
         return dataclasses.asdict(TrainConfig.from_settings(self, **inputs))
 
     @classmethod

@@ -277,7 +277,7 @@ class SchemeEvidence:
                     "pass --tag_scheme to choose")
         if self.iobes and self.i_opens:
             where = ", ".join(f"{source}:{n}" if source else str(n) for n in self.i_lines)
-            return (f"{self.i_opens} entities start with I- after O or another type, where IOBES starts them with B- or S-; "
+            return (f"{_entities_start(self.i_opens)} with I- after O or another type, where IOBES starts them with B- or S-; "
                     f"read as IOBES (first at {where}); pass --tag_scheme to choose")
         if self.iobes or not (self.b_opens and self.i_opens):
             return None
@@ -286,8 +286,12 @@ class SchemeEvidence:
         else:
             odd, lines, how = self.i_opens, self.i_lines, "start with I- after O or another type"
         where = ", ".join(f"{source}:{n}" if source else str(n) for n in lines)
-        return (f"{odd} entities {how}, against {max(self.b_opens, self.i_opens)} that follow {self.scheme}; "
+        return (f"{_entities_start(odd)} {how.removeprefix('start ')}, against {max(self.b_opens, self.i_opens)} that follow {self.scheme}; "
                 f"read as {self.scheme} (first at {where}); pass --tag_scheme to choose")
+
+
+def _entities_start(count: int) -> str:
+    return f"{count} {'entity starts' if count == 1 else 'entities start'}"
 
 
 def scheme_evidence(sentences: Iterable[Sentence | Sequence[str]], keep: int = 5) -> SchemeEvidence:

@@ -187,13 +187,16 @@ RESULTS_NAMES = {"dev": "dev_results", "test": "eval_results"}  # a training run
 
 
 def check_results_name(output_dir: str, name: str) -> None:
-    """Refuse a ``name`` that is not a plain file name stem, or that would replace a training
-    run's own scores (a run folder holds run.json)."""
+    """Refuse a ``name`` that is not a plain file name stem, or results that would replace a file of
+    a run, model or export folder (one that holds run.json or metadata.json)."""
     if not re.fullmatch(r"[\w.-]+", name) or name.startswith("."):
         raise ConfigError(f"--name {name!r}: expected a file name stem (letters, digits, '.', '_', '-')")
-    if name in RESULTS_NAMES.values() and io.exists(io.join(output_dir, "run.json")):
-        raise ConfigError(f"--output_dir {output_dir}: a training run, whose own scores are {name}.txt and .json; "
-                          f"give another --name (e.g. --name {name}_new) or folder")
+    if not any(io.exists(io.join(output_dir, marker)) for marker in ("run.json", "metadata.json")):
+        return
+    taken = [f"{name}{ext}" for ext in (".txt", ".json") if io.exists(io.join(output_dir, f"{name}{ext}"))]
+    if taken:
+        raise ConfigError(f"{output_dir}: a run or model folder whose {' and '.join(taken)} would be replaced; "
+                          f"give another --name or folder")
 
 
 def write_results(scores: Scores, output_dir: str, name: str = "eval_results", scoring: dict | None = None) -> None:

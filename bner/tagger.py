@@ -184,15 +184,21 @@ class Tagger:
         With ``limit``, counting stops once the count is past it (the result is then only known to
         exceed it), so refusing a huge request costs no more than tokenizing an allowed one.
         """
-        total = 0
+        def pieces(chunks: list[list[str]]) -> int:  # one call for many texts: the tokenizer runs them in parallel
+            return sum(len(t.pieces) for t in features.tokenize(self.preprocessor.tokenizer, chunks, self.preprocessor.max_pieces))
+
+        total, chunks, words_in_chunks = 0, [], 0
         for t in texts:
             words = (w.text for w in text.iter_words(_LONE_SURROGATE.sub("\ufffd", t)))
             while chunk := list(itertools.islice(words, COUNT_CHUNK_WORDS)):
-                [tokenized] = features.tokenize(self.preprocessor.tokenizer, [chunk], self.preprocessor.max_pieces)
-                total += len(tokenized.pieces)
-                if limit is not None and total > limit:
-                    return total
-        return total
+                chunks.append(chunk)
+                words_in_chunks += len(chunk)
+                if words_in_chunks >= COUNT_CHUNK_WORDS:
+                    total += pieces(chunks)
+                    chunks, words_in_chunks = [], 0
+                    if limit is not None and total > limit:
+                        return total
+        return total + (pieces(chunks) if chunks else 0)
 
     # ------------------------------------------------------------ words and CoNLL files
 

@@ -36,9 +36,12 @@ class Word:
 
 
 def _invisible(character: str) -> bool:
-    """Characters BERT's tokenizer deletes (control, format such as zero-width, unassigned, private
-    use, and U+FFFD): on their own they are no word, so they neither get a tag nor split a name."""
-    return character == "\ufffd" or unicodedata.category(character)[0] == "C"
+    """Control and format characters (NUL, zero-width spaces and joiners, direction marks),
+    surrogates and U+FFFD, which BERT's tokenizer deletes (nearly all of them): on their own
+    they are no word, so they neither get a tag nor split a name. Raw text only: a CoNLL file's
+    words are the annotator's, kept as given. Unassigned and private-use characters stay words
+    (an emoji newer than Python's Unicode tables is one)."""
+    return character == "\ufffd" or unicodedata.category(character) in ("Cc", "Cf", "Cs")
 
 
 def segment(text: str) -> list[Word]:

@@ -170,10 +170,15 @@ def test_decoding_options_reach_the_tagger_and_bad_values_are_refused(monkeypatc
 
 def test_the_run_record_holds_input_paths_that_work_from_any_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "bert").mkdir()
     config = TrainConfig.from_settings(data_dir="data", pretrained_model="./bert", output_dir="runs/x", vocab_file="gs://b/vocab.txt")
     stored = config.to_json()
     assert stored["data"]["data_dir"] == str(tmp_path / "data") and stored["model"]["pretrained_model"] == str(tmp_path / "bert")
     assert stored["model"]["vocab_file"] == "gs://b/vocab.txt" and stored["output"]["output_dir"] == "runs/x"
+    # A preset name is a name, not a path here; an empty value stays empty.
+    named = TrainConfig.from_settings(pretrained_model="bert_tiny_en_uncased", bert_config_file="").to_json()["model"]
+    assert named["pretrained_model"] == "bert_tiny_en_uncased" and named["bert_config_file"] == ""
     assert not TrainConfig.from_json(stored).differences(config)  # the same run, so a rerun resumes
 
 

@@ -139,5 +139,5 @@ def test_a_few_stray_iobes_tags_do_not_make_a_corpus_iobes():
     assert corpus.scheme_evidence(iobes).scheme == "IOBES" and corpus.scheme_evidence(iobes).inconsistency() is None
     # IOBES with IOB1's I- openings mixed in (one type rewritten, the others not) is said, with where.
     mixed = iobes + [corpus.Sentence(("d", "e"), ("O", "I-ORG"), line=700)]
-    assert corpus.scheme_evidence(mixed).inconsistency("t").startswith("1 entities start with I- after O or another type, where IOBES")
+    assert corpus.scheme_evidence(mixed).inconsistency("t").startswith("1 entity starts with I- after O or another type, where IOBES")
     assert "(first at t:701)" in corpus.scheme_evidence(mixed).inconsistency("t")

@@ -103,11 +103,20 @@ def test_scores_say_how_they_were_decoded(trained, tmp_path, capsys):
     assert f"FB1: {100 * written['f1']:6.2f}" in capsys.readouterr().out
     # The run's own scores are not replaced, and --name is a file name, not a path.
     own = (out / "eval_results.json").read_bytes()
-    for extra, message in [([], "a training run, whose own scores are eval_results"), (["--name", "dev_results"], "dev_results.txt"),
+    for extra, message in [([], "a run or model folder whose eval_results.txt and eval_results.json would be replaced"),
+                           (["--name", "dev_results"], "dev_results.txt"), (["--name", "run"], "run.json would be replaced"),
                            (["--name", "../escape"], "expected a file name stem")]:
         assert cli.main(["evaluate", str(out), os.path.join(data, "test.conll"), "--output_dir", str(out), *extra]) == 2
         assert message in capsys.readouterr().err
     assert (out / "eval_results.json").read_bytes() == own
+    # Nor another run's, through the task's --eval_output_dir.
+    other = tmp_path / "other_run"
+    other.mkdir()
+    (other / "run.json").write_text("{}")
+    (other / "eval_results.json").write_text("{}")
+    refused = run_task(f"--output_dir={out}", f"--data_dir={data}", "--do_eval", f"--eval_output_dir={other}", check=False)
+    assert refused.returncode == 2 and "eval_results.json would be replaced" in refused.stderr, refused.stderr
+    assert (other / "eval_results.json").read_text() == "{}"
 
 
 def test_model_card_describes_the_run_without_placeholders(trained):

@@ -34,6 +34,15 @@ def check_before_starting(config: TrainConfig) -> None:
 
     if not (FLAGS.do_train or FLAGS.do_eval or FLAGS.do_predict or FLAGS.do_export):
         raise ConfigError("nothing to do: pass at least one of --do_train, --do_eval, --do_predict, --do_export")
+    if FLAGS.do_predict and FLAGS.predict_file and FLAGS.predict_output:
+        from bner import prediction
+
+        prediction.check_output(FLAGS.predict_file, FLAGS.predict_output)
+    if FLAGS.do_eval and FLAGS.eval_output_dir and not io.same_file(FLAGS.eval_output_dir, config.output.output_dir):
+        from bner import evaluate
+
+        for name in evaluate.RESULTS_NAMES.values():  # another run's results are not replaced
+            evaluate.check_results_name(FLAGS.eval_output_dir, name)
     if FLAGS.do_train:
         from bner.training import check_before_training
 

@@ -363,7 +363,7 @@ def add_probes_and_metrics(app: FastAPI, settings: ServingSettings, tagger, metr
     async def page():
         return page_html
 
-    @app.api_route("/api/ner/health", methods=["GET", "HEAD"], summary="Liveness: the process is up")
+    @app.get("/api/ner/health", summary="Liveness: the process is up")
     async def health():
         return {"status": "ok"}
 
@@ -374,12 +374,15 @@ def add_probes_and_metrics(app: FastAPI, settings: ServingSettings, tagger, metr
     async def model():
         return description
 
-    @app.api_route("/api/ner/ready", methods=["GET", "HEAD"], summary="Readiness: the model is loaded and the backend answers")
+    @app.get("/api/ner/ready", summary="Readiness: the model is loaded and the backend answers")
     async def ready():
         problem = await readiness.problem()
         if problem:
             return JSONResponse({"status": "unavailable", "detail": problem}, status_code=503)
         return {"status": "ready", "model": settings.model_name, "backend": tagger.backend.name, "entity_types": tagger.entity_types}
+
+    for path, probe in (("/api/ner/health", health), ("/api/ner/ready", ready)):  # load balancers probe with HEAD
+        app.add_api_route(path, probe, methods=["HEAD"], include_in_schema=False)
 
     @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     async def prometheus_metrics():

@@ -6,8 +6,8 @@ slowloris client does) is held forever, and enough of them exhaust the server's 
 descriptors. This protocol gives every request ``header_timeout`` seconds from its first
 byte (or from the connection's start) to complete its headers, then closes the
 connection. Its C parser also takes headers of any size (megabytes held per connection,
-before any key is checked): past ``MAX_HEADER_BYTES`` the request gets 431 and the
-connection closes. Body deadlines and size limits are :mod:`bner.serving.guard`'s.
+before any key is checked): past ``MAX_HEADER_BYTES`` (and the read they began in) the
+request gets 431 and the connection closes. Body deadlines and size limits are :mod:`bner.serving.guard`'s.
 
 It extends uvicorn's httptools protocol (its C parser, part of uvicorn's standard production
 stack, which bner installs) and falls back to the pure-Python h11 protocol where httptools is
@@ -35,6 +35,7 @@ class HeaderDeadline:
 
     header_timeout: float  # set by each protocol class below
     _header_timer: asyncio.TimerHandle | None = None
+    _in_headers: bool = False  # the C parser has begun a request and not finished its headers
     _header_bytes: int = 0
 
     def connection_made(self, transport) -> None:
@@ -44,17 +45,27 @@ class HeaderDeadline:
     def data_received(self, data: bytes) -> None:
         if self._between_requests():
             self._arm()  # a new request starts arriving: its headers get their deadline
+        continuing = self._in_headers
         super().data_received(data)
         if not self._between_requests():
             self._disarm()
-            self._header_bytes = 0
-            return
-        # Still in the headers (counted after parsing, as one read may also carry a body).
-        self._header_bytes += len(data)
-        if self._header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
-            self._disarm()
-            self.transport.write(TOO_LARGE)
-            self.transport.close()
+        # Reads after the one that began the headers count whole; the first may also end a
+        # body, so the limit is checked between reads: one read (256 KiB at most) may come on top.
+        if self._in_headers and continuing:
+            self._header_bytes += len(data)
+            if self._header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
+                self._disarm()
+                self.transport.write(TOO_LARGE)
+                self.transport.close()
+
+    # The C parser's callbacks (the h11 fallback has a 16 KiB limit of its own and never calls them).
+    def on_message_begin(self) -> None:
+        self._in_headers, self._header_bytes = True, 0
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        super().on_headers_complete()
 
     def connection_lost(self, exc) -> None:
         self._disarm()
