@@ -246,8 +246,10 @@ def boolean(text: str) -> bool:
 
 
 def _same(name: str, a: Any, b: Any) -> bool:
-    if name in PATH_SETTINGS and isinstance(a, str) and isinstance(b, str) and "://" not in a + b:
-        return os.path.realpath(a) == os.path.realpath(b)
+    if name in PATH_SETTINGS and isinstance(a, str) and isinstance(b, str):
+        from bner import io
+
+        return io.same_file(a, b)
     return a == b
 
 

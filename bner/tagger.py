@@ -17,6 +17,7 @@ import dataclasses
 import itertools
 import os
 import re
+import unicodedata
 from collections.abc import Generator, Iterable, Sequence
 
 import numpy as np
@@ -177,6 +178,12 @@ class Tagger:
             t = TaggedSentence([tag for p in own for tag in p.tags], np.concatenate([p.scores for p in own]) if own else np.zeros(0, np.float32))
             results.append(TaggedText(source, words, t, entities_of(source, words, t)))
         return results
+
+    def piece_bound(self, texts: Sequence[str]) -> int:
+        """At least :meth:`count_pieces`, without tokenizing: every piece covers a character of the
+        text as BERT's tokenizer normalises it, and that normalisation (NFD for uncased models: a
+        Hangul syllable becomes three jamo) makes no more characters than NFD does."""
+        return sum(len(unicodedata.normalize("NFD", t)) for t in texts)
 
     def count_pieces(self, texts: Sequence[str], limit: int | None = None) -> int:
         """Word pieces the texts make (the model's work, before windows): what a server budgets.

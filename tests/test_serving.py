@@ -338,6 +338,13 @@ def test_counting_a_request_stops_past_the_limit(tagger):
     assert tagger.count_pieces(huge) == 20_001
     assert 100 < tagger.count_pieces(huge, limit=100) <= 100 + COUNT_CHUNK_WORDS
     assert tagger.count_pieces(["Anna\x00 \u200b visited"], limit=100) == tagger.count_pieces(["Anna visited"])
+    assert tagger.piece_bound(["한국"]) == 6  # three jamo each under NFD, as an uncased BERT sees them
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.text(max_size=40), max_size=4))
+def test_the_cheap_bound_is_never_below_the_count(tagger, texts):
+    assert tagger.piece_bound(texts) >= tagger.count_pieces(texts)
 
 
 def test_the_key_is_checked_before_the_body_and_any_key_bytes_are_just_wrong(tagger):

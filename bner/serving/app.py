@@ -32,7 +32,6 @@ from bner.serving.batching import MicroBatcher, Overloaded
 from bner.serving.guard import RequestGuard
 
 log = logging.getLogger(__name__)
-MAX_PIECES_PER_CHARACTER = 4  # what one character can become under BERT's normalisation (NFD)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -440,12 +439,10 @@ def add_recognize(app: FastAPI, settings: ServingSettings, tagger, batcher: Micr
         for i, t in enumerate(texts):
             if len(t) > settings.max_text_chars:
                 return too_large(f"text {i} has {len(t)} characters; the limit is {settings.max_text_chars}")
-        # BERT's normalisation can turn one character into several pieces (a Hangul syllable into
-        # three jamo; at most four code points under NFD), so only requests of up to a quarter of the
-        # budget in characters are surely within it. Longer ones are counted, and counting stops
-        # past the limit, so a refused request costs no more than an allowed one.
-        pieces = sum(len(t) for t in texts)
-        if pieces * MAX_PIECES_PER_CHARACTER > settings.max_pieces:
+        # A bound from the characters decides most requests without tokenizing; the rest are counted,
+        # and counting stops past the limit, so a refused request costs no more than an allowed one.
+        pieces = tagger.piece_bound(texts)
+        if pieces > settings.max_pieces:
             pieces = await asyncio.to_thread(tagger.count_pieces, texts, settings.max_pieces)
         if pieces > settings.max_pieces:
             return too_large(f"the texts make over {settings.max_pieces} word pieces, the limit")
