@@ -2,7 +2,7 @@
 """Do the TensorFlow and JAX backends train identically? Step by step, on the same random draws.
 
 Runs bner's own training step on each backend in its own process (``TensorFlowStep`` on
-TensorFlow, ``KerasStep`` on JAX), set up by ``bner.training.prepare`` as a real run is, from
+TensorFlow, ``KerasStep`` on JAX), set up by ``bner.training.recipe.prepare`` as a real run is, from
 the same starting point: the pretrained encoder,
 a classification head drawn by NumPy, the same batches in the same order, float32. The
 two backends' random generators differ, so dropout is replaced, in this script only, by
@@ -62,9 +62,10 @@ def worker(args) -> None:
     os.environ["KERAS_BACKEND"] = args.worker
     import keras
 
-    from bner import features, model
     from bner.config import TrainConfig
-    from bner.training import prepare
+    from bner.data import batches, features
+    from bner.model import network as model
+    from bner.training.recipe import prepare
 
     dropout = hashed_dropout(args.worker)
 
@@ -86,10 +87,10 @@ def worker(args) -> None:
     head.set_weights([(rng.standard_normal(tuple(head.kernel.shape)) * 0.02).astype("float32"), np.zeros(head.units, "float32")])
     # The same batches, padded alike: TensorFlow would pad to each batch's longest, JAX to
     # buckets, and the hashed dropout masks below depend on the padded shape.
-    plan = features.plan_batches(
-        setup.plan.lengths, args.batch_size, features.bucket_lengths(args.max_seq_length), shuffle_seed=args.seed
+    plan = batches.plan_batches(
+        setup.plan.lengths, args.batch_size, batches.bucket_lengths(args.max_seq_length), shuffle_seed=args.seed
     )[: args.steps]
-    losses = [setup.step(batch) for batch in features.iterate_batches(setup.examples, plan, setup.tokenizer.token_to_id(features.SPECIAL["pad"]))]
+    losses = [setup.step(batch) for batch in batches.iterate_batches(setup.examples, plan, setup.tokenizer.token_to_id(features.SPECIAL["pad"]))]
     np.savez(args.weights_out, *[keras.ops.convert_to_numpy(v.value) for v in setup.network.trainable_variables])
     dropouts = [layer for layer in setup.network._flatten_layers() if isinstance(layer, keras.layers.Dropout) and layer.rate > 0]
     if not all(isinstance(layer, model.Float32MaskDropout) for layer in dropouts):

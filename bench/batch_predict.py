@@ -27,8 +27,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from bner import corpus, prediction  # noqa: E402
-from bner.hardware import machine_facts  # noqa: E402
+from bner.data import corpus  # noqa: E402
+from bner.environment import machine_facts  # noqa: E402
+from bner.inference import prediction  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
 
@@ -54,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from bner import batch_predict
-    from bner.tagger import load
+    from bner.inference.loader import load
 
     texts = sentences(args.sentences)
     with tempfile.TemporaryDirectory(prefix="bner-bench-") as tmp:

@@ -54,19 +54,19 @@ def recorder(record_to: str):
 
 
 def record_and_run(record_to: str, task_argv: list[str]) -> None:
-    from bner.settings import configure_environment, import_tensorflow_quietly
+    from bner.environment import configure_environment, import_tensorflow_quietly
 
     configure_environment()
-    from bner.ner.flags import FLAGS, config_from_flags
+    from bner.cli.flags import FLAGS, config_from_flags
 
     FLAGS([sys.argv[0], *task_argv])
     config = config_from_flags()
     import_tensorflow_quietly()
-    from bner.training import train
+    from bner.training.recipe import train
 
     callback = recorder(record_to)
     train(config, callbacks=[callback])
-    from bner.metadata import read_metadata
+    from bner.model.metadata import read_metadata
 
     labels = read_metadata(f"{config.output.output_dir}/model").labels
     kernel, bias = callback.head

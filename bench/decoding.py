@@ -3,8 +3,8 @@
 
 For each seed, bner fine-tunes MiniLM with the recipe's settings (as bench/wnut17.py does),
 then scores dev and test three times with the very same model: each word's arg-max label
-(bner before constrained decoding), the most probable valid sequence (bner.decoding), and
-that sequence made consistent within documents (bner.consistency, bner's default). The
+(bner before constrained decoding), the most probable valid sequence (bner.inference.decoding), and
+that sequence made consistent within documents (bner.inference.consistency, bner's default). The
 comparison is paired, so seed-to-seed noise cancels; the summary gives the mean
 differences with 95 % t-intervals. The number of invalid arg-max sequences is counted
 too. Results: bench/results/decoding/<data>_seed<N>.json and <data>_summary.json (runs from
@@ -46,8 +46,8 @@ MODES = (("argmax", "argmax", False), ("constrained", "constrained", False), ("c
 
 def run_seed(args, seed: int) -> dict:
     import bner
-    from bner import corpus
-    from bner import decoding as scheme_decoding
+    from bner.data import corpus
+    from bner.inference import decoding as scheme_decoding
 
     name = os.path.basename(os.path.normpath(args.data_dir))
     with tempfile.TemporaryDirectory(prefix="bner-decoding-") as out:

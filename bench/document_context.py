@@ -74,7 +74,7 @@ def train(args, seed: int, context: bool, work: str, recipe: bool) -> dict:
 def score(run_dir: str, data_dir: str) -> dict:
     """Dev and test F1 (percent) of a trained run folder under each of ``SCORINGS``."""
     import bner
-    from bner import corpus
+    from bner.data import corpus
 
     scores = {}
     for split in ("dev", "test"):

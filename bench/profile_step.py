@@ -86,15 +86,15 @@ def main() -> None:
     parser.add_argument("--output_json")
     args = parser.parse_args()
 
-    from bner.settings import configure_environment
+    from bner.environment import configure_environment, machine_facts
 
     configure_environment()
     import numpy as np
     import tensorflow as tf
 
-    from bner import features, hardware
     from bner.config import TrainConfig
-    from bner.training import prepare
+    from bner.data import batches
+    from bner.training.recipe import prepare
 
     with tempfile.TemporaryDirectory() as out:
         setup = prepare(TrainConfig.from_settings(pretrained_model=args.model_dir, output_dir=out, precision=args.precision))
@@ -105,7 +105,7 @@ def main() -> None:
         ids = rng.integers(1000, 20000, (n, length)).astype(np.int32)
         mask = np.ones_like(ids)
         labels = rng.integers(0, len(setup.metadata.labels), (n, length)).astype(np.int32)
-        batch = features.Batch(np.arange(n), {"input_ids": ids, "attention_mask": mask, "token_type_ids": 0 * mask}, labels)
+        batch = batches.Batch(np.arange(n), {"input_ids": ids, "attention_mask": mask, "token_type_ids": 0 * mask}, labels)
         for _ in range(args.warmup):
             setup.step(batch)
         with tempfile.TemporaryDirectory() as logdir:
@@ -130,7 +130,7 @@ def main() -> None:
         for name, ms in row["op_ms_per_step_by_group"].items():
             print(f"  {name:24s} {ms:8.1f} ms")
     report = {"benchmark": "training step op times", "label": args.label, "precision": setup.precision,
-              "machine": hardware.machine_facts(), "steps": results}
+              "machine": machine_facts(), "steps": results}
     if args.output_json:
         with open(args.output_json + ".tmp", "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)

@@ -37,17 +37,14 @@ encoder folder: see bench/hf_serving_app.py).
 from __future__ import annotations
 
 import argparse
-import ast
 import asyncio
 import datetime
 import importlib.metadata
 import itertools
 import json
 import os
-import platform
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -55,6 +52,12 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+HERE_FOLDER = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE_FOLDER)
+from common import free_port, percentile  # noqa: E402
+
+from bner.environment import machine_facts  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONLL = REPO.parent / "shared" / "data" / "wnut17" / "test.conll"
@@ -125,22 +128,12 @@ def load_sentences(conll: str | None, count: int) -> tuple[list[str], str]:
     return list(FALLBACK_SENTENCES), "built-in news-like sentences"
 
 
-def bner_serving_defaults() -> dict[str, float | int | None]:
-    """ServingSettings' defaults for the batching knobs, read from the source (importing it would import TensorFlow)."""
-    defaults: dict[str, float | int | None] = {"max_batch_size": None, "max_wait_ms": None}
-    try:
-        import bner.serving
+def bner_serving_defaults() -> dict[str, float | int]:
+    """ServingSettings' defaults for the batching knobs (importing the settings imports no TensorFlow)."""
+    from bner.serving.settings import ServingSettings
 
-        source = (Path(bner.serving.__file__).parent / "app.py").read_text(encoding="utf-8")
-        for node in ast.walk(ast.parse(source)):
-            if isinstance(node, ast.ClassDef) and node.name == "ServingSettings":
-                for item in node.body:
-                    if (isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name) and item.target.id in defaults
-                            and isinstance(item.value, ast.Constant)):
-                        defaults[item.target.id] = item.value.value
-    except (ImportError, OSError, SyntaxError):
-        pass
-    return defaults
+    defaults = ServingSettings()
+    return {"max_batch_size": defaults.max_batch_size, "max_wait_ms": defaults.max_wait_ms}
 
 
 def parse_env_pairs(pairs: list[str]) -> dict[str, str]:
@@ -154,12 +147,6 @@ def parse_env_pairs(pairs: list[str]) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- servers
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -319,16 +306,6 @@ class RawConnection:
         self.reader = self.writer = None
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not sorted_values:
-        return None
-    pos = (len(sorted_values) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
 async def run_level(port: int, clients: int, bodies: list[bytes], warmup: float, duration: float, timeout: float,
                     client_kind: str, max_requests: int | None = None) -> dict:
     counter = itertools.count()
@@ -466,30 +443,6 @@ def run_system(server: Server, args, bodies: list[bytes]) -> dict:
 
 
 # ---------------------------------------------------------------- report
-
-
-def machine_info() -> dict:
-    info = {
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "cpu_count": os.cpu_count(),
-        "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-    }
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            cpuinfo = handle.read()
-        model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
-        info["cpu_model"] = model.group(1).strip() if model else None
-        flags = re.search(r"^flags\s*:\s*(.+)$", cpuinfo, re.M)
-        present = set(flags.group(1).split()) if flags else set()
-        # The flags that decide the CPU's speed for these models (bf16 and AMX units).
-        info["cpu_flags"] = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in present]
-        with open("/proc/meminfo", encoding="utf-8") as handle:
-            mem = re.search(r"^MemTotal:\s*(\d+) kB", handle.read(), re.M)
-        info["memory_gib"] = round(int(mem.group(1)) / 2**20, 1) if mem else None
-    except OSError:
-        pass
-    return info
 
 
 def git_revision() -> str | None:
@@ -638,7 +591,7 @@ def main(argv=None) -> int:
         "benchmark": "serve_load",
         "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "git_revision": git_revision(),
-        "machine": {**machine_info(), "load_average_before": [round(x, 2) for x in os.getloadavg()]},
+        "machine": {**machine_facts(), "load_average_before": [round(x, 2) for x in os.getloadavg()]},
         "settings": {
             "clients": args.clients, "duration_s": args.duration, "warmup_s": args.warmup, "pause_s": args.pause,
             "request_timeout_s": args.request_timeout, "load_generator": f"one asyncio process, {args.client} client, "

@@ -26,7 +26,7 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from server_process import free_port, rss_mb, write_result  # noqa: E402
+from common import free_port, rss_mb, write_result  # noqa: E402
 
 
 def until_answered(command: list[str], env: dict, probe, timeout: float = 120.0):

@@ -25,14 +25,17 @@ import json
 import os
 import sys
 
-from bner.settings import configure_environment
+from bner.environment import configure_environment
 
 configure_environment()
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from bner import corpus, evaluate, export  # noqa: E402
-from bner.serving.app import ServingSettings, create_app  # noqa: E402
+from bner.data import corpus  # noqa: E402
+from bner.folders import exports as export  # noqa: E402
+from bner.inference import evaluate  # noqa: E402
+from bner.serving.app import create_app  # noqa: E402
+from bner.serving.settings import ServingSettings  # noqa: E402
 
 
 def spans_to_word_tags(words: list[str], entities: list[dict]) -> list[str]:

@@ -32,7 +32,12 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from server_process import free_port, rss_mb, write_result  # noqa: E402
+from common import free_port, percentile, rss_mb, write_result  # noqa: E402
+
+
+def milliseconds(seconds: list[float], q: float) -> float | None:
+    value = percentile(seconds, q)
+    return None if value is None else round(1000 * value, 1)
 
 SENTENCES = [
     "Angela Merkel flew to Paris on Monday to meet officials of the European Commission .",
@@ -85,11 +90,6 @@ async def client(port: int, seed: int, stop: float, statuses, latencies, mix: st
                 latencies.append(time.perf_counter() - started)
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
-
-
 async def liveness(port: int, stop: float, latencies: list[float]) -> None:
     """/api/ner/health every half second: the liveness probe must stay fast under load."""
     import httpx
@@ -120,7 +120,7 @@ def starvation(port: int, seconds: float, seed: int) -> dict:
     for large in (0, 1):
         statuses, latencies = asyncio.run(soak(port, 4, seconds, seed, large_clients=large))
         out["with one maximum-size client" if large else "alone"] = {
-            "single_sentence_latency_ms": {q: round(1000 * percentile(latencies, p), 1) for q, p in (("p50", 0.5), ("p99", 0.99))},
+            "single_sentence_latency_ms": {q: milliseconds(latencies, p) for q, p in (("p50", 50), ("p99", 99))},
             "single_sentences_answered": len(latencies),
             "statuses": {k: dict(v) for k, v in statuses.items()},
         }
@@ -181,9 +181,9 @@ def main() -> None:
         "seconds": round(elapsed, 1),
         "requests": sum(sum(c.values()) for c in statuses.values()),
         "statuses": {k: dict(v) for k, v in sorted(statuses.items())},
-        "normal_latency_ms": {q: round(1000 * percentile(latencies, p), 1) for q, p in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))},
+        "normal_latency_ms": {q: milliseconds(latencies, p) for q, p in (("p50", 50), ("p90", 90), ("p99", 99))},
         "normal_requests_per_second": round(len(latencies) / elapsed, 1),
-        "health_latency_ms": {q: round(1000 * percentile(health, p), 1) for q, p in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))},
+        "health_latency_ms": {q: milliseconds(health, p) for q, p in (("p50", 50), ("p99", 99), ("max", 100))},
         "server_5xx_other_than_503": server_errors,
         "valid_requests_not_answered_200_or_503": valid_failures,
         "rss_mb": {"after_warmup": round(rss_start, 1), "end": round(rss_end, 1), "growth_percent": round(100 * (rss_end / rss_start - 1), 1)},

@@ -24,11 +24,11 @@ LENGTHS = (32, 64, 128)
 
 BNER = """
 import json, os, sys, tempfile, time, numpy as np
-from bner.settings import configure_environment; configure_environment()
-from bner.hardware import select_precision
-from bner import features
+from bner.environment import configure_environment; configure_environment()
+from bner.training.hardware import select_precision
+from bner.data import batches
 from bner.config import TrainConfig
-from bner.training import prepare
+from bner.training.recipe import prepare
 precision, model_dir, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 lengths = [int(x) for x in sys.argv[4].split(",")]
 # The step as bner.train prepares it (network, AdamW, strategy, clipping) for a run on the bundled sample.
@@ -41,7 +41,7 @@ for length in lengths:
     ids = rng.integers(1000, 20000, (32, length)).astype(np.int32)
     labels = rng.integers(0, num_labels, (32, length)).astype(np.int32)
     mask = np.ones_like(ids)
-    b = features.Batch(np.arange(32), {"input_ids": ids, "attention_mask": mask, "token_type_ids": 0 * mask}, labels)
+    b = batches.Batch(np.arange(32), {"input_ids": ids, "attention_mask": mask, "token_type_ids": 0 * mask}, labels)
     step(b); step(b)
     times = []
     for _ in range(steps):
@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--output_json", default=os.path.join(HERE, "results", "step_time.json"))
     args = parser.parse_args()
     sys.path.insert(0, os.path.dirname(HERE))
-    from bner.hardware import cpu_has_bf16, machine_facts
+    from bner.environment import cpu_has_bf16, machine_facts
 
     lengths = ",".join(map(str, LENGTHS))
     runs = []

@@ -33,7 +33,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -125,20 +124,19 @@ def hf_bf16(args) -> bool:
     CPU computes it natively, AMX or AVX-512 BF16), so each side runs its fastest configuration;
     on a CPU without them torch emulates bf16 and runs several times slower than float32."""
     if args.hf_precision == "auto":
-        from bner.hardware import cpu_has_bf16
+        from bner.environment import cpu_has_bf16
 
         return cpu_has_bf16()
     return args.hf_precision == "bf16"
 
 
-def machine_facts() -> dict:
-    """CPU model, cores and the AMX/AVX-512 flags that set both systems' speed (bner's own description)."""
-    from bner.hardware import machine_facts as facts
-
-    return {**facts(), "platform": platform.platform()}
-
-
 SHARED_SETTINGS = ("model_dir", "data_dir", "epochs", "batch_size", "learning_rate", "warmup_ratio", "max_length", "seed", "hf_precision")
+
+
+def bner_machine_facts() -> dict:
+    from bner.environment import machine_facts
+
+    return machine_facts()
 
 
 def reusable_hf(path: str, args) -> dict | None:
@@ -190,7 +188,7 @@ def main() -> None:
         results = {
             "benchmark": "wnut17 fine-tuning",
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "machine": machine_facts(),
+            "machine": bner_machine_facts(),
             "settings": {k: v for k, v in vars(args).items() if k not in ("hf_python", "output_json")},
             "load_average_before": os.getloadavg(),
             "bner": run_bner(args, work),

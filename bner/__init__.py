@@ -11,7 +11,7 @@ Importing bner is cheap: TensorFlow and Keras load only when a model does.
 """
 
 from bner.config import TrainConfig
-from bner.settings import use_onednn
+from bner.environment import use_onednn
 
 use_onednn()  # before anything loads TensorFlow
 
@@ -21,12 +21,16 @@ __all__ = ["Tagger", "TrainConfig", "TrainResult", "load", "train"]
 
 def __getattr__(name: str):
     # The heavy parts load on first use (PEP 562), so `import bner` stays fast.
-    if name in ("load", "Tagger"):
-        from bner import tagger
+    if name == "load":
+        from bner.inference.loader import load
 
-        return getattr(tagger, name)
+        return load
+    if name == "Tagger":
+        from bner.inference.tagger import Tagger
+
+        return Tagger
     if name in ("train", "TrainResult"):
-        from bner import training
+        from bner.training import recipe as training
 
         return getattr(training, name)
     raise AttributeError(f"module 'bner' has no attribute {name!r}")

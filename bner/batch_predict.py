@@ -6,11 +6,11 @@
 Inputs are text (one text a line), JSONL (a ``text`` field; other fields are kept) or
 CoNLL files, by extension or ``--format``, from local paths or ``gs://`` globs. Each file
 is read line by line (so its line numbers are known), each line parsed by the same
-functions as ``bner predict`` (:mod:`bner.prediction`); a text travels alone, a CoNLL
+functions as ``bner predict`` (:mod:`bner.inference.prediction`); a text travels alone, a CoNLL
 document's sentences together (so a model trained with document context sees the same
 neighbours as with ``bner predict``), through
 Beam's ``RunInference`` with a :class:`TaggerHandler`: batches grouped by text length
-(Beam's length-bucketed batching) and tagged by the same :class:`bner.tagger.Tagger`,
+(Beam's length-bucketed batching) and tagged by the same :class:`bner.inference.tagger.Tagger`,
 so the entities and offsets are exactly ``bner predict``'s. Results are written as
 sharded JSONL (``<output>-00000-of-0000N.jsonl``): a text's record with ``entities``,
 plus ``source`` (file:line) for text and CoNLL input; a CoNLL sentence's ``words`` and
@@ -35,9 +35,10 @@ import json
 import sys
 from collections.abc import Iterator, Sequence
 
-from bner import corpus, prediction
-from bner.cli import add_decoding_options
+from bner.cli.options import add_decoding_options
 from bner.config import ConfigError
+from bner.data import corpus
+from bner.inference import prediction
 
 DEAD_LETTER = "dead_letter"
 LENGTH_BUCKETS = (64, 256, 1024, 4096)  # characters: texts of similar length share a model batch
@@ -84,7 +85,7 @@ def tag_units(tagger, batch: Sequence[tuple[prediction.Record, ...]], batch_size
 
     Units are numbered from 1; a unit of sentences outside any ``-DOCSTART-`` document gets a
     negative number, so its sentences are still not made consistent with each other
-    (:mod:`bner.consistency`), as ``bner predict`` leaves them.
+    (:mod:`bner.inference.consistency`), as ``bner predict`` leaves them.
     """
     flat = [dataclasses.replace(r, document=(n + 1) if r.document else -(n + 1)) for n, unit in enumerate(batch) for r in unit]
     results = iter(prediction.tag_records(tagger, flat, batch_size))

@@ -18,6 +18,8 @@ import json
 import os
 from typing import Any
 
+from bner import io
+
 SAMPLE_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "sample")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 TAG_SCHEMES = ("auto", "IOB1", "IOB2", "IOBES")
@@ -172,8 +174,6 @@ class TrainConfig:
 
     @classmethod
     def read(cls, path: str) -> TrainConfig:
-        from bner import io
-
         try:
             data = json.loads(io.read_text(path))
         except FileNotFoundError:
@@ -226,7 +226,7 @@ class TrainConfig:
                 raise ConfigError(f"--{name}={value}: expected one of {', '.join(choices)}")
 
 
-# The activations bner's encoder computes (bner.model.ACTIVATIONS), named here without importing Keras.
+# The activations bner's encoder computes (bner.model.network.ACTIVATIONS), named here without importing Keras.
 ACTIVATION_NAMES = ("gelu", "gelu_exact", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_tanh", "relu")
 
 
@@ -247,8 +247,6 @@ def boolean(text: str) -> bool:
 
 def _same(name: str, a: Any, b: Any) -> bool:
     if name in PATH_SETTINGS and isinstance(a, str) and isinstance(b, str):
-        from bner import io
-
         return io.same_file(a, b)
     return a == b
 

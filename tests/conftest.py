@@ -58,7 +58,7 @@ def synthetic_sentences(count: int, seed: int, long_every: int = 0) -> list[tupl
 
 
 def to_iob1(tags: list[str]) -> list[str]:
-    from bner import corpus
+    from bner.data import corpus
 
     return corpus.convert_tags(tags, "IOB1")
 

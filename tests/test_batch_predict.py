@@ -26,7 +26,8 @@ def read_shards(prefix: str) -> list[dict]:
 
 def readable_records(path: str, fmt: str) -> list:
     """What bner predict reads from a file, skipping the lines it would refuse."""
-    from bner import corpus, prediction
+    from bner.data import corpus
+    from bner.inference import prediction
 
     records = []
     for number, line in enumerate(open(path, encoding="utf-8"), start=1):
@@ -40,8 +41,9 @@ def readable_records(path: str, fmt: str) -> list:
 
 
 def test_beam_labels_several_files_exactly_as_bner_predict(export, tmp_path):
-    from bner import batch_predict, prediction
-    from bner.tagger import load
+    from bner import batch_predict
+    from bner.inference import prediction
+    from bner.inference.loader import load
 
     model, data = export
     inputs = tmp_path / "in"

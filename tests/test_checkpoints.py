@@ -3,10 +3,10 @@ import os
 import numpy as np
 import pytest
 
-from bner import model
-from bner import optimizer as optimizers
-from bner.checkpoints import CheckpointManager
-from bner.metadata import EncoderConfig
+from bner.model import network as model
+from bner.model.metadata import EncoderConfig
+from bner.training import optimizer as optimizers
+from bner.training.checkpoints import CheckpointManager
 
 
 def small_tagger():

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,18 +20,15 @@ if importlib.util.find_spec("gcsfs") is None:  # imported only once the emulator
     pytest.skip("gcsfs is not installed", allow_module_level=True)
 emulator = pytest.importorskip("gcp_storage_emulator.server")
 
-from bner import export, io, model  # noqa: E402
-from bner import pretrained as checkpoints  # noqa: E402
+from bench.common import free_port  # noqa: E402
+from bner import io  # noqa: E402
+from bner.folders import exports as export  # noqa: E402
+from bner.model import network as model  # noqa: E402
+from bner.model import pretrained as checkpoints  # noqa: E402
 from tests import bert_fixtures as bf  # noqa: E402
 from tests.cli import run_task, tiny_training_flags  # noqa: E402
 
 BUCKET = "bner-test"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

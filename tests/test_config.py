@@ -65,7 +65,7 @@ def test_differences_name_only_settings_that_determine_the_result():
 
 
 def test_absl_flags_are_made_from_the_config_fields():
-    from bner.ner.flags import FLAGS
+    from bner.cli.flags import FLAGS
 
     for name, field in all_fields().items():
         expected = True if name == "do_lower_case" else field.default  # the original flag's default
@@ -83,9 +83,9 @@ def run(*args: str) -> subprocess.CompletedProcess:
         (["-m", "bner.ner.task", "--do_train", "--data_dir=/no/such/folder", "--pretrained_model=/x"], "--data_dir=/no/such/folder: no such folder"),
         (["-m", "bner.ner.task", "--do_train", "--learning_rate=-1"], "--learning_rate=-1.0: must be greater than 0"),
         (["-m", "bner.ner.task", "--do_eval", "--output_dir=/no/run"], "/no/run/model: no trained model"),
-        (["-m", "bner.cli", "train", "--train_batch_size=0"], "--train_batch_size=0: must be greater than 0"),
-        (["-m", "bner.cli", "train", "--data_dir=/no/such/folder"], "--data_dir=/no/such/folder: no such folder"),
-        (["-m", "bner.cli", "evaluate", "/no/model", "/no/test.conll"], "/no/model: no such file or folder"),
+        (["-m", "bner.cli.main", "train", "--train_batch_size=0"], "--train_batch_size=0: must be greater than 0"),
+        (["-m", "bner.cli.main", "train", "--data_dir=/no/such/folder"], "--data_dir=/no/such/folder: no such folder"),
+        (["-m", "bner.cli.main", "evaluate", "/no/model", "/no/test.conll"], "/no/model: no such file or folder"),
     ],
 )
 def test_command_lines_refuse_mistakes_in_one_line_before_tensorflow(command, message):
@@ -113,13 +113,13 @@ def test_max_seq_length_beyond_the_models_positions_is_refused_for_eval_too(tiny
 
 
 def test_each_verb_lists_only_its_own_options():
-    train = run("-m", "bner.cli", "train", "--help").stdout
+    train = run("-m", "bner.cli.main", "train", "--help").stdout
     for group in ("data:", "model:", "training:", "hardware/TPU:", "output:"):
         assert group in train
     assert "--learning_rate" in train and "--batch_size " not in train
-    evaluate = run("-m", "bner.cli", "evaluate", "--help").stdout
+    evaluate = run("-m", "bner.cli.main", "evaluate", "--help").stdout
     assert "--batch_size" in evaluate and "--learning_rate" not in evaluate
-    predict = run("-m", "bner.cli", "predict", "--help").stdout
+    predict = run("-m", "bner.cli.main", "predict", "--help").stdout
     assert "--output" in predict and "--tpu_name" not in predict
 
 
@@ -141,7 +141,7 @@ def test_a_run_record_from_before_keep_checkpoints_was_a_switch_still_replays():
 
 
 def test_bner_train_takes_a_switch_alone_or_with_a_value():
-    from bner.cli import build_parser
+    from bner.cli.main import build_parser
 
     parsed = build_parser().parse_args(["train", "--keep_checkpoints", "--progress", "false", "--early_stopping_patience", "2"])
     assert parsed.keep_checkpoints is True and parsed.progress is False and parsed.early_stopping_patience == 2
@@ -149,7 +149,7 @@ def test_bner_train_takes_a_switch_alone_or_with_a_value():
 
 def test_decoding_options_reach_the_tagger_and_bad_values_are_refused(monkeypatch, capsys):
     import bner
-    from bner import cli
+    from bner.cli import main as cli
 
     loaded, defaults = {}, inspect.signature(bner.load).parameters
     monkeypatch.setattr(bner, "load", lambda model, **options: loaded.update(options))
@@ -185,6 +185,6 @@ def test_the_run_record_holds_input_paths_that_work_from_any_folder(tmp_path, mo
 def test_an_output_folder_that_is_a_file_is_refused_before_tensorflow(tiny_model, tmp_path):
     (tmp_path / "afile").write_text("keep", encoding="utf-8")
     for output in (tmp_path / "afile", tmp_path / "afile" / "sub"):
-        result = run("-m", "bner.cli", "train", f"--pretrained_model={tiny_model}", f"--output_dir={output}")
+        result = run("-m", "bner.cli.main", "train", f"--pretrained_model={tiny_model}", f"--output_dir={output}")
         assert result.returncode == 2 and f"{tmp_path / 'afile'} is a file, not a folder" in result.stderr, result.stderr
     assert (tmp_path / "afile").read_text(encoding="utf-8") == "keep"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from absl import flags
 
-from bner.ner import flags as task_flags
+from bner.cli import flags as task_flags
 
 yaml = pytest.importorskip("yaml")
 
@@ -449,7 +449,7 @@ def test_a_trial_writes_where_vertex_ai_says(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; from bner.ner.flags import FLAGS, config_from_flags; FLAGS(sys.argv); "
+    code = ("import sys; from bner.cli.flags import FLAGS, config_from_flags; FLAGS(sys.argv); "
             "print(config_from_flags().output.output_dir)")
     env = {"AIP_MODEL_DIR": "gs://BUCKET/runs/RUN/7/model/", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", code, "--do_train"], env=env, capture_output=True, text=True, check=True)

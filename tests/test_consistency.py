@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bner import consistency, corpus, decoding
+from bner.data import corpus
+from bner.inference import consistency, decoding
 
 TYPES = ("DIS", "GENE")
 
@@ -178,9 +179,9 @@ def test_output_stays_valid_and_each_document_is_decided_on_its_own(scheme, data
 @pytest.fixture
 def tagger(tmp_path):
     """A tagger whose model says "apc" is a DIS (0.9) after "the" and doubts it (0.4) elsewhere."""
-    from bner import features
-    from bner.metadata import EncoderConfig, TaggerMetadata
-    from bner.tagger import Tagger
+    from bner.data import features
+    from bner.inference.tagger import Tagger
+    from bner.model.metadata import EncoderConfig, TaggerMetadata
 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "apc", "is", "rare", "."]
     path = tmp_path / "vocab.txt"

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bner import corpus, features, text
+from bner.data import corpus, features, text
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "b", "c", "d", "e", "##x", "##y"]
 
@@ -131,7 +131,7 @@ def test_a_model_trained_with_context_uses_it_in_evaluation_prediction_and_servi
     expected = [(source[words[s.start].start:words[s.end - 1].end], s.type) for s in corpus.entity_spans(flat)]
     assert [(e.text, e.type) for e in served] == expected
     # Files: bner predict and the Beam pipeline give each CoNLL sentence its document's neighbours alike.
-    from bner import prediction
+    from bner.inference import prediction
 
     predicted = tmp_path / "predicted.conll"
     prediction.predict_file(tagger, str(data / "test.conll"), str(predicted))

@@ -2,8 +2,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bner import corpus
-from bner.corpus import Span
+from bner.data import corpus
+from bner.data.corpus import Span
 
 
 def test_reads_four_column_files_with_documents_bom_crlf_and_whitespace_separators(tmp_path):

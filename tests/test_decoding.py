@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bner import corpus, decoding
+from bner.data import corpus
+from bner.inference import decoding
 
 IOB2 = ("O", "B-LOC", "B-PER", "I-LOC", "I-PER")
 IOBES = ("O", "B-LOC", "B-PER", "E-LOC", "E-PER", "I-LOC", "I-PER", "S-LOC", "S-PER")
@@ -91,9 +92,9 @@ def test_decoding_is_valid_optimal_and_equals_argmax_when_that_is_valid(labels, 
 
 
 def test_an_entity_scores_the_probability_of_its_type_not_of_the_prefix_the_decoder_chose(tmp_path):
-    from bner import features
-    from bner.metadata import EncoderConfig, TaggerMetadata
-    from bner.tagger import Tagger
+    from bner.data import features
+    from bner.inference.tagger import Tagger
+    from bner.model.metadata import EncoderConfig, TaggerMetadata
 
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "toyota"]) + "\n")

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from bner import evaluate
+from bner.inference import evaluate
 
 
 def test_hand_computed_iob2_case():

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bner import features
+from bner.data import batches, features
 
 
 @pytest.fixture(scope="module")
@@ -95,12 +95,12 @@ def test_encode_and_decode_long_sentences(vocab_file):
 
 
 def test_batches_are_bucketed_padded_and_deterministically_shuffled():
-    assert features.bucket_lengths(128) == [8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128]
-    assert features.bucket_lengths(100) == [8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 100]
-    assert len(features.bucket_lengths(512)) == 20
+    assert batches.bucket_lengths(128) == [8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128]
+    assert batches.bucket_lengths(100) == [8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 100]
+    assert len(batches.bucket_lengths(512)) == 20
     lengths = [5, 20, 17, 100, 3, 60, 64, 65]
     def planned(seed):
-        return [(idx.tolist(), length) for idx, length in features.plan_batches(lengths, 2, [16, 32, 64, 128], shuffle_seed=seed)]
+        return [(idx.tolist(), length) for idx, length in batches.plan_batches(lengths, 2, [16, 32, 64, 128], shuffle_seed=seed)]
 
     plan = planned(7)
     assert plan == planned(7)
@@ -115,7 +115,7 @@ def test_an_epoch_has_one_partial_batch_at_most(shuffle_seed):
     """Prediction pools every bucket's leftovers; training batches cut across lengths anyway."""
     rng = np.random.default_rng(0)
     lengths = rng.integers(3, 128, size=203)
-    plan = features.plan_batches(lengths, 16, features.bucket_lengths(128), shuffle_seed=shuffle_seed)
+    plan = batches.plan_batches(lengths, 16, batches.bucket_lengths(128), shuffle_seed=shuffle_seed)
     assert len(plan) == -(-203 // 16)  # ceil, as without buckets
     assert sum(len(i) < 16 for i, _ in plan) == 1
     assert sorted(i for idx, _ in plan for i in idx) == list(range(203))
@@ -126,22 +126,22 @@ def test_an_epoch_has_one_partial_batch_at_most(shuffle_seed):
 def test_without_buckets_each_batch_is_padded_to_its_longest_example(shuffle_seed):
     """Where shapes cost nothing (TensorFlow without XLA) batches carry no padding beyond their longest."""
     lengths = np.random.default_rng(2).integers(1, 128, size=203)
-    plan = features.plan_batches(lengths, 16, None, shuffle_seed=shuffle_seed)
+    plan = batches.plan_batches(lengths, 16, None, shuffle_seed=shuffle_seed)
     assert sorted(i for idx, _ in plan for i in idx) == list(range(203))
     assert all(length == lengths[idx].max() for idx, length in plan)
     if shuffle_seed is None:  # prediction: sorted by length, so the least padding there can be
         assert np.array_equal(np.concatenate([idx for idx, _ in plan]), np.argsort(lengths, kind="stable"))
     else:  # training keeps Hugging Face's order, which does not depend on the padding
-        bucketed = features.plan_batches(lengths, 16, features.bucket_lengths(128), shuffle_seed=shuffle_seed)
+        bucketed = batches.plan_batches(lengths, 16, batches.bucket_lengths(128), shuffle_seed=shuffle_seed)
         assert [idx.tolist() for idx, _ in plan] == [idx.tolist() for idx, _ in bucketed]
-    assert features.padding_buckets(128, static_shapes=True) == features.bucket_lengths(128)
-    assert features.padding_buckets(128, static_shapes=False) is None
+    assert batches.padding_buckets(128, static_shapes=True) == batches.bucket_lengths(128)
+    assert batches.padding_buckets(128, static_shapes=False) is None
 
 
 def test_training_batches_follow_hugging_faces_length_grouped_order():
     """Megabatches of 9 batches (300 // (8 * 4)), each longest first; the longest example leads."""
     lengths = np.random.default_rng(1).integers(3, 128, size=300)
-    plan = features.plan_batches(lengths, 8, features.bucket_lengths(128), shuffle_seed=4)
+    plan = batches.plan_batches(lengths, 8, batches.bucket_lengths(128), shuffle_seed=4)
     order = np.concatenate([indices for indices, _ in plan])
     assert lengths[order[0]] == lengths.max()
     for start in range(0, 300, 72):
@@ -154,20 +154,20 @@ def test_prediction_batches_are_cut_where_lengths_jump():
     """Short and long examples in one call would pad the short ones to the long: they are split,
     while examples of one length fill whole batches (an extra call costs CALL_COST_PIECES)."""
     lengths = np.array([100] * 8 + [5] * 8)
-    plan = features.plan_batches(lengths, 16, None)
+    plan = batches.plan_batches(lengths, 16, None)
     assert [(sorted(idx.tolist()), length) for idx, length in plan] == [(list(range(8, 16)), 5), (list(range(8)), 100)]
-    same = features.plan_batches(np.full(40, 30), 16, None)
+    same = batches.plan_batches(np.full(40, 30), 16, None)
     assert sorted(len(idx) for idx, _ in same) == [8, 16, 16]
 
 
 @given(st.lists(st.integers(1, 128), min_size=1, max_size=80), st.integers(1, 20))
 def test_cheapest_cuts_never_pad_more_than_full_batches(lengths, batch_size):
     sorted_lengths = np.sort(np.array(lengths))
-    cuts = features.cheapest_cuts(sorted_lengths, batch_size)
+    cuts = batches.cheapest_cuts(sorted_lengths, batch_size)
     assert cuts[0] == 0 and cuts[-1] == len(lengths) and all(0 < b - a <= batch_size for a, b in zip(cuts, cuts[1:]))
 
     def cost(bounds):
-        return sum((b - a) * sorted_lengths[b - 1] + features.CALL_COST_PIECES for a, b in zip(bounds, bounds[1:]))
+        return sum((b - a) * sorted_lengths[b - 1] + batches.CALL_COST_PIECES for a, b in zip(bounds, bounds[1:]))
 
     full = [*range(0, len(lengths), batch_size), len(lengths)]
     assert cost(cuts) <= cost(full)

@@ -113,7 +113,8 @@ def test_tagger_predicts_groups_tags_and_evaluates(run, tmp_path):
 def test_tagger_and_http_api_give_the_same_entities(run):
     from fastapi.testclient import TestClient
 
-    from bner.serving.app import ServingSettings, create_app
+    from bner.serving.app import create_app
+    from bner.serving.settings import ServingSettings
 
     _, result, _, _ = run
     tagger = bner.load(result.export_path)
@@ -161,7 +162,7 @@ def test_training_from_python_prints_no_tensorflow_logs(tiny_model, tmp_path):
 
 def test_reading_metadata_needs_only_the_standard_library(run):
     _, result, _, _ = run
-    script = ("import sys; from bner.metadata import read_metadata; m = read_metadata(sys.argv[1]); "
+    script = ("import sys; from bner.model.metadata import read_metadata; m = read_metadata(sys.argv[1]); "
               "third = sorted({n.split('.')[0] for n in sys.modules} & {'numpy', 'tensorflow', 'keras', 'fsspec', 'tokenizers'}); "
               "print(m.labels[0], third)")
     done = subprocess.run([sys.executable, "-c", script, result.export_path], capture_output=True, text=True, check=True)
@@ -214,9 +215,9 @@ def test_a_damaged_export_fails_to_load_with_one_line(run, tmp_path, change, mes
 
 
 def test_data_that_is_legal_but_odd_is_warned_about_and_data_without_entities_refused(tmp_path):
-    from bner import corpus
     from bner.config import ConfigError
-    from bner.training import data_warnings, describe_data
+    from bner.data import corpus
+    from bner.training.recipe import data_warnings, describe_data
 
     def sentences(*rows):
         return [corpus.Sentence(tuple(w for w, _ in row), tuple(t for _, t in row), line=1) for row in rows]
@@ -234,7 +235,8 @@ def test_data_that_is_legal_but_odd_is_warned_about_and_data_without_entities_re
 
 
 def test_constrained_decoding_is_valid_equal_to_argmax_where_that_is_valid_and_the_same_in_every_backend(run):
-    from bner import corpus, decoding
+    from bner.data import corpus
+    from bner.inference import decoding
 
     config, result, root, _ = run
     sentences = [s.words for s in corpus.read_conll(os.path.join(config.data.data_dir, "test.conll"))]

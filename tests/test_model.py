@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from bner import model
-from bner import pretrained as checkpoints
-from bner.metadata import EncoderConfig
+from bner.model import network as model
+from bner.model import pretrained as checkpoints
+from bner.model.metadata import EncoderConfig
 from tests import bert_fixtures as bf
 
 CONFIG = bf.TinyBertConfig()
@@ -153,7 +153,7 @@ def test_every_dropout_of_the_tagger_is_bners():
 
 
 def test_model_lowercases_follows_the_model_then_its_vocabulary(tmp_path):
-    from bner.pretrained import Pretrained, model_lowercases
+    from bner.model.pretrained import Pretrained, model_lowercases
 
     def pretrained(lowercase=None, words=None):
         vocab = None

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from bner import corpus, evaluate, prediction
+from bner.data import corpus
+from bner.inference import evaluate, prediction
 
 
 @dataclasses.dataclass

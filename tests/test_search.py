@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from bner import search
 from bner.config import ConfigError
+from bner.training import search
 from tests.cli import read_json, tiny_training_flags
 from tests.conftest import write_synthetic_data
 
@@ -75,7 +75,7 @@ def fake_train(dev_f1_of, calls):
 
 def test_search_chooses_on_dev_resumes_and_writes_sorted_tables(tmp_path, monkeypatch):
     exported = []
-    monkeypatch.setattr("bner.training.export_model", lambda config, say: exported.append(config.output.output_dir) or "export/1")
+    monkeypatch.setattr("bner.training.recipe.export_model", lambda config, say: exported.append(config.output.output_dir) or "export/1")
     calls = []
     dev = {1e-4: 0.5, 1e-3: 0.7}
     train = fake_train(lambda c: dev[c.optimization.learning_rate] + c.optimization.num_train_epochs / 100, calls)
@@ -106,7 +106,7 @@ def test_a_real_search_trains_each_trial_in_its_folder_and_exports_the_best(tiny
     base = {k: (int(v) if v.isdigit() else v) for k, v in base.items()}
     base["progress"] = False
     (tmp_path / "s.json").write_text(json.dumps({"base": base, "parameters": {"learning_rate": [1e-9, 1e-3]}}))
-    command = [sys.executable, "-m", "bner.cli", "search", str(tmp_path / "s.json"), "--output_dir", str(tmp_path / "s")]
+    command = [sys.executable, "-m", "bner.cli.main", "search", str(tmp_path / "s.json"), "--output_dir", str(tmp_path / "s")]
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import os
+from pathlib import Path
 
 import httpx
 import pytest
@@ -10,9 +11,11 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bner import corpus
-from bner.serving.app import ServingSettings, create_app
-from bner.tagger import load
+from bner.data import corpus
+from bner.inference.loader import load
+from bner.serving.app import create_app
+from bner.serving.budget import COUNT_CHUNK_WORDS, count_pieces, piece_bound
+from bner.serving.settings import ServingSettings
 from tests.cli import run_task, tiny_training_flags
 from tests.conftest import write_synthetic_data
 from tests.tf_serving import running_prediction_service, stop_prediction_service
@@ -234,7 +237,7 @@ def test_worker_processes_get_the_decoding_settings(export, monkeypatch):
 
 
 def test_model_dir_may_be_the_folder_of_versions(tmp_path):
-    from bner.tagger import locate
+    from bner.folders.locate import locate
 
     for name in ("1", "3", ".tmp-ab12-4"):
         (tmp_path / "bner" / name).mkdir(parents=True)
@@ -332,19 +335,17 @@ def test_work_is_bounded_by_word_pieces_not_characters(tagger):
 
 
 def test_counting_a_request_stops_past_the_limit(tagger):
-    from bner.tagger import COUNT_CHUNK_WORDS
-
     huge = [", " * 20_000, "Anna"]
-    assert tagger.count_pieces(huge) == 20_001
-    assert 100 < tagger.count_pieces(huge, limit=100) <= 100 + COUNT_CHUNK_WORDS
-    assert tagger.count_pieces(["Anna\x00 \u200b visited"], limit=100) == tagger.count_pieces(["Anna visited"])
-    assert tagger.piece_bound(["한국"]) == 6  # three jamo each under NFD, as an uncased BERT sees them
+    assert count_pieces(tagger, huge) == 20_001
+    assert 100 < count_pieces(tagger, huge, limit=100) <= 100 + COUNT_CHUNK_WORDS
+    assert count_pieces(tagger, ["Anna\x00 \u200b visited"], limit=100) == count_pieces(tagger, ["Anna visited"])
+    assert piece_bound(["한국"]) == 6  # three jamo each under NFD, as an uncased BERT sees them
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.text(max_size=40), max_size=4))
 def test_the_cheap_bound_is_never_below_the_count(tagger, texts):
-    assert tagger.piece_bound(texts) >= tagger.count_pieces(texts)
+    assert piece_bound(texts) >= count_pieces(tagger, texts)
 
 
 def test_the_key_is_checked_before_the_body_and_any_key_bytes_are_just_wrong(tagger):
@@ -670,3 +671,14 @@ def test_headers_deadline_holds_with_either_http_parser(parser):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_every_setting_is_declared_once_and_documented_from_that_table():
+    from bner.serving import settings as table
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "deploy.md").read_text(encoding="utf-8")
+    assert table.markdown_table() in docs, "docs/deploy.md's table is stale: paste `python -m bner.serving.settings` into it"
+    chosen = ServingSettings.from_env({"BNER_CORS_ORIGINS": "https://a.example, https://b.example", "BNER_CONSISTENT": "no",
+                                       "MODEL_VERSION": "3", "BNER_MAX_WAIT_MS": "0"})
+    assert ServingSettings.from_env(chosen.environment()) == chosen  # what worker processes read back
+    assert ServingSettings() == ServingSettings.from_env({})

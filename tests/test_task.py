@@ -90,7 +90,7 @@ def test_pictures_are_real_images_with_content(trained):
 
 
 def test_scores_say_how_they_were_decoded(trained, tmp_path, capsys):
-    from bner import cli
+    from bner.cli import main as cli
 
     _, data, out, _ = trained
     assert read_json(out / "eval_results.json")["scoring"] == {"decoding": "constrained", "consistent": True}
@@ -140,7 +140,8 @@ def test_model_card_describes_the_run_without_placeholders(trained):
 
 def test_results_keep_every_word_and_the_data_scheme(trained):
     root, data, out, _ = trained
-    from bner import corpus, evaluate
+    from bner.data import corpus
+    from bner.inference import evaluate
 
     gold = corpus.read_conll(os.path.join(data, "test.conll"))
     assert max(len(s) for s in gold) > 3 * 30  # sentences 3× the 32-piece window
@@ -191,7 +192,7 @@ np.save(sys.argv[3], out["label_ids"].numpy())
 
 def test_export_reloads_in_a_fresh_process_with_the_trained_predictions(trained, tmp_path):
     _, _, out, _ = trained
-    from bner import model_folder
+    from bner.folders import model_folder
 
     tagger, meta, tokenizer = model_folder.load(str(out / "model"))
     rng = np.random.default_rng(0)
@@ -252,7 +253,7 @@ def test_prediction_streams_jsonl_and_standard_input(trained, tmp_path):
     assert [r["id"] for r in records] == [7, 8]
     assert [e["text"] for e in records[0]["entities"]] == ["Anna Kowalski", "Lisbon"] and records[1]["entities"] == []
     piped = subprocess.run(
-        [sys.executable, "-m", "bner.cli", "predict", str(out), "-"], input="Anna Kowalski visited Lisbon .\n",
+        [sys.executable, "-m", "bner.cli.main", "predict", str(out), "-"], input="Anna Kowalski visited Lisbon .\n",
         capture_output=True, text=True, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     assert json.loads(piped.stdout)["entities"] == records[0]["entities"]

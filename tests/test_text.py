@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bner import text
+from bner.data import text
 
 
 def words(s):

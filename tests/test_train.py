@@ -12,9 +12,11 @@ import types
 import numpy as np
 import pytest
 
-from bner import features, hardware, loop, model
-from bner import optimizer as optimizers
-from bner.metadata import EncoderConfig
+from bner.data import batches, features
+from bner.model import network as model
+from bner.model.metadata import EncoderConfig
+from bner.training import hardware, loop
+from bner.training import optimizer as optimizers
 from tests.cli import read_json, run_task, tiny_training_flags
 from tests.conftest import write_synthetic_data
 
@@ -66,8 +68,8 @@ def test_adamw_follows_the_adam_paper_even_for_tiny_gradients(fused, monkeypatch
 
 
 def test_no_weight_decay_on_layer_norm_and_biases():
-    from bner.metadata import EncoderConfig
-    from bner.model import build_tagger
+    from bner.model.metadata import EncoderConfig
+    from bner.model.network import build_tagger
 
     tagger = build_tagger(EncoderConfig(30, 8, 1, 2, 16, 16), 3)
     optimizer = optimizers.make_optimizer(1e-3, 100, 10, weight_decay=0.01)
@@ -137,8 +139,8 @@ def test_steps_per_execution_groups_same_shape_batches_within_checkpoints():
         features.Example(features.Window(i, 0, 1, 0, 1), rng.integers(5, 30, n).astype(np.int32), np.zeros(n, np.int32), np.zeros(1, np.int64))
         for i, n in enumerate(rng.integers(3, 40, 1000))
     ]
-    buckets = features.bucket_lengths(64)
-    plan = features.BatchPlan([len(e) for e in examples], 8, buckets, num_epochs=2, seed=42, drop_remainder=True, group=4)
+    buckets = batches.bucket_lengths(64)
+    plan = batches.BatchPlan([len(e) for e in examples], 8, buckets, num_epochs=2, seed=42, drop_remainder=True, group=4)
     groups = []
 
     class RecordingStep:
@@ -182,9 +184,11 @@ MIRRORED_SCRIPT = textwrap.dedent(
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
-    from bner import features, model, steps
-    from bner import optimizer as optimizers
-    from bner.metadata import EncoderConfig
+    from bner.data import batches
+    from bner.model import network as model
+    from bner.training import steps
+    from bner.training import optimizer as optimizers
+    from bner.model.metadata import EncoderConfig
     replicas = int(sys.argv[1])
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if replicas == 2 else tf.distribute.get_strategy()
     keras.utils.set_random_seed(0)
@@ -197,7 +201,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     ids = rng.integers(5, 40, (6, 12)).astype(np.int32)
     labels = rng.integers(-1, 3, (6, 12)).astype(np.int32)
     mask = np.ones_like(ids)
-    batch = features.Batch(np.arange(6), {"input_ids": ids, "attention_mask": mask, "token_type_ids": 0 * mask}, labels)
+    batch = batches.Batch(np.arange(6), {"input_ids": ids, "attention_mask": mask, "token_type_ids": 0 * mask}, labels)
     losses = step.run_group([batch] * 3) if sys.argv[3] == "group" else [step(batch) for _ in range(3)]
     np.save(sys.argv[2], np.concatenate([np.ravel(w) for w in tagger.get_weights()]))
     print(losses)
@@ -315,7 +319,7 @@ def test_cpu_training_graphs_turn_grapplers_pass_off_and_back():
     """Training on a CPU skips Grappler's rewrites of its functions; the user's setting comes back afterwards."""
     import tensorflow as tf
 
-    from bner import hardware
+    from bner.training import hardware
 
     assert not tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
     with hardware.cpu_training_graphs():
@@ -330,7 +334,7 @@ def test_one_trace_serves_every_batch_length(tiny_model, tmp_path):
     if keras.backend.backend() != "tensorflow":
         pytest.skip("the JAX step compiles bucketed shapes")
     from bner.config import TrainConfig
-    from bner.training import prepare
+    from bner.training.recipe import prepare
 
     data = write_synthetic_data(tmp_path / "data", train=200, long_every=7)
     setup = prepare(TrainConfig.from_settings(pretrained_model=tiny_model, data_dir=data, output_dir=str(tmp_path / "out"),
@@ -340,6 +344,6 @@ def test_one_trace_serves_every_batch_length(tiny_model, tmp_path):
     assert all(length == max(len(setup.examples[i]) for i in indices) for indices, length in plan)
     lengths = {length for _, length in plan}
     assert len(lengths) > 3
-    for batch in features.iterate_batches(setup.examples, plan, 0):
+    for batch in batches.iterate_batches(setup.examples, plan, 0):
         setup.step(batch)
     assert setup.step._step.experimental_get_tracing_count() == 1

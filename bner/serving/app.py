@@ -1,7 +1,7 @@
 """The FastAPI application: ``POST /api/ner/recognize`` and friends.
 
 A thin layer: requests are validated here, texts go through the micro-batcher to a
-:class:`bner.tagger.Tagger` (in-process SavedModel or TensorFlow Serving), and results
+:class:`bner.inference.tagger.Tagger` (in-process SavedModel or TensorFlow Serving), and results
 come back as JSON. Importing it imports neither Keras nor TensorFlow.
 """
 
@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import time
 from importlib import resources
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -24,126 +22,18 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from bner.backends import BackendUnavailable
-from bner.config import boolean
-from bner.decoding import DECODINGS
-from bner.metadata import SIGNATURE
+from bner.inference.backends import BackendUnavailable
+from bner.serving import budget
 from bner.serving.batching import MicroBatcher, Overloaded
 from bner.serving.guard import RequestGuard
+from bner.serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True)
-class ServingSettings:
-    """Everything the service is configured with; each field also has an environment variable."""
-
-    model_dir: str | None = None  # export version folder (in-process backend)
-    metadata_file: str | None = None  # METADATA_FILE: the export's metadata.json (tokenizer.json beside it)
-    host_name: str | None = None  # HOST_NAME: TF Serving host; set → gRPC backend
-    grpc_port: int = 8500  # GRPC_SERVER_PORT
-    model_name: str = "bner"  # MODEL_NAME
-    model_version: int | None = None  # MODEL_VERSION
-    model_version_label: str | None = None  # MODEL_VERSION_LABEL
-    signature_name: str = SIGNATURE  # SIGNATURE_NAME
-    backend_timeout_seconds: float = 10.0  # BNER_BACKEND_TIMEOUT
-    max_batch_size: int = 16  # BNER_MAX_BATCH_SIZE: texts per model call (larger batches pad more: measured in bench/serve_load.py)
-    max_wait_ms: float = 5.0  # BNER_MAX_WAIT_MS: how long the first text waits for company
-    max_text_chars: int = 100_000  # BNER_MAX_TEXT_CHARS: longer texts → 413
-    # BNER_MAX_PIECES: word pieces per request (the model's work) → 413; a text of punctuation,
-    # one word per character, is held to the same budget as ordinary text.
-    max_pieces: int = 32_768
-    max_texts: int = 256  # BNER_MAX_TEXTS: texts per request
-    max_body_bytes: int = 2_000_000  # BNER_MAX_BODY_BYTES: request bodies larger → 413
-    api_key: str | None = None  # BNER_API_KEY: when set, X-API-Key must match on recognize
-    protect_all: bool = False  # BNER_PROTECT_ALL: the key guards /metrics, /api/ner/ready, /docs and / too
-    cors_origins: tuple[str, ...] = ()  # BNER_CORS_ORIGINS: comma-separated; empty = CORS off
-    header_timeout: float = 10.0  # BNER_HEADER_TIMEOUT: seconds for a request's headers, else the connection closes
-    body_timeout: float = 30.0  # BNER_BODY_TIMEOUT: seconds for a request's body, else 408
-    keep_alive: float = 5.0  # BNER_KEEP_ALIVE: idle seconds before a kept-alive connection closes
-    max_connections: int = 1024  # BNER_MAX_CONNECTIONS: beyond this, 503 for new requests
-    max_queued_texts: int = 4096  # BNER_MAX_QUEUED_TEXTS: texts waiting for the model; beyond, 503 with Retry-After
-    decoding: str = "constrained"  # BNER_DECODING: constrained or argmax, as bner.load takes it
-    consistent: bool = True  # BNER_CONSISTENT: a name tagged the same way throughout each text
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> ServingSettings:
-        env = dict(os.environ if env is None else env)
-
-        def get(name, cast=str, default=None):
-            value = env.get(name)
-            if value in (None, ""):
-                return default
-            try:
-                return cast(value)
-            except ValueError:
-                raise ValueError(f"{name}={value!r}: expected {getattr(cast, '__name__', 'a value')}") from None
-
-        values = {
-            "model_dir": get("MODEL_DIR"),
-            "metadata_file": get("METADATA_FILE"),
-            "host_name": get("HOST_NAME"),
-            "grpc_port": get("GRPC_SERVER_PORT", int, 8500),
-            "model_name": get("MODEL_NAME", str, "bner"),
-            "model_version": get("MODEL_VERSION", int),
-            "model_version_label": get("MODEL_VERSION_LABEL"),
-            "signature_name": get("SIGNATURE_NAME", str, SIGNATURE),
-            "backend_timeout_seconds": get("BNER_BACKEND_TIMEOUT", float, 10.0),
-            "max_batch_size": get("BNER_MAX_BATCH_SIZE", int, 16),
-            "max_wait_ms": get("BNER_MAX_WAIT_MS", float, 5.0),
-            "max_text_chars": get("BNER_MAX_TEXT_CHARS", int, 100_000),
-            "max_pieces": get("BNER_MAX_PIECES", int, 32_768),
-            "max_texts": get("BNER_MAX_TEXTS", int, 256),
-            "max_body_bytes": get("BNER_MAX_BODY_BYTES", int, 2_000_000),
-            "api_key": get("BNER_API_KEY"),
-            "protect_all": get("BNER_PROTECT_ALL", boolean, False),  # strict: a typo must not turn protection off
-            "cors_origins": tuple(o.strip() for o in get("BNER_CORS_ORIGINS", str, "").split(",") if o.strip()),
-            "header_timeout": get("BNER_HEADER_TIMEOUT", float, 10.0),
-            "body_timeout": get("BNER_BODY_TIMEOUT", float, 30.0),
-            "keep_alive": get("BNER_KEEP_ALIVE", float, 5.0),
-            "max_connections": get("BNER_MAX_CONNECTIONS", int, 1024),
-            "max_queued_texts": get("BNER_MAX_QUEUED_TEXTS", int, 4096),
-            "decoding": get("BNER_DECODING", str, "constrained"),
-            "consistent": get("BNER_CONSISTENT", boolean, True),
-        }
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        settings = cls(**values)
-        settings.check()
-        return settings
-
-    def check(self) -> None:
-        """Refuse limits that cannot work (a batch of 0 would spin the batcher), naming the variable."""
-        positive = {
-            "BNER_MAX_BATCH_SIZE": self.max_batch_size, "BNER_MAX_TEXTS": self.max_texts, "BNER_MAX_TEXT_CHARS": self.max_text_chars,
-            "BNER_MAX_PIECES": self.max_pieces, "BNER_MAX_BODY_BYTES": self.max_body_bytes,
-            "BNER_MAX_QUEUED_TEXTS": self.max_queued_texts, "BNER_MAX_CONNECTIONS": self.max_connections,
-            "BNER_HEADER_TIMEOUT": self.header_timeout, "BNER_BODY_TIMEOUT": self.body_timeout,
-            "BNER_KEEP_ALIVE": self.keep_alive, "BNER_BACKEND_TIMEOUT": self.backend_timeout_seconds,
-        }
-        for name, value in positive.items():
-            if not value > 0:
-                raise ValueError(f"{name}={value}: must be greater than 0")
-        if not self.max_wait_ms >= 0:
-            raise ValueError(f"BNER_MAX_WAIT_MS={self.max_wait_ms}: must be 0 or more")
-        if self.decoding not in DECODINGS:
-            raise ValueError(f"BNER_DECODING={self.decoding!r}: expected one of {', '.join(DECODINGS)}")
-
-
-def uvicorn_options(settings: ServingSettings, worker_processes: bool = False) -> dict:
-    """The connection limits, as uvicorn.Config's options (``worker_processes``: for uvicorn's
-    multi-process mode, which sends them to each worker, so the protocol goes by name)."""
-    from bner.serving.connections import WORKER_PROTOCOL, protocol_with_header_timeout
-
-    return {
-        "http": WORKER_PROTOCOL if worker_processes else protocol_with_header_timeout(settings.header_timeout),
-        "timeout_keep_alive": settings.keep_alive,
-        "limit_concurrency": settings.max_connections,
-    }
-
-
 def make_tagger(settings: ServingSettings):
     """The tagger the settings name: the export in this process, or TF Serving with the export's metadata."""
-    from bner.tagger import load
+    from bner.inference.loader import load
 
     if settings.host_name:
         metadata = settings.metadata_file or settings.model_dir
@@ -233,7 +123,7 @@ class Metrics:
 
 
 def create_app(settings: ServingSettings, tagger=None) -> FastAPI:
-    """The service; ``tagger`` (a :class:`bner.tagger.Tagger`) is loaded as ``settings`` say when not given."""
+    """The service; ``tagger`` (a :class:`bner.inference.tagger.Tagger`) is loaded as ``settings`` say when not given."""
     settings.check()
     tagger = tagger or make_tagger(settings)
     if tagger.backend.name != "tf-serving":
@@ -441,9 +331,9 @@ def add_recognize(app: FastAPI, settings: ServingSettings, tagger, batcher: Micr
                 return too_large(f"text {i} has {len(t)} characters; the limit is {settings.max_text_chars}")
         # A bound from the characters decides most requests without tokenizing; the rest are counted,
         # and counting stops past the limit, so a refused request costs no more than an allowed one.
-        pieces = tagger.piece_bound(texts)
+        pieces = budget.piece_bound(texts)
         if pieces > settings.max_pieces:
-            pieces = await asyncio.to_thread(tagger.count_pieces, texts, settings.max_pieces)
+            pieces = await asyncio.to_thread(budget.count_pieces, tagger, texts, settings.max_pieces)
         if pieces > settings.max_pieces:
             return too_large(f"the texts make over {settings.max_pieces} word pieces, the limit")
         tagged = await until_disconnected(batcher.submit(texts, cost=pieces), request) if texts else []

@@ -3,7 +3,7 @@
 Requests put their texts on a queue; one worker thread takes what has arrived (up to
 ``max_batch_size`` texts, waiting at most ``max_wait_ms`` for more after the first) and
 tags them together. Tagging runs in steps, one model call each
-(:meth:`bner.tagger.Tagger.tag_texts_in_steps`), and the worker takes turns between the
+(:meth:`bner.inference.tagger.Tagger.tag_texts_in_steps`), and the worker takes turns between the
 groups in progress, newest first: while a maximum-size request works through its
 hundreds of windows, a one-sentence request that arrives meanwhile finishes within a few
 model calls, while the oldest group in progress still gets a call every turn. A request
@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Sequence
 
-from bner.backends import BackendUnavailable
+from bner.inference.backends import BackendUnavailable
 
 
 @dataclasses.dataclass

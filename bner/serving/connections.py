@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import functools
 
+from bner.serving.settings import ServingSettings
+
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as BaseProtocol
 except ImportError:  # httptools is not installed
@@ -109,6 +111,15 @@ WORKER_PROTOCOL = f"{__name__}:{EnvironmentHeaderTimeoutProtocol.__name__}"
 
 @functools.cache
 def _environment_header_timeout() -> float:
-    from bner.serving.app import ServingSettings
-
     return ServingSettings.from_env().header_timeout
+
+
+def uvicorn_options(settings: ServingSettings, worker_processes: bool = False) -> dict:
+    """The connection limits, as uvicorn.Config's options (``worker_processes``: for uvicorn's
+    multi-process mode, which sends them to each worker, so the protocol goes by name)."""
+    return {
+        "http": WORKER_PROTOCOL if worker_processes else protocol_with_header_timeout(settings.header_timeout),
+        "timeout_keep_alive": settings.keep_alive,
+        "limit_concurrency": settings.max_connections,
+    }
+

@@ -1,0 +1,190 @@
+"""The ``bner`` command: ``bner train | evaluate | predict | search | export | serve``.
+
+A shell over the library, beside the unchanged ``python -m bner.ner.task``. ``bner train``'s
+options are made from :class:`bner.TrainConfig`'s fields (as the absl flags are), grouped
+as the config is; every verb checks its arguments before TensorFlow is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+from bner.cli.options import add_decoding_options, flag_type
+from bner.config import SECTIONS, ConfigError, TrainConfig
+from bner.environment import configure_environment, import_tensorflow_quietly
+
+GROUP_TITLES = {
+    "data": "data",
+    "model": "model",
+    "optimization": "training",
+    "loop": "training",
+    "hardware": "hardware/TPU",
+    "output": "output",
+}
+
+
+def add_train_options(parser: argparse.ArgumentParser) -> None:
+    groups = {}
+    for section, section_cls in SECTIONS.items():
+        title = GROUP_TITLES[section]
+        group = groups.get(title) or groups.setdefault(title, parser.add_argument_group(title))
+        for field in section_cls.__dataclass_fields__.values():
+            meta = field.metadata
+            shown = "follows the model" if field.name == "do_lower_case" else field.default
+            switch = {"nargs": "?", "const": True} if meta["kind"] is bool else {}  # --keep_checkpoints alone means true
+            group.add_argument(
+                f"--{field.name}", type=flag_type(meta["kind"]), choices=meta["choices"], default=argparse.SUPPRESS, **switch,
+                metavar=None if meta["choices"] else field.name.upper() if meta["kind"] is not bool else "true|false",
+                help=f"{meta['help']} (default: {shown})",
+            )
+    extra = parser.add_argument_group("run")
+    extra.add_argument("--config", help="a run.json to replay; options given beside it override its values")
+    extra.add_argument("--overwrite_output_dir", action="store_true", help="start over in an output folder that holds another run")
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from bner.training.recipe import check_before_training, train
+
+    base = TrainConfig.read(args.config) if args.config else TrainConfig()
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "config", "overwrite_output_dir", "handler")}
+    if not args.config and "do_lower_case" not in given:
+        given["do_lower_case"] = None
+    config = TrainConfig.from_settings(base, **given)
+    check_before_training(config, args.overwrite_output_dir)
+    import_tensorflow_quietly()
+    result = train(config, overwrite_output_dir=args.overwrite_output_dir)
+    if result.export_path:
+        from bner.cli.steps import next_steps
+
+        next_steps(result.export_path, run_dir=result.output_dir)
+    return 0
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    from bner.cli.steps import check_model_window
+    from bner.inference import evaluate
+
+    check_model_window(args.model, args.max_seq_length)
+    if args.output_dir:
+        evaluate.check_results_name(args.output_dir, args.name)
+    tagger = _load(args)
+    scores = tagger.evaluate(args.data, args.batch_size)
+    if args.output_dir:
+        evaluate.write_results(scores, args.output_dir, args.name, tagger.scoring)
+    print(json.dumps(scores.as_dict(), indent=2) if args.json else evaluate.format_report(scores), end="\n" if args.json else "")
+    return 0
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    from bner.cli.steps import check_model_window
+    from bner.inference import prediction
+
+    check_model_window(args.model, args.max_seq_length)
+    prediction.input_format(args.input, args.format)
+    prediction.check_output(args.input, args.output)
+    tagger = _load(args)
+    progress = args.progress if args.progress is not None else args.output != "-"
+    written, count = prediction.predict_file(tagger, args.input, args.output, args.format, args.batch_size, progress=progress)
+    if written != "standard output":
+        print(f"wrote predictions for {count} texts or sentences of {args.input} to {written}", file=sys.stderr)
+    return 0
+
+
+def search_command(args: argparse.Namespace) -> int:
+    from bner.training import search
+
+    spec = search.SearchSpec.read(args.spec)
+    import_tensorflow_quietly()
+    search.run_search(spec, args.output_dir)
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from bner import io
+    from bner.training.recipe import export_model
+
+    if not io.exists(io.join(args.run_dir, "model", "metadata.json")):
+        raise ConfigError(f"{args.run_dir}/model: no trained model to export")
+    config = TrainConfig.from_settings(output_dir=args.run_dir, export_dir=args.export_dir, model_name=args.model_name)
+    import_tensorflow_quietly()
+    export_model(config, print)
+    return 0
+
+
+def _load(args):
+    import bner
+
+    return bner.load(args.model, batch_size=args.batch_size, max_seq_length=args.max_seq_length,
+                     decoding=args.decoding, consistent=args.consistent)
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="an export (version folder or folder of versions), a trained-model folder or a run folder")
+    parser.add_argument("--batch_size", type=int, default=32, help="texts or sentences per model call (default 32)")
+    parser.add_argument("--max_seq_length", type=int, help="window length in word pieces (default: the model's)")
+    add_decoding_options(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bner", description="BERT named-entity recognition: train, evaluate, predict, search, export, serve.")
+    verbs = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict,search,export,serve}")
+    train = verbs.add_parser("train", help="fine-tune a pretrained BERT on CoNLL files, score it and export it")
+    add_train_options(train)
+    train.set_defaults(handler=train_command)
+    evaluate = verbs.add_parser("evaluate", help="score a model on a CoNLL file, as conlleval does")
+    _model_arguments(evaluate)
+    evaluate.add_argument("data", help="a CoNLL file with gold tags")
+    evaluate.add_argument("--output_dir", help="also write <name>.txt and <name>.json there")
+    evaluate.add_argument("--name", default="eval_results", help="file name stem of the written results (default eval_results)")
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of conlleval's report")
+    evaluate.set_defaults(handler=evaluate_command)
+    predict = verbs.add_parser("predict", help="label CoNLL, JSONL or plain-text files (or standard input) of any size")
+    _model_arguments(predict)
+    predict.add_argument("input", help="a .conll file (CoNLL out), a .jsonl file with a text field, or text with one text a line "
+                                       "(JSONL out, entities added); local or gs://; - reads standard input")
+    predict.add_argument("--format", default="auto", choices=["auto", "text", "jsonl", "conll"],
+                         help="input format (default: by extension; standard input is text)")
+    predict.add_argument("--output", default="-", help="where to write (default: standard output); a file appears only when complete")
+    predict.add_argument("--progress", type=flag_type(bool), nargs="?", const=True, metavar="true|false",
+                         help="progress bar with texts/s on standard error (default: on when writing to a file)")
+    predict.set_defaults(handler=predict_command)
+    tune = verbs.add_parser("search", help="grid or random search over training settings, chosen on dev F1")
+    tune.add_argument("spec", help="a YAML or JSON file: base settings, parameters and their values, algorithm, max_trials, metric")
+    tune.add_argument("--output_dir", required=True, help="trials go to <output_dir>/trial-NNN; results.csv/.md and best.json beside them")
+    tune.set_defaults(handler=search_command)
+    export = verbs.add_parser("export", help="export a run's trained model as a versioned SavedModel")
+    export.add_argument("run_dir", help="the run's --output_dir")
+    export.add_argument("--export_dir", help="default: <run_dir>/export")
+    export.add_argument("--model_name", default="bner", help="model name in the export path (default bner)")
+    export.set_defaults(handler=export_command)
+    serve = verbs.add_parser("serve", help="serve an export over HTTP (all of bner-serve's options)", add_help=False)
+    serve.set_defaults(handler=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    configure_environment()
+    if argv[:1] == ["serve"]:
+        from bner.serving.__main__ import main as serve
+
+        rest = argv[1:]
+        if rest and not rest[0].startswith("-"):
+            rest = ["--model_dir", rest[0], *rest[1:]]
+        return serve(rest, prog="bner serve")
+    args = build_parser().parse_args(argv)
+    from bner.data.corpus import CorpusError
+    from bner.model.pretrained import PretrainedError
+
+    try:
+        return args.handler(args)
+    except (ConfigError, CorpusError, PretrainedError, ValueError, OSError, subprocess.CalledProcessError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""Command-line options more than one command takes."""
+
+from __future__ import annotations
+
+import argparse
+
+from bner.config import boolean
+from bner.inference.decoding import DECODINGS
+
+
+def flag_type(kind: type):
+    """The argparse ``type`` of a setting: strict true/false for booleans."""
+    return boolean if kind is bool else kind
+
+
+def add_decoding_options(parser: argparse.ArgumentParser) -> None:
+    """``--decoding`` and ``--consistent``, as :func:`bner.load` takes them (the defaults are its own)."""
+    parser.add_argument("--decoding", choices=DECODINGS, default="constrained",
+                        help="constrained (default): the most probable label sequence the tag scheme allows; "
+                             "argmax: each word's most probable label alone")
+    parser.add_argument("--consistent", type=boolean, nargs="?", const=True, metavar="true|false", default=True,
+                        help="tag a name the same way throughout its document: one text, or a -DOCSTART- document "
+                             "(default true)")

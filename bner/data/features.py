@@ -1,0 +1,304 @@
+"""Words → word pieces → model windows, and model outputs → word labels.
+
+Training, evaluation, prediction and serving all go through these functions, so the
+tokenisation, casing, windowing and decoding cannot drift apart.
+
+Sentences longer than the model's window are split at word boundaries into windows that
+overlap; each word is *owned* by exactly one window (the one where it has the most
+context on both sides). Its label is learned and predicted only there, so no word is
+ever dropped and none is counted twice.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import tokenizers
+from tokenizers import normalizers, pre_tokenizers
+
+from bner import io
+
+log = logging.getLogger(__name__)
+
+IGNORE = -1  # label id of pieces that carry no label (padding, special, non-first pieces)
+SPECIAL = {"cls": "[CLS]", "sep": "[SEP]", "pad": "[PAD]", "unk": "[UNK]"}
+
+
+# ---------------------------------------------------------------- tokenizer
+
+
+def build_tokenizer(
+    vocab_file: str | None = None,
+    tokenizer_file: str | None = None,
+    lowercase: bool | None = None,
+    strip_accents: bool | None = None,
+) -> tokenizers.Tokenizer:
+    """A BERT word-piece tokenizer from ``tokenizer.json`` or from ``vocab.txt``.
+
+    ``lowercase=None`` keeps what ``tokenizer.json`` says. Uncased BERT strips accents as
+    well as lowercasing; ``strip_accents=None`` follows ``lowercase`` as BERT's recipe does.
+    """
+    if tokenizer_file:
+        tokenizer = tokenizers.Tokenizer.from_str(io.read_text(tokenizer_file))
+        if lowercase is not None:
+            tokenizer.normalizer = bert_normalizer(lowercase, strip_accents)
+    elif vocab_file:
+        model = tokenizers.models.WordPiece(read_vocabulary(vocab_file), unk_token=SPECIAL["unk"])
+        tokenizer = tokenizers.Tokenizer(model)
+        tokenizer.normalizer = bert_normalizer(True if lowercase is None else lowercase, strip_accents)
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    else:
+        raise ValueError("a tokenizer needs a vocab.txt or a tokenizer.json")
+    tokenizer.post_processor = None  # [CLS]/[SEP] are added per window, not per sentence
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    for name in SPECIAL.values():
+        if tokenizer.token_to_id(name) is None:
+            raise ValueError(f"the vocabulary has no {name} token")
+    return tokenizer
+
+
+def read_tokenizer(path: str) -> tokenizers.Tokenizer:
+    """A model folder's ``tokenizer.json`` (as bner saved it), with a one-line error for a bad file."""
+    try:
+        tokenizer = tokenizers.Tokenizer.from_str(io.read_text(path))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: file not found") from None
+    except Exception as e:  # noqa: BLE001 — the Rust parser raises plain Exception
+        raise ValueError(f"{path}: not a tokenizer file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    for name in SPECIAL.values():
+        if tokenizer.token_to_id(name) is None:
+            raise ValueError(f"{path}: the vocabulary has no {name} token")
+    return tokenizer
+
+
+def read_vocabulary(vocab_file: str) -> dict[str, int]:
+    """``vocab.txt`` as piece → id (the line number), from any path :mod:`bner.io` opens."""
+    # split("\n"), not splitlines(): vocabularies hold pieces such as U+2028 that
+    # splitlines() would treat as line breaks.
+    lines = io.read_text(vocab_file).split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return {line.rstrip("\r"): i for i, line in enumerate(lines)}
+
+
+def bert_normalizer(lowercase: bool, strip_accents: bool | None = None) -> normalizers.Normalizer:
+    return normalizers.BertNormalizer(
+        clean_text=True,
+        handle_chinese_chars=True,
+        strip_accents=lowercase if strip_accents is None else strip_accents,
+        lowercase=lowercase,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizedSentence:
+    pieces: np.ndarray  # int32 piece ids of all words, in order
+    word_starts: np.ndarray  # int64 index into ``pieces`` of each word's first piece
+
+    @property
+    def num_words(self) -> int:
+        return len(self.word_starts)
+
+    def word_end(self, word: int) -> int:
+        return int(self.word_starts[word + 1]) if word + 1 < self.num_words else len(self.pieces)
+
+
+def tokenize(
+    tokenizer: tokenizers.Tokenizer, sentences: Sequence[Sequence[str]], max_pieces_per_word: int
+) -> list[TokenizedSentence]:
+    """Word pieces of each sentence's words.
+
+    A word the tokenizer reduces to nothing (a control or zero-width character) becomes
+    ``[UNK]`` so it keeps its place; a word with more pieces than fit in a window keeps its
+    first ``max_pieces_per_word`` (its label sits on the first piece).
+    """
+    unk = tokenizer.token_to_id(SPECIAL["unk"])
+    result = []
+    encodings = tokenizer.encode_batch(
+        [list(words) for words in sentences], is_pretokenized=True, add_special_tokens=False
+    )
+    for words, encoding in zip(sentences, encodings):
+        per_word: list[list[int]] = [[] for _ in words]
+        for piece, word in zip(encoding.ids, encoding.word_ids):
+            if word is not None:
+                per_word[word].append(piece)
+        pieces: list[int] = []
+        starts = np.empty(len(words), dtype=np.int64)
+        for i, word_pieces in enumerate(per_word):
+            starts[i] = len(pieces)
+            pieces.extend(word_pieces[:max_pieces_per_word] or [unk])
+        result.append(TokenizedSentence(np.asarray(pieces, dtype=np.int32), starts))
+    return result
+
+
+# ---------------------------------------------------------------- windows
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """Words ``[start, end)`` of a sentence go into one model input; it owns ``[own_start, own_end)``."""
+
+    sentence: int
+    start: int
+    end: int
+    own_start: int
+    own_end: int
+
+
+def plan_windows(
+    sentence: TokenizedSentence, max_pieces: int, overlap: int, index: int = 0
+) -> list[Window]:
+    """Overlapping windows of at most ``max_pieces`` pieces covering every word."""
+    n = sentence.num_words
+    if n == 0:
+        return []
+    starts = sentence.word_starts
+    ends = np.append(starts[1:], len(sentence.pieces))
+
+    def furthest_end(first: int) -> int:
+        # Words fit while their pieces stay within the budget; a word always fits alone.
+        return max(first + 1, bisect.bisect_right(ends, starts[first] + max_pieces, lo=first))
+
+    spans = []
+    first = 0
+    while True:
+        last = furthest_end(first)
+        spans.append((first, last))
+        if last >= n:
+            break
+        following = bisect.bisect_left(starts, ends[last - 1] - overlap, lo=first + 1)
+        following = min(following, last)
+        while following < last and furthest_end(following) <= last:
+            following += 1  # make progress past ``last`` even next to a very long word
+        first = following
+    windows = []
+    own_start = 0
+    for i, (first, last) in enumerate(spans):
+        if i + 1 < len(spans):
+            next_first = spans[i + 1][0]
+            own_end = (next_first + last + 1) // 2  # split the overlap in the middle
+        else:
+            own_end = n
+        windows.append(Window(index, first, last, own_start, own_end))
+        own_start = own_end
+    return windows
+
+
+# ---------------------------------------------------------------- model inputs
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One model input: a window of a sentence with [CLS]/[SEP], its labels and decoding map."""
+
+    window: Window
+    input_ids: np.ndarray  # int32 [length]
+    labels: np.ndarray  # int32 [length], IGNORE where no label is learned
+    owned_positions: np.ndarray  # int64: position of the first piece of each owned word
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessor:
+    """Turns word sequences into model inputs exactly the same way for training and serving.
+
+    (KerasHub's name for this role: the step between text and the network.)
+    """
+
+    tokenizer: tokenizers.Tokenizer
+    max_seq_length: int
+    overlap: int | None = None
+
+    @property
+    def max_pieces(self) -> int:
+        return self.max_seq_length - 2  # room for [CLS] and [SEP]
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.token_to_id(SPECIAL["pad"])
+
+    def encode(
+        self,
+        sentences: Sequence[Sequence[str]],
+        label_ids: Sequence[Sequence[int]] | None = None,
+        contexts: Sequence[tuple[Sequence[str], Sequence[str]]] | None = None,
+    ) -> list[Example]:
+        """Model inputs of sentences: ``[CLS] words [SEP]`` per window.
+
+        With ``contexts`` (the words before and after each sentence in its document), each
+        input is ``[CLS] left [SEP] words [SEP] right [SEP]``: the context fills what room the
+        window leaves, closest words first, shared between the sides; it is never labelled
+        and the sentence is never cut for it.
+        """
+        if self.max_seq_length < 3 + (2 if contexts is not None else 0):
+            raise ValueError(f"max_seq_length must be at least {3 + (2 if contexts is not None else 0)}, got {self.max_seq_length}")
+        cls = self.tokenizer.token_to_id(SPECIAL["cls"])
+        sep = self.tokenizer.token_to_id(SPECIAL["sep"])
+        room = self.max_pieces - (2 if contexts is not None else 0)  # two more [SEP] around the sentence
+        overlap = room // 4 if self.overlap is None else self.overlap
+        examples = []
+        tokenized = tokenize(self.tokenizer, sentences, room)
+        if contexts is not None:
+            lefts = tokenize(self.tokenizer, [c[0] for c in contexts], room)
+            rights = tokenize(self.tokenizer, [c[1] for c in contexts], room)
+        for index, sentence in enumerate(tokenized):
+            for window in plan_windows(sentence, room, overlap, index):
+                first_piece = int(sentence.word_starts[window.start])
+                last_piece = sentence.word_end(window.end - 1)
+                centre = sentence.pieces[first_piece:last_piece]
+                if contexts is None:
+                    parts, offset = [[cls], centre, [sep]], 1
+                else:
+                    left, right = fit_context(lefts[index], rights[index], room - len(centre))
+                    parts, offset = [[cls], left, [sep], centre, [sep], right, [sep]], 2 + len(left)
+                ids = np.concatenate(parts).astype(np.int32)
+                owned = np.arange(window.own_start, window.own_end)
+                positions = sentence.word_starts[owned] - first_piece + offset
+                labels = np.full(len(ids), IGNORE, dtype=np.int32)
+                if label_ids is not None:
+                    labels[positions] = np.asarray(label_ids[index], dtype=np.int32)[owned]
+                examples.append(Example(window, ids, labels, positions))
+        return examples
+
+
+def fit_context(left: TokenizedSentence, right: TokenizedSentence, room: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pieces of whole context words nearest the sentence that fit in ``room``, shared between
+    the sides: each gets half, and what one side does not need goes to the other."""
+
+    def take(sentence: TokenizedSentence, budget: int, from_end: bool) -> np.ndarray:
+        if budget <= 0 or sentence.num_words == 0:
+            return sentence.pieces[:0]
+        if from_end:
+            # The last words: start at the first word boundary that leaves at most ``budget`` pieces.
+            cut = int(np.searchsorted(sentence.word_starts, len(sentence.pieces) - budget))
+            return sentence.pieces[sentence.word_starts[cut]:] if cut < sentence.num_words else sentence.pieces[:0]
+        ends = np.append(sentence.word_starts[1:], len(sentence.pieces))
+        words = int(np.searchsorted(ends, budget, side="right"))
+        return sentence.pieces[: ends[words - 1]] if words else sentence.pieces[:0]
+
+    room = max(room, 0)
+    half = room // 2
+    left_pieces = take(left, max(half, room - min(len(right.pieces), room - half)), True)
+    return left_pieces, take(right, room - len(left_pieces), False)
+
+
+def word_values(examples: Sequence[Example], piece_values: Sequence[np.ndarray], num_sentences: int) -> list[np.ndarray]:
+    """Per sentence, each word's value (a score, or a row of label probabilities), read at its
+    first piece in its owning window."""
+    words_per_sentence = [0] * num_sentences
+    for example in examples:
+        w = example.window
+        words_per_sentence[w.sentence] = max(words_per_sentence[w.sentence], w.end)
+    trailing = piece_values[0].shape[1:] if len(piece_values) else ()
+    out = [np.zeros((n, *trailing), dtype=np.float32) for n in words_per_sentence]
+    for example, values in zip(examples, piece_values):
+        w = example.window
+        out[w.sentence][w.own_start : w.own_end] = values[example.owned_positions]
+    return out

@@ -1,0 +1,130 @@
+"""The versioned SavedModel that TensorFlow Serving and bner's server load.
+
+Layout: ``<export_dir>/<model_name>/<version>/`` holding ``saved_model.pb``,
+``variables/``, ``metadata.json``, ``tokenizer.json`` and the model card ``README.md``. The version folder is built
+under a temporary name and renamed when complete (TF Serving ignores non-numeric
+folder names, so it never loads a half-written version).
+
+The serving signature ``serving_default`` takes int32 ``input_ids``, ``attention_mask``
+and ``token_type_ids`` of shape ``[batch, length]`` (any batch, any length up to the
+encoder's maximum) and returns per-piece ``label_ids`` (int32), ``scores`` (float32,
+the probability of the chosen label) and ``logits``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+
+from bner import io
+from bner.folders import model_folder
+from bner.folders.model_card import CARD_FILE
+from bner.folders.model_card import render as render_card
+from bner.model.metadata import INPUTS, METADATA_FILE, SIGNATURE, TOKENIZER_FILE, read_metadata, write_metadata
+
+
+def is_export(folder: str) -> bool:
+    """A complete export version: its SavedModel and its metadata.json (published last) are there."""
+    return io.exists(io.join(folder, "saved_model.pb")) and io.exists(io.join(folder, METADATA_FILE))
+
+
+def versions(model_base: str) -> list[int]:
+    """Complete versions under ``<export_dir>/<model_name>``.
+
+    Temporary names are not numbers, and a version still being copied into an object
+    store has no ``metadata.json`` yet (it is copied last).
+    """
+    return [n for n in _numbered(model_base) if io.exists(io.join(model_base, str(n), METADATA_FILE))]
+
+
+def _numbered(model_base: str) -> list[int]:
+    if not io.exists(model_base):
+        return []
+    return sorted(int(n) for n in io.listdir(model_base) if re.fullmatch(r"\d+", n))
+
+
+def next_version(model_base: str) -> int:
+    """One above every numbered folder, complete or still being written."""
+    return max(_numbered(model_base), default=0) + 1
+
+
+def model_digest(model_dir: str) -> str:
+    """SHA-256 of a trained-model folder's weights: the same digest means the same model."""
+    return hashlib.sha256(io.read_bytes(io.join(model_dir, model_folder.WEIGHTS_FILE))).hexdigest()
+
+
+def existing_export(model_dir: str, export_dir: str, model_name: str) -> str | None:
+    """The latest version already exported from exactly this model, if there is one."""
+    found = versions(io.join(export_dir, model_name))
+    if not found:
+        return None
+    latest = io.join(export_dir, model_name, str(found[-1]))
+    try:
+        exported = read_metadata(latest).training.get("export", {}).get("model_sha256")
+    except ValueError:
+        return None
+    return latest if exported == model_digest(model_dir) else None
+
+
+def export_tagger(model_dir: str, export_dir: str, model_name: str, version: int | None = None) -> str:
+    """Export the tagger saved in ``model_dir``; returns the version folder's path."""
+    import keras
+    import tensorflow as tf
+
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError("exporting a SavedModel needs KERAS_BACKEND=tensorflow (weights trained under JAX load there)")
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy("float32")  # exports compute in float32 on any serving hardware
+    try:
+        model, metadata, tokenizer = model_folder.load(model_dir)
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+    module = serving_module(model)
+    base = io.join(export_dir, model_name)
+    version = version or next_version(base)
+    final = io.join(base, str(version))
+    export_facts = {"model_name": model_name, "version": version, "signature": SIGNATURE, "inputs": list(INPUTS),
+                    "model_sha256": model_digest(model_dir)}
+    exported = dataclasses.replace(metadata, training={**metadata.training, "export": export_facts})
+    # metadata.json is published last: readers count a version only once it is there.
+    with io.staged_directory(final, publish_last=("saved_model.pb", METADATA_FILE)) as staging:
+        tf.saved_model.save(module, staging, signatures={SIGNATURE: module.serve})
+        tokenizer.save(os.path.join(staging, TOKENIZER_FILE))
+        write_metadata(exported, staging)
+        io.write_text(os.path.join(staging, CARD_FILE), render_card(exported, final))
+    return final
+
+
+def serving_module(model):
+    """A plain ``tf.Module`` holding only the model's variables: half the size of Keras' own export."""
+    import tensorflow as tf
+
+    class Serving(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.weights = [w.value if hasattr(w, "value") else w for w in model.weights]
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name=n) for n in INPUTS])
+        def serve(self, input_ids, attention_mask, token_type_ids):
+            logits = model(
+                {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids},
+                training=False,
+            )
+            probabilities = tf.nn.softmax(logits, axis=-1)
+            return {
+                "label_ids": tf.argmax(logits, axis=-1, output_type=tf.int32),
+                "scores": tf.reduce_max(probabilities, axis=-1),
+                "logits": logits,
+            }
+
+    return Serving()
+
+
+def latest_export(model_base: str) -> str:
+    """The highest-numbered complete version under ``<export_dir>/<model_name>``."""
+    found = versions(model_base)
+    if not found:
+        raise FileNotFoundError(f"{model_base}: no exported version found")
+    return io.join(model_base, str(found[-1]))

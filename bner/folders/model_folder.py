@@ -1,0 +1,55 @@
+"""The trained-model folder a run leaves behind (``<output_dir>/model``).
+
+It holds ``model.weights.h5`` (Keras weights, backend-neutral), ``metadata.json`` and
+``tokenizer.json``: everything evaluation, prediction and export need. It is written
+whole under a temporary name and renamed, with ``metadata.json`` last.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import TYPE_CHECKING
+
+from bner import io
+from bner.data import features
+from bner.model.metadata import METADATA_FILE, TOKENIZER_FILE, TaggerMetadata, read_metadata, write_metadata
+
+if TYPE_CHECKING:  # Keras loads only when a network is built: finding a model folder needs none
+    import keras
+    import tokenizers
+
+WEIGHTS_FILE = "model.weights.h5"
+
+
+def save(model: keras.Model, metadata: TaggerMetadata, tokenizer: tokenizers.Tokenizer, folder: str) -> None:
+    """Write the folder atomically: weights, tokenizer.json, metadata.json."""
+    with io.staged_directory(folder, publish_last=(METADATA_FILE,)) as staging:
+        model.save_weights(os.path.join(staging, WEIGHTS_FILE))
+        tokenizer.save(os.path.join(staging, TOKENIZER_FILE))
+        write_metadata(metadata, staging)
+
+
+def load(folder: str) -> tuple[keras.Model, TaggerMetadata, tokenizers.Tokenizer]:
+    """The saved network, rebuilt under the current backend and precision, with its metadata and tokenizer."""
+    metadata = read_metadata(folder)
+    return load_network(folder, metadata), metadata, features.read_tokenizer(io.join(folder, metadata.tokenizer_file))
+
+
+def load_network(folder: str, metadata: TaggerMetadata) -> keras.Model:
+    from bner.model.network import build_tagger
+
+    model = build_tagger(metadata.encoder, len(metadata.labels))
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, WEIGHTS_FILE)
+        with open(local, "wb") as f:
+            f.write(io.read_bytes(io.join(folder, WEIGHTS_FILE)))
+        try:
+            model.load_weights(local)
+        except Exception as e:  # noqa: BLE001 — h5py and Keras raise many types for a bad file
+            raise ValueError(f"{io.join(folder, WEIGHTS_FILE)}: cannot load the weights ({e})") from None
+    return model
+
+
+def is_model_folder(path: str) -> bool:
+    return io.exists(io.join(path, WEIGHTS_FILE)) and io.exists(io.join(path, METADATA_FILE))

@@ -1,0 +1,157 @@
+"""The run folder (``--output_dir``): what a training run writes, and whether a folder holds this run.
+
+    run.json            the config (replayable), versions, labels, data digests, status, results
+    checkpoints/        resumable training state (removed when the run finishes, unless kept)
+    model/              the trained-model folder (:mod:`bner.folders.model_folder`)
+    export/<name>/<n>/  export versions (:mod:`bner.folders.exports`)
+    logs/               TensorBoard logs
+    eval_results.*, dev_results.*, test_results.tsv, confusion.json, *.png   scores and pictures
+
+A run may resume in its folder, or be found finished there, only when every setting that
+determines the result and every data file are what they were (:func:`check_output_dir`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from importlib import metadata as package_metadata
+
+from bner import io
+from bner.config import ConfigError, TrainConfig
+from bner.data import corpus
+
+RUN_RECORD = "run.json"
+CHECKPOINTS = "checkpoints"
+MODEL = "model"
+EXPORTS = "export"
+LEARNING_CURVE, PER_TYPE_F1, CONFUSION = PICTURES = ("learning_curve.png", "per_type_f1.png", "confusion.png")
+
+
+def model_dir(out: str) -> str:
+    """Where a run keeps its trained model."""
+    return io.join(out, MODEL)
+
+
+def export_dir(out: str, given: str | None = None) -> str:
+    """Where a run's exports go: ``given`` (``--export_dir``), else ``<out>/export``."""
+    return given or io.join(out, EXPORTS)
+
+
+def check_output_paths(folders: dict[str, str | None]) -> None:
+    """Each local folder to write (by flag name) can be made: the nearest existing part of its path is a
+    folder (a file there would fail only after start-up)."""
+    for flag, folder in folders.items():
+        if folder and io.is_local(folder):
+            existing = os.path.abspath(folder)
+            while not os.path.exists(existing):
+                existing = os.path.dirname(existing)
+            if not os.path.isdir(existing):
+                raise ConfigError(f"--{flag}={folder}: {existing} is a file, not a folder")
+
+
+class OutputDirError(ConfigError):
+    """The output folder holds another run."""
+
+
+def remove_checkpoints(out: str, say) -> None:
+    """A finished run needs its trained model and export, not the optimizer state to resume it."""
+    before = io.folder_size(out)
+    io.remove(io.join(out, CHECKPOINTS))
+    after = io.folder_size(out)
+    if before is not None and after is not None and before > after:
+        say(f"removed the resumable checkpoints ({(before - after) / 1e6:.0f} MB; run folder now {after / 1e6:.0f} MB; "
+            "--keep_checkpoints keeps them)")
+
+
+def file_digests(data_dir: str) -> dict[str, str]:
+    """SHA-256 of each of train/dev/test.conll that exists."""
+    digests = {}
+    for name in ("train", "dev", "test"):
+        path = io.join(data_dir, f"{name}.conll")
+        if io.exists(path):
+            digests[name] = hashlib.sha256(io.read_bytes(path)).hexdigest()
+    return digests
+
+
+def data_digests(data_dir: str, splits) -> dict[str, dict]:
+    """Path, SHA-256 and counts of each data file: what the run learned from, exactly."""
+    shas = file_digests(data_dir)
+    return {
+        name: {"path": io.join(data_dir, f"{name}.conll"), "sha256": shas[name], **corpus.corpus_statistics(splits[name])}
+        for name in splits
+    }
+
+
+def package_versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for name in ("bner", "keras", "keras-hub", "tensorflow", "tokenizers", "numpy", "jax"):
+        try:
+            versions[name] = package_metadata.version(name)
+        except package_metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def run_record(config: TrainConfig, labels: list[str], data_scheme: str, precision: str, digests: dict, status: str) -> dict:
+    """run.json: the config (replayable with ``--config``), versions, labels and data fingerprints."""
+    return {
+        "status": status,
+        "config": config.to_json(),
+        "versions": package_versions(),
+        "labels": labels,
+        "data_scheme": data_scheme,
+        "data_files": digests,
+        "seed": config.optimization.seed,
+        "precision": precision,  # what precision=auto chose on this machine
+    }
+
+
+def write_record(out: str, record: dict) -> None:
+    io.write_text(io.join(out, RUN_RECORD), json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_record(out: str) -> dict | None:
+    path = io.join(out, RUN_RECORD)
+    if not io.exists(path):
+        return None
+    try:
+        record = json.loads(io.read_text(path))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise OutputDirError(f"{path}: not a run record ({e}); pass --overwrite_output_dir to start over") from None
+    return record if isinstance(record, dict) else None
+
+
+def check_output_dir(out: str, config: TrainConfig, digests: dict[str, str]) -> dict | None:
+    """The earlier record of this same run in ``out``, if any; an error if ``out`` holds a different run.
+
+    A run may resume (or be found finished) only when every setting that determines the
+    result and every data file are what they were.
+    """
+    record = read_record(out)
+    if record is None:
+        if io.exists(io.join(out, CHECKPOINTS, "checkpoint.json")):
+            raise OutputDirError(f"{out} holds checkpoints but no run.json: pass --overwrite_output_dir to start over")
+        return None
+    if "config" not in record:
+        raise OutputDirError(f"{out}/run.json was written by an older bner: pass --overwrite_output_dir to start over")
+    recorded = TrainConfig.from_json(record, io.join(out, RUN_RECORD))
+    differs = recorded.differences(config)
+    before = {k: v.get("sha256") for k, v in record.get("data_files", {}).items()}
+    now = digests
+    differs += [f"{name}.conll (contents changed)" for name in sorted(set(before) | set(now)) if before.get(name) != now.get(name)]
+    if differs:
+        raise OutputDirError(
+            f"{out} holds a run with other settings: {'; '.join(differs)}. Pass --overwrite_output_dir to start over, "
+            "or the original values to resume it"
+        )
+    return record
+
+
+def clear_run(out: str) -> None:
+    """Remove an earlier run's state (checkpoints, models, results, logs); exports stay, as versions."""
+    for name in (CHECKPOINTS, MODEL, "logs", RUN_RECORD, "eval_results.txt", "eval_results.json",
+                 "dev_results.txt", "dev_results.json", "test_results.tsv", "confusion.json", *PICTURES):
+        io.remove(io.join(out, name))

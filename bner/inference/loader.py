@@ -1,0 +1,75 @@
+"""``bner.load``: a :class:`~bner.inference.tagger.Tagger` for a model on disk or in TensorFlow Serving."""
+
+from __future__ import annotations
+
+from bner import io
+from bner.data import features
+from bner.environment import configure_environment, import_tensorflow_quietly
+from bner.folders import model_folder
+from bner.folders.locate import locate
+from bner.inference import backends
+from bner.inference.tagger import Tagger
+from bner.model.metadata import SIGNATURE, read_metadata
+
+
+def load(
+    path: str,
+    *,
+    host: str | None = None,
+    port: int = 8500,
+    model_name: str = "bner",
+    version: int | None = None,
+    version_label: str | None = None,
+    signature_name: str = SIGNATURE,
+    timeout_seconds: float = 10.0,
+    batch_size: int = 32,
+    max_seq_length: int | None = None,
+    verbose: bool = False,
+    decoding: str = "constrained",
+    consistent: bool = True,
+) -> Tagger:
+    """A :class:`Tagger` for ``path``: a trained-model folder, an export version folder, a folder of
+    versions (the latest), a run folder (its latest export, else its model), or an export's
+    ``metadata.json``; local or ``gs://``.
+
+    With ``host``, the model runs in TensorFlow Serving at ``host:port`` under ``model_name``
+    and ``path`` names the export whose metadata and tokenizer to use. TensorFlow's C++ start-up
+    lines are hidden unless ``verbose``. ``decoding``: ``constrained`` (the most probable tag
+    sequence the label scheme allows, the default) or ``argmax`` (each word on its own).
+    ``consistent``: a name is tagged the same way throughout its document (one raw text, or a
+    ``-DOCSTART-`` document of a CoNLL file), by a vote of the model's probabilities
+    (:mod:`bner.inference.consistency`); ``False`` leaves each sentence as decoded.
+    """
+    kind, folder = locate(path)
+    # An export's metadata file by any name (METADATA_FILE), else the folder's metadata.json.
+    metadata = read_metadata(str(path) if str(path).endswith(".json") else folder)
+    tokenizer = features.read_tokenizer(io.join(folder, metadata.tokenizer_file))
+    _quiet_tensorflow(verbose, without_keras=bool(host) or kind == "export")
+    if host:
+        backend = backends.TFServingBackend(
+            host, port, model_name, version, version_label, signature_name, timeout_seconds, pad_to=metadata.max_seq_length
+        )
+    else:
+        if kind == "export":
+            backend = backends.SavedModelBackend(folder, signature_name)
+        else:
+            backend = backends.KerasBackend(_float32(lambda: model_folder.load_network(folder, metadata)))
+    return Tagger(backend, metadata, tokenizer, batch_size, max_seq_length, source=folder, decoding=decoding, consistent=consistent)
+
+
+def _quiet_tensorflow(verbose: bool, without_keras: bool) -> None:
+    configure_environment(quiet=not verbose)
+    if not verbose:
+        import_tensorflow_quietly(without_keras)
+
+
+def _float32(build):
+    """Build a network in float32 whatever policy is set: inference runs in float32 everywhere."""
+    import keras
+
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy("float32")
+    try:
+        return build()
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)

@@ -1,0 +1,276 @@
+"""Prediction over files of any size: read a chunk, tag it, write it, repeat.
+
+Inputs (``format``): ``conll`` (one word a line, blank lines between sentences; tags, if
+any, are ignored), ``text`` (one text a line) or ``jsonl`` (one JSON object a line with a
+``text`` field; its other fields are passed through), from a path (local or ``gs://``) or
+``-`` for standard input. ``auto`` goes by the file's extension (``.conll``, ``.jsonl``
+or ``.ndjson``; anything else, standard input included, is text).
+
+Outputs: CoNLL with a predicted tag column (in the training data's scheme) for CoNLL
+input; otherwise JSONL, one record per input line with ``entities`` (character offsets)
+added. Memory stays bounded: at most one chunk of texts is held at a time. A named
+output file appears only when complete (``-`` streams to standard output).
+
+The parsing of one input line (:func:`text_record`, :func:`jsonl_record`) and the
+writing of one result (:func:`output_line`) are shared with the Beam pipeline, so a
+cluster labels a corpus exactly as this module does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO
+
+from bner import io
+from bner.config import ConfigError
+from bner.data import corpus
+
+FORMATS = ("auto", "text", "jsonl", "conll")
+STDIO = "-"
+DOCSTART = "-DOCSTART- O"
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """One unit of input: a text (text and JSONL lines) or a sentence's words (CoNLL)."""
+
+    where: str  # file:line, for messages
+    text: str | None = None
+    words: tuple[str, ...] | None = None
+    fields: dict | None = None  # a JSONL record's fields, passed through to the output
+    document: int = 0  # CoNLL: how many -DOCSTART- lines came before it
+
+
+def input_format(path: str, given: str = "auto") -> str:
+    if given not in FORMATS:
+        raise ConfigError(f"input format {given!r}: expected one of {', '.join(FORMATS)}")
+    if given != "auto":
+        return given
+    name = path.lower()
+    if name.endswith(".conll"):
+        return "conll"
+    if name.endswith((".jsonl", ".ndjson")):
+        return "jsonl"
+    return "text"
+
+
+def check_output(path: str, output: str | None) -> None:
+    """Refuse an output that is the input: it replaces its file once complete, and the input would be lost."""
+    if output in (None, STDIO):
+        return
+    if io.is_local(output) and os.path.isdir(output):
+        raise ConfigError(f"--output {output}: a folder; give a file name")
+    if path != STDIO and io.same_file(path, output):
+        raise ConfigError(f"--output {output}: that is the input file; its predictions would replace it")
+
+
+def output_suffix(fmt: str) -> str:
+    return "conll" if fmt == "conll" else "jsonl"
+
+
+# ---------------------------------------------------------------- reading
+
+
+def text_record(line: str, where: str) -> Record:
+    return Record(where, text=line.rstrip("\r\n"))
+
+
+def jsonl_record(line: str, where: str) -> Record | None:
+    """The record of one JSONL line; None for a blank line; an error naming the line for anything else."""
+    if not line.strip():
+        return None
+    try:
+        fields = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise corpus.CorpusError(f"{where}: not a JSON object ({e.msg} at column {e.colno})") from None
+    if not isinstance(fields, dict):
+        raise corpus.CorpusError(f"{where}: expected a JSON object with a \"text\" field, got {type(fields).__name__}")
+    text = fields.get("text")
+    if not isinstance(text, str):
+        raise corpus.CorpusError(f"{where}: expected a \"text\" field holding a string, got {json.dumps(text)[:40]}")
+    return Record(where, text=text, fields=fields)
+
+
+@contextlib.contextmanager
+def open_input(path: str) -> Iterator[IO[str]]:
+    """The input's lines as text: standard input for ``-``, else the file (a byte-order mark is dropped)."""
+    if path == STDIO:
+        yield sys.stdin
+        return
+    if io.is_local(path) and os.path.isdir(path):
+        raise ConfigError(f"{path}: is a folder; expected a file to label")
+    try:
+        handle = io.open_file(path, "r", encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    with handle:
+        yield handle
+
+
+def read_records(lines: Iterable[str], source: str, fmt: str) -> Iterator[Record]:
+    """Records of an input's lines, read lazily; errors name ``source`` and the line."""
+    try:
+        if fmt == "conll":
+            for document, first, rows in corpus.conll_rows(lines, source, min_columns=1, expected="a word", same_columns=False):
+                yield Record(f"{source}:{first}", words=tuple(fields[0] for _, fields in rows), document=document)
+        else:
+            for number, line in enumerate(lines, start=1):
+                where = f"{source}:{number}"
+                record = jsonl_record(line, where) if fmt == "jsonl" else text_record(line, where)
+                if record is not None:
+                    yield record
+    except UnicodeDecodeError as e:
+        raise corpus.CorpusError(f"{source}: expected UTF-8 text ({e.reason})") from None
+
+
+def chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    """Lists of about ``size`` records. CoNLL sentences of one document stay together where
+    they can (a model trained with context sees their neighbours), up to 8 × ``size``."""
+    chunk: list[Record] = []
+    for record in records:
+        full = len(chunk) >= size
+        if full and (record.words is None or record.document != chunk[-1].document or len(chunk) >= 8 * size):
+            yield chunk
+            chunk = []
+        chunk.append(record)
+    if chunk:
+        yield chunk
+
+
+# ---------------------------------------------------------------- tagging and writing
+
+
+def tag_records(tagger, records: list[Record], batch_size: int | None = None) -> list:
+    """Each record's result, in order: entities for a text, tags (in the data's scheme) for CoNLL words.
+
+    The one place files are tagged: ``--do_predict``, ``bner predict`` and the Beam
+    pipeline all call it, so they give the same entities and offsets.
+    """
+    results: list = [None] * len(records)
+    sentences = [i for i, r in enumerate(records) if r.words is not None]
+    texts = [i for i, r in enumerate(records) if r.words is None]
+    if sentences:
+        words = [list(records[i].words) for i in sentences]
+        for i, tags in zip(sentences, tagger.tag(words, documents=[records[i].document for i in sentences]), strict=True):
+            results[i] = tags
+    if texts:
+        for i, entities in zip(texts, tagger.predict([records[i].text for i in texts], batch_size=batch_size), strict=True):
+            results[i] = entities
+    return results
+
+
+def tag_chunk(tagger, chunk: list[Record], batch_size: int | None = None, document: int = 0) -> list[str]:
+    """The output lines (CoNLL blocks or JSONL records) of one chunk, in input order.
+
+    CoNLL output keeps the input's document boundaries: a ``-DOCSTART-`` block comes before
+    the first sentence of each document after ``document`` (the previous chunk's last).
+    """
+    lines = []
+    for record, result in zip(chunk, tag_records(tagger, chunk, batch_size), strict=True):
+        if record.words is None:
+            lines.append(output_line(record, result))
+            continue
+        if record.document != document:
+            lines.append(f"{DOCSTART}\n\n")
+            document = record.document
+        lines.append(output_conll(record, result))
+    return lines
+
+
+def output_record(record: Record, result) -> dict:
+    """A text's JSON record: the input record (or ``{"text": ...}``) with its ``entities``;
+    a CoNLL sentence's: its ``words`` and predicted ``tags``."""
+    if record.words is not None:
+        return {"words": list(record.words), "tags": list(result)}
+    base = dict(record.fields) if record.fields is not None else {"text": record.text}
+    base["entities"] = [e.as_dict() for e in result]
+    return base
+
+
+def output_line(record: Record, entities) -> str:
+    """One JSONL line of a text's record."""
+    return json.dumps(output_record(record, entities), ensure_ascii=False) + "\n"
+
+
+def output_conll(record: Record, tags) -> str:
+    return corpus.format_conll([[(w, t) for w, t in zip(record.words, tags, strict=True)]])
+
+
+@contextlib.contextmanager
+def open_output(path: str | None) -> Iterator[IO[str]]:
+    """Standard output for ``-``/None; else a file that appears at ``path`` only once complete."""
+    if path in (None, STDIO):
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    folder = os.path.dirname(os.path.abspath(path)) if io.is_local(path) else None
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            yield handle
+        if folder:
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        else:
+            _upload(tmp, path)  # an object store publishes the object only once its upload completes
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+
+
+def _upload(local: str, remote: str) -> None:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(remote)
+    fs.put_file(local, root)
+
+
+def predict_file(
+    tagger,
+    path: str,
+    output: str | None,
+    fmt: str = "auto",
+    batch_size: int | None = None,
+    progress: bool = False,
+    chunk_size: int | None = None,
+    say: Callable[[str], None] | None = None,
+) -> tuple[str, int]:
+    """Label ``path`` (``-``: standard input) into ``output`` (``-``/None: standard output), chunk by chunk.
+
+    Returns (where the predictions went, how many texts or sentences were labelled).
+    """
+    fmt = input_format(path, fmt)
+    check_output(path, output)
+    size = chunk_size or max(64, (batch_size or tagger.batch_size) * 32)
+    source = "<stdin>" if path == STDIO else path
+    bar = _bar(progress, "sentences" if fmt == "conll" else "texts")
+    count = 0
+    try:
+        with open_input(path) as lines, open_output(output) as out:
+            document = 0
+            for chunk in chunks(read_records(lines, source, fmt), size):
+                out.writelines(tag_chunk(tagger, chunk, batch_size, document))
+                document = chunk[-1].document
+                count += len(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
+    return ("standard output" if output in (None, STDIO) else output), count
+
+
+def _bar(enabled: bool, unit: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(unit=f" {unit}", desc="labelling", file=sys.stderr, dynamic_ncols=True)

@@ -1,0 +1,316 @@
+"""A trained tagger, from any backend: raw text → words → windows → model → word tags → entities.
+
+:func:`bner.load` (:mod:`bner.inference.loader`) builds one from a folder on disk or a
+TensorFlow Serving address. The same class is what training's dev evaluation, the CLI's
+evaluate and predict steps and both server backends use: only the backend
+(:mod:`bner.inference.backends`) differs, never the preprocessing or the decoding.
+
+Importing this module imports neither Keras nor TensorFlow; a backend imports what it
+runs on.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Generator, Iterable, Sequence
+
+import numpy as np
+import tokenizers
+
+from bner.data import batches, corpus, features, text
+from bner.inference import consistency
+from bner.inference import decoding as scheme_decoding
+from bner.inference.evaluate import score
+from bner.model.metadata import TaggerMetadata
+
+
+@dataclasses.dataclass(frozen=True)
+class TaggedSentence:
+    tags: list[str]  # one tag a word, in the model's label scheme
+    scores: np.ndarray  # float32: the probability of each word's tag
+
+    def spans(self) -> list[corpus.Span]:
+        return corpus.entity_spans(self.tags)
+
+
+@dataclasses.dataclass(frozen=True)
+class Entity:
+    text: str
+    type: str
+    start: int  # character offsets into the original text
+    end: int
+    score: float  # mean over its words of the probability of its type
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaggedText:
+    text: str
+    words: list[text.Word]
+    tagged: TaggedSentence
+    entities: list[Entity]
+
+
+class Tagger:
+    """Labels texts, word sequences and CoNLL files with one trained model."""
+
+    def __init__(
+        self,
+        backend,
+        metadata: TaggerMetadata,
+        tokenizer: tokenizers.Tokenizer,
+        batch_size: int = 32,
+        max_seq_length: int | None = None,
+        source: str = "",
+        decoding: str = "constrained",
+        consistent: bool = True,
+    ):
+        self.backend, self.metadata, self.batch_size, self.source = backend, metadata, batch_size, source
+        if decoding not in scheme_decoding.DECODINGS:
+            raise ValueError(f"decoding {decoding!r}: expected one of {', '.join(scheme_decoding.DECODINGS)}")
+        # constrained: the most probable label sequence the scheme allows (bner.inference.decoding);
+        # argmax: each word's most probable label on its own.
+        self.decoding = decoding
+        # consistent: a name is tagged the same way throughout its document (bner.inference.consistency).
+        self.consistent = consistent
+        types = [label.partition("-")[2] for label in metadata.labels]
+        self._same_type = np.array([[a == b for b in types] for a in types], dtype=np.float32)
+        self._of_type = np.array([[t == e for e in metadata.entity_types] for t in types], dtype=np.float32)
+        self._label_ids = {label: i for i, label in enumerate(metadata.labels)}
+        window = max_seq_length or metadata.max_seq_length
+        if window > metadata.encoder.max_position_embeddings:
+            raise ValueError(
+                f"max_seq_length {window} is longer than the model's {metadata.encoder.max_position_embeddings} positions"
+            )
+        self.preprocessor = features.Preprocessor(tokenizer, window)
+        outputs = getattr(backend, "num_labels", None)
+        if outputs is not None and outputs != len(metadata.labels):
+            raise ValueError(
+                f"{source or 'the model'}: metadata.json lists {len(metadata.labels)} labels but the model has {outputs} outputs"
+            )
+
+    def __repr__(self) -> str:
+        return f"Tagger({self.source or 'in memory'!s}, types={self.entity_types}, backend={self.backend.name})"
+
+    @property
+    def scoring(self) -> dict:
+        """How this tagger turns probabilities into tags, as written beside scores it made."""
+        return {"decoding": self.decoding, "consistent": self.consistent}
+
+    @property
+    def labels(self) -> list[str]:
+        return self.metadata.labels
+
+    @property
+    def entity_types(self) -> list[str]:
+        return self.metadata.entity_types
+
+    # ------------------------------------------------------------ raw text
+
+    def __call__(self, text: str) -> list[Entity]:
+        """The entities of one text, with character offsets into it."""
+        if not isinstance(text, str):
+            raise TypeError(f"the tagger takes one text (a str), got {type(text).__name__}; for many texts use predict()")
+        return self.tag_texts([text])[0].entities
+
+    def predict(
+        self, texts: Iterable[str], batch_size: int | None = None, progress: bool = False, group_by_type: bool = False
+    ) -> list[list[Entity]] | list[dict[str, list[str]]]:
+        """Entities of many texts; with ``group_by_type``, ``{"PER": ["Angela Merkel"], ...}`` per text."""
+        if isinstance(texts, str):
+            raise TypeError("predict() takes a list of texts, got one str; for one text call the tagger: tagger(text)")
+        texts = list(texts)
+        results: list = []
+        chunk = (batch_size or self.batch_size) * 8  # texts per progress update; bounded work between updates
+        bar = _progress_bar(len(texts), "texts") if progress else None
+        for start in range(0, len(texts), chunk):
+            for tagged in self.tag_texts(texts[start : start + chunk], batch_size):
+                results.append(group_entities(tagged.entities) if group_by_type else tagged.entities)
+            if bar is not None:
+                bar.update(min(chunk, len(texts) - start))
+        if bar is not None:
+            bar.close()
+        return results
+
+    def tag_texts(self, texts: Sequence[str], batch_size: int | None = None) -> list[TaggedText]:
+        """Raw texts → words (CoNLL-style segmentation) → tags → entities with character offsets."""
+        return run_steps(self.tag_texts_in_steps(texts, batch_size))
+
+    def tag_texts_in_steps(self, texts: Sequence[str], batch_size: int | None = None) -> Generator[None, None, list[TaggedText]]:
+        """:meth:`tag_texts` one model call per step (a server takes turns between requests this way).
+
+        Lone surrogates read as U+FFFD (:func:`bner.data.text.readable`), one character for one, so
+        every offset still points into the text as given.
+        """
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"text {i}: expected a str, got {type(t).__name__}")
+        texts = [text.readable(t) for t in texts]
+        segmented = [text.segment(t) for t in texts]
+        # A model trained on sentences tags a text sentence by sentence (with its neighbours in
+        # the text as context, if trained with context); one trained on whole units (tweets)
+        # tags each text whole, windows covering a long one.
+        pieces = []  # (text index, first word, last word)
+        split = self.metadata.split_sentences or self.metadata.context_words  # context models from before split_sentences
+        for i, (source, words) in enumerate(zip(texts, segmented)):
+            spans = text.sentence_spans(source, words) if split else [(0, len(words))]
+            pieces += [(i, start, end) for start, end in spans if end > start]
+        sentences = [[w.text for w in segmented[i][start:end]] for i, start, end in pieces]
+        # Each text is a document of its own (numbered from 1: 0 means outside any document).
+        tagged = yield from self.tag_sentences_in_steps(sentences, batch_size, documents=[i + 1 for i, _, _ in pieces])
+        parts: dict[int, list[TaggedSentence]] = collections.defaultdict(list)
+        for (i, _, _), t in zip(pieces, tagged):
+            parts[i].append(t)
+        results = []
+        for i, (source, words) in enumerate(zip(texts, segmented)):
+            own = parts.get(i, [])
+            t = TaggedSentence([tag for p in own for tag in p.tags], np.concatenate([p.scores for p in own]) if own else np.zeros(0, np.float32))
+            results.append(TaggedText(source, words, t, entities_of(source, words, t)))
+        return results
+
+    # ------------------------------------------------------------ words and CoNLL files
+
+    def tag(
+        self, words: Sequence[str] | Sequence[Sequence[str]], documents: Sequence[int] | None = None
+    ) -> list[str] | list[list[str]]:
+        """Tags of pre-split words, in the training data's scheme; a list of sentences gives a list of tag lists.
+
+        ``documents`` (one number per sentence, from 1, as CoNLL reading counts ``-DOCSTART-``)
+        says which sentences are neighbours in one document: a model trained with context then
+        sees them as it did in training, and a name is tagged alike throughout its document.
+        Sentences numbered 0 (before any ``-DOCSTART-``) are neighbours for context only.
+        """
+        if isinstance(words, str) or not isinstance(words, Iterable):
+            hint = "one str; for raw text call the tagger: tagger(text)" if isinstance(words, str) else type(words).__name__
+            raise TypeError(f"tag() takes a list of words (or of sentences, each a list of words), got {hint}")
+        single = bool(words) and isinstance(words[0], str)
+        sentences = [words] if single else words
+        for i, sentence in enumerate(sentences):
+            if isinstance(sentence, str) or not isinstance(sentence, Iterable) or not all(isinstance(w, str) for w in sentence):
+                where = "" if single else f"sentence {i}: "
+                raise TypeError(f"{where}expected a list of words (str), got {sentence!r:.60}")
+        tags = [corpus.convert_tags(t.tags, self.metadata.data_scheme) for t in self.tag_sentences(sentences, documents=documents)]
+        return tags[0] if single else tags
+
+    def tag_sentences(
+        self, sentences: Sequence[Sequence[str]], batch_size: int | None = None, documents: Sequence[int] | None = None
+    ) -> list[TaggedSentence]:
+        """Word tags (in the model's label scheme) and their probabilities, sentence by sentence."""
+        return run_steps(self.tag_sentences_in_steps(sentences, batch_size, documents))
+
+    def contexts(self, sentences: Sequence[Sequence[str]], documents: Sequence[int] | None):
+        """The document context each sentence is tagged with, as the model was trained (None: sentences alone)."""
+        if not self.metadata.context_words or documents is None:
+            return None
+        return corpus.document_contexts(sentences, documents, self.metadata.context_words)
+
+    def tag_sentences_in_steps(
+        self, sentences: Sequence[Sequence[str]], batch_size: int | None = None, documents: Sequence[int] | None = None
+    ) -> Generator[None, None, list[TaggedSentence]]:
+        if not sentences:
+            return []
+        examples = self.preprocessor.encode(sentences, contexts=self.contexts(sentences, documents))
+        buckets = batches.padding_buckets(self.preprocessor.max_seq_length, getattr(self.backend, "static_shapes", True))
+        plan = batches.plan_batches([len(e) for e in examples], batch_size or self.batch_size, buckets)
+        piece_probabilities: list[np.ndarray] = [np.empty(0)] * len(examples)
+        labels = self.labels
+        for call, batch in enumerate(batches.iterate_batches(examples, plan, self.preprocessor.pad_id)):
+            if call:
+                yield  # a step ends before each model call after the first, so a one-call text is done in one step
+            probabilities = self.backend.piece_probabilities(batch.inputs)
+            if probabilities.shape[-1] != len(labels):
+                raise ValueError(f"{self.source}: the model answers {probabilities.shape[-1]} labels, metadata.json lists {len(labels)}")
+            for row, i in enumerate(batch.indices):
+                piece_probabilities[i] = probabilities[row]
+        probabilities = list(features.word_values(examples, piece_probabilities, len(sentences)))
+        tagged = [self.decode(p) for p in probabilities]
+        if self.consistent:
+            tagged = self.agree(sentences, tagged, probabilities, [0] * len(sentences) if documents is None else documents)
+        return tagged
+
+    def decode(self, word_probabilities: np.ndarray) -> TaggedSentence:
+        """A sentence's tags and their probabilities from its words' label probabilities ``[words, labels]``."""
+        if self.decoding == "constrained":
+            rules = scheme_decoding.transitions(tuple(self.labels), self.metadata.label_scheme)
+            ids = scheme_decoding.best_sequence(word_probabilities, rules)
+        else:
+            ids = word_probabilities.argmax(-1) if len(word_probabilities) else np.zeros(0, np.int64)
+        return self._tagged(word_probabilities, ids)
+
+    def agree(
+        self, sentences: Sequence[Sequence[str]], tagged: Sequence[TaggedSentence], probabilities: Sequence[np.ndarray],
+        documents: Sequence[int],
+    ) -> list[TaggedSentence]:
+        """Decoded sentences made to tag each name alike throughout its document (:mod:`bner.inference.consistency`)."""
+        tags = consistency.agree(
+            sentences, [t.tags for t in tagged], [p @ self._of_type for p in probabilities], documents,
+            self.entity_types, self.metadata.label_scheme,
+        )
+        return [
+            old if new == old.tags else self._tagged(p, np.array([self._label_ids[t] for t in new], np.int64))
+            for old, new, p in zip(tagged, tags, probabilities)
+        ]
+
+    def _tagged(self, word_probabilities: np.ndarray, ids: np.ndarray) -> TaggedSentence:
+        # A word's score is the probability of its entity type (all of the type's labels summed;
+        # for O, of O): the decoder may pick B-ORG where the model put most weight on I-ORG,
+        # and the word is no less surely part of an ORG for that.
+        scores = (word_probabilities * self._same_type[ids]).sum(-1) if len(ids) else np.zeros(0, np.float32)
+        return TaggedSentence([self.labels[i] for i in ids], scores.astype(np.float32))
+
+    def evaluate(self, data: str | Sequence[corpus.Sentence], batch_size: int | None = None):
+        """conlleval's scores on a CoNLL file (or read sentences): a :class:`bner.inference.evaluate.Scores`."""
+        return self.evaluation(data, batch_size)[0]
+
+    def evaluation(self, data: str | Sequence[corpus.Sentence], batch_size: int | None = None):
+        """Scores and the predicted tags (in the data's scheme) of every sentence."""
+        sentences = corpus.read_conll(data) if isinstance(data, str) else data
+        tagged = self.tag_sentences([s.words for s in sentences], batch_size, documents=[s.document for s in sentences])
+        predicted = [corpus.convert_tags(t.tags, self.metadata.data_scheme) for t in tagged]
+        return score([s.tags for s in sentences], predicted), predicted
+
+    # ------------------------------------------------------------ health
+
+    def check(self) -> None:
+        """One real model call on a short input; raises what the backend raises."""
+        ids = np.array([[self.preprocessor.tokenizer.token_to_id(features.SPECIAL[n]) for n in ("cls", "sep")]], np.int32)
+        mask = np.ones_like(ids)
+        probabilities = self.backend.piece_probabilities({"input_ids": ids, "attention_mask": mask, "token_type_ids": 0 * mask})
+        if np.asarray(probabilities).shape[-1] != len(self.labels):
+            raise ValueError(f"{self.source}: the model answers {np.asarray(probabilities).shape[-1]} labels, "
+                             f"metadata.json lists {len(self.labels)}")
+
+
+def run_steps(steps: Generator):
+    """Run a stepwise computation to its end; its result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def entities_of(source: str, words: Sequence[text.Word], tagged: TaggedSentence) -> list[Entity]:
+    """Entities with character offsets into ``source``, from word tags."""
+    out = []
+    for span in tagged.spans():
+        start, end = words[span.start].start, words[span.end - 1].end
+        score = float(np.mean(tagged.scores[span.start : span.end]))
+        out.append(Entity(source[start:end], span.type, start, end, round(score, 4)))
+    return out
+
+
+def group_entities(entities: Sequence[Entity]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = collections.defaultdict(list)
+    for e in entities:
+        grouped[e.type].append(e.text)
+    return dict(grouped)
+
+
+def _progress_bar(total: int, unit: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit=unit, desc="predicting", dynamic_ncols=True)

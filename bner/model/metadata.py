@@ -1,0 +1,127 @@
+"""What a trained tagger needs besides its weights: labels, scheme, tokenisation, encoder shape.
+
+Stored as ``metadata.json`` beside the weights and in every export. It is the source of
+truth for serving; it is plain JSON, never a pickle. This module needs only the standard
+library, so a server or a script can read a model's metadata without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import posixpath
+
+from bner import io
+
+METADATA_FILE = "metadata.json"
+TOKENIZER_FILE = "tokenizer.json"
+FORMAT_VERSION = 1
+
+# The export's serving signature: what TensorFlow Serving and bner's backends call.
+SIGNATURE = "serving_default"
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+    """The shape of a BERT encoder, as read from a pretrained checkpoint's config."""
+
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    hidden_act: str = "gelu"  # in Hugging Face's meaning (gelu = exact erf)
+    layer_norm_eps: float = 1e-12
+    dropout: float = 0.1
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> EncoderConfig:
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+
+@dataclasses.dataclass
+class TaggerMetadata:
+    labels: list[str]  # label id → tag, ``O`` first
+    label_scheme: str  # the scheme the model predicts (IOB2 or IOBES)
+    data_scheme: str  # the scheme of the training files (IOB1, IOB2 or IOBES), used when writing tags back
+    max_seq_length: int
+    lowercase: bool
+    strip_accents: bool
+    encoder: EncoderConfig
+    context_words: int = 0  # words of document context on each side of a sentence (0: sentences alone)
+    # Raw text is split into sentences before tagging (always with context; without it, when the
+    # training units were sentences, not tweets or paragraphs: bner.data.text.units_are_sentences).
+    split_sentences: bool = False
+    tokenizer_file: str = TOKENIZER_FILE
+    pretrained: dict = dataclasses.field(default_factory=dict)
+    training: dict = dataclasses.field(default_factory=dict)  # how it was trained: data files, settings, machine, steps
+    evaluation: dict = dataclasses.field(default_factory=dict)  # dev and test scores of this model, overall and per type
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def entity_types(self) -> list[str]:
+        return sorted({label.partition("-")[2] for label in self.labels if label != "O"})
+
+    def to_json(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["encoder"] = self.encoder.to_json()
+        return data
+
+    @classmethod
+    def from_json(cls, data, source: str = METADATA_FILE) -> TaggerMetadata:
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: not a bner metadata file (expected a JSON object, got {type(data).__name__})")
+        version = data.get("format_version", 1)
+        if not isinstance(version, int):
+            raise ValueError(f"{source}: format_version must be a whole number, got {version!r}")
+        if version > FORMAT_VERSION:
+            raise ValueError(f"{source}: written by a newer bner (format {version}); upgrade bner")
+        try:
+            fields = {f.name for f in dataclasses.fields(cls)}
+            values = {k: v for k, v in data.items() if k in fields}
+            values["encoder"] = EncoderConfig.from_json(data["encoder"])
+            metadata = cls(**values)
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"{source}: not a bner metadata file ({e})") from None
+        metadata.check(source)
+        return metadata
+
+    def check(self, source: str) -> None:
+        """Refuse values a model folder cannot mean: they would fail later, far from the cause."""
+        if not (isinstance(self.labels, list) and self.labels and all(isinstance(x, str) for x in self.labels)):
+            raise ValueError(f"{source}: labels must be a non-empty list of tags")
+        if not isinstance(self.context_words, int) or self.context_words < 0:
+            raise ValueError(f"{source}: context_words must be a whole number of at least 0, got {self.context_words!r}")
+        if not isinstance(self.split_sentences, bool):
+            raise ValueError(f"{source}: split_sentences must be true or false, got {self.split_sentences!r}")
+        if not isinstance(self.max_seq_length, int) or self.max_seq_length < 3:
+            raise ValueError(f"{source}: max_seq_length must be a whole number of at least 3, got {self.max_seq_length!r}")
+        name = self.tokenizer_file
+        # Paths read from metadata stay inside their folder: a plain file name, nothing else.
+        if not isinstance(name, str) or not name or name != posixpath.basename(name) or name in (".", "..") or "\\" in name:
+            raise ValueError(f"{source}: tokenizer_file must be a file name inside the model folder, got {name!r}")
+
+
+def write_metadata(metadata: TaggerMetadata, folder: str) -> None:
+    io.write_text(io.join(folder, METADATA_FILE), json.dumps(metadata.to_json(), indent=2, ensure_ascii=False) + "\n")
+
+
+def read_metadata(path: str) -> TaggerMetadata:
+    """Metadata from a ``metadata.json`` file or the folder holding one."""
+    if not path.endswith(".json"):
+        path = io.join(path, METADATA_FILE)
+    try:
+        data = json.loads(io.read_text(path))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: file not found") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: expected UTF-8 JSON text") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    return TaggerMetadata.from_json(data, path)

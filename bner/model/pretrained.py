@@ -1,0 +1,361 @@
+"""Pretrained BERT checkpoints: where they are, what shape they have, and their weights.
+
+Three formats load into the same encoder (:class:`bner.model.network.BertEncoder`):
+
+* a Google BERT release: ``bert_config.json``, ``bert_model.ckpt*``, ``vocab.txt``;
+* a Hugging Face folder: ``config.json``, ``model.safetensors``, ``vocab.txt`` or ``tokenizer.json``;
+* a KerasHub preset folder (``config.json`` naming ``BertBackbone``, ``model.weights.h5``).
+
+Locating a checkpoint reads only its JSON files, so flags are checked before TensorFlow
+or KerasHub are imported; the weights are read when :attr:`Pretrained.load_weights` runs.
+Every weight is accounted for, as nanoGPT's loader asserts: an encoder weight in the
+checkpoint that is not loaded, or a model weight that gets no value, is an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from bner import io
+from bner.data.features import read_vocabulary
+from bner.model.metadata import EncoderConfig
+
+if TYPE_CHECKING:
+    from bner.model.network import BertEncoder
+
+log = logging.getLogger(__name__)
+
+# Checkpoint weights outside the encoder: pre-training or task heads, and buffers.
+_NOT_ENCODER = re.compile(r"^(?!embeddings\.|encoder\.|pooler\.)|^embeddings\.position_ids$")
+
+
+@dataclasses.dataclass
+class Pretrained:
+    """Where a pretrained encoder comes from and how its text is tokenised."""
+
+    format: str  # "google", "huggingface" or "keras_hub"
+    source: str
+    config: EncoderConfig
+    load_weights: Callable[[BertEncoder], None]
+    vocab_file: str | None = None
+    tokenizer_file: str | None = None
+    lowercase: bool | None = None  # what the model says; None when it does not say
+
+
+class PretrainedError(ValueError):
+    pass
+
+
+def assign_huggingface_weights(encoder: BertEncoder, tensors: dict[str, np.ndarray]) -> None:
+    """Copy weights named as in Hugging Face's ``BertModel`` into the encoder.
+
+    Written by hand because KerasHub's own converter builds a backbone with a fixed
+    activation and does not read Google's TF1 checkpoints; this one mapping serves both.
+    """
+    tensors = {re.sub(r"^(bert|model)\.", "", k): v for k, v in tensors.items()}
+    tensors = {re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", k): v for k, v in tensors.items()}
+    tensors = {re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", k): v for k, v in tensors.items()}
+    used: set[str] = set()
+    assigned: set[str] = set()
+
+    def take(name: str) -> np.ndarray:
+        if name not in tensors:
+            raise PretrainedError(f"the checkpoint has no weight {name!r}")
+        used.add(name)
+        return np.asarray(tensors[name], dtype=np.float32)
+
+    def put(variable, value: np.ndarray, name: str):
+        value = value.reshape(variable.shape) if value.size == np.prod(variable.shape) else value
+        if tuple(value.shape) != tuple(variable.shape):
+            raise PretrainedError(f"weight {name!r} has shape {value.shape}, the model expects {tuple(variable.shape)}")
+        variable.assign(value)
+        assigned.add(variable.path)
+
+    def linear(layer, name: str):
+        put(layer.kernel, take(f"{name}.weight").T, f"{name}.weight")
+        put(layer.bias, take(f"{name}.bias"), f"{name}.bias")
+
+    def norm(layer, name: str):
+        put(layer.gamma, take(f"{name}.weight"), f"{name}.weight")
+        put(layer.beta, take(f"{name}.bias"), f"{name}.bias")
+
+    put(encoder.token_embedding.embeddings, take("embeddings.word_embeddings.weight"), "word_embeddings")
+    put(
+        encoder.position_embedding.position_embeddings,
+        take("embeddings.position_embeddings.weight"),
+        "position_embeddings",
+    )
+    put(encoder.segment_embedding.embeddings, take("embeddings.token_type_embeddings.weight"), "token_type_embeddings")
+    norm(encoder.embeddings_layer_norm, "embeddings.LayerNorm")
+    for i, layer in enumerate(encoder.transformer_layers):
+        prefix = f"encoder.layer.{i}"
+        attention = layer._self_attention_layer
+        for part, dense in (("query", attention.query_dense), ("key", attention.key_dense), ("value", attention.value_dense)):
+            linear(dense, f"{prefix}.attention.self.{part}")
+        linear(attention.output_dense, f"{prefix}.attention.output.dense")
+        norm(layer._self_attention_layer_norm, f"{prefix}.attention.output.LayerNorm")
+        linear(layer._feedforward_intermediate_dense, f"{prefix}.intermediate.dense")
+        linear(layer._feedforward_output_dense, f"{prefix}.output.dense")
+        norm(layer._feedforward_layer_norm, f"{prefix}.output.LayerNorm")
+    if "pooler.dense.weight" in tensors:
+        linear(encoder.pooled_dense, "pooler.dense")
+    check_all_weights_used(encoder, tensors, used, assigned)
+
+
+def check_all_weights_used(encoder: BertEncoder, tensors: dict, used: set[str], assigned: set[str]) -> None:
+    """Every encoder weight of the checkpoint was loaded, and every model weight got a value.
+
+    The pooler is optional both ways: it plays no part in tagging, and some checkpoints
+    (KerasHub-converted, distilled) ship without it.
+    """
+    unused = sorted(k for k in tensors if k not in used and not _NOT_ENCODER.search(k))
+    if unused:
+        shown = ", ".join(unused[:5]) + (f" and {len(unused) - 5} more" if len(unused) > 5 else "")
+        raise PretrainedError(
+            f"the checkpoint has {len(unused)} encoder weight(s) this model has no place for ({shown}): "
+            "is it a BERT of another architecture?"
+        )
+    heads = sorted(k for k in tensors if k not in used and _NOT_ENCODER.search(k))
+    if heads:
+        log.info("not loaded (heads and buffers outside the encoder): %s", ", ".join(heads))
+    pooler = {v.path for v in encoder.pooled_dense.weights}
+    missing = [v.path for v in encoder.weights if v.path not in assigned and v.path not in pooler]
+    if missing:
+        raise PretrainedError(f"the checkpoint gave no value to {len(missing)} model weight(s): {', '.join(missing[:5])}")
+
+
+def google_name_to_huggingface(name: str) -> str | None:
+    """``bert/encoder/layer_3/attention/self/query/kernel`` → ``encoder.layer.3.attention.self.query.weight``."""
+    if not name.startswith("bert/") or re.search(r"/adam_[mv]$", name):
+        return None  # pre-training heads, global_step, optimizer slots
+    parts = name[len("bert/") :].split("/")
+    parts = [re.sub(r"^layer_(\d+)$", r"layer.\1", p) for p in parts]
+    last = {"kernel": "weight", "gamma": "weight", "beta": "bias", "bias": "bias"}.get(parts[-1], parts[-1])
+    if parts[-1] in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+        return ".".join(parts) + ".weight"
+    converted = ".".join(parts[:-1] + [last])
+    return converted
+
+
+def _read_json(path: str) -> dict:
+    try:
+        return json.loads(io.read_text(path))
+    except FileNotFoundError:
+        raise PretrainedError(f"{path}: file not found") from None
+    except json.JSONDecodeError as e:
+        raise PretrainedError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+
+
+def _config_from_bert_json(data: dict, source: str, activation_names: dict[str, str]) -> EncoderConfig:
+    try:
+        act = data.get("hidden_act", "gelu")
+        return EncoderConfig(
+            vocab_size=int(data["vocab_size"]),
+            hidden_size=int(data["hidden_size"]),
+            num_layers=int(data["num_hidden_layers"]),
+            num_heads=int(data["num_attention_heads"]),
+            intermediate_size=int(data["intermediate_size"]),
+            max_position_embeddings=int(data.get("max_position_embeddings", 512)),
+            type_vocab_size=int(data.get("type_vocab_size", 2)),
+            hidden_act=activation_names.get(act, act),
+            layer_norm_eps=float(data.get("layer_norm_eps", 1e-12)),
+            dropout=float(data.get("hidden_dropout_prob", 0.1)),
+        )
+    except KeyError as e:
+        raise PretrainedError(f"{source}: missing field {e.args[0]!r} of a BERT config") from None
+
+
+def google_checkpoint(bert_config_file: str, init_checkpoint: str | None, vocab_file: str | None) -> Pretrained:
+    """The original flags' trio. Google's BERT code computes ``"gelu"`` with the tanh approximation."""
+    config = _config_from_bert_json(
+        _read_json(bert_config_file), bert_config_file, {"gelu": "gelu_tanh"}
+    )
+
+    def load(encoder: BertEncoder) -> None:
+        import tensorflow as tf  # TF1 checkpoints are read with TensorFlow's reader
+
+        tensors = {}
+        with io.local_checkpoint(init_checkpoint) as prefix:
+            try:
+                reader = tf.train.load_checkpoint(prefix)
+            except Exception as e:  # noqa: BLE001 — TF raises several types for a bad path
+                raise PretrainedError(f"{init_checkpoint}: cannot read a TensorFlow checkpoint ({e})") from None
+            for name in reader.get_variable_to_shape_map():
+                hf_name = google_name_to_huggingface(name)
+                if hf_name is not None:
+                    tensors[hf_name] = reader.get_tensor(name)
+        # TF1 kernels are [in, out]; the Hugging Face layout the mapping expects is [out, in].
+        tensors = {k: (v.T if k.endswith(".weight") and v.ndim == 2 and "embeddings" not in k else v) for k, v in tensors.items()}
+        assign_huggingface_weights(encoder, tensors)
+
+    return Pretrained(
+        "google", init_checkpoint or bert_config_file, config, load if init_checkpoint else (lambda e: None), vocab_file=vocab_file
+    )
+
+
+def huggingface_folder(folder: str) -> Pretrained:
+    config_path = io.join(folder, "config.json")
+    data = _read_json(config_path)
+    if data.get("model_type", "bert") != "bert":
+        raise PretrainedError(f"{config_path}: model_type is {data.get('model_type')!r}; bner loads BERT models")
+    config = _config_from_bert_json(data, config_path, {})
+    weights = io.join(folder, "model.safetensors")
+    if not io.exists(weights):
+        if io.exists(io.join(folder, "pytorch_model.bin")):
+            raise PretrainedError(
+                f"{folder} has only pytorch_model.bin, a pickle that bner will not load (unpickling runs code); "
+                "convert it to model.safetensors first"
+            )
+        raise PretrainedError(f"{folder}: no model.safetensors")
+
+    def load(encoder: BertEncoder) -> None:
+        from safetensors.numpy import load as load_safetensors
+
+        assign_huggingface_weights(encoder, load_safetensors(io.read_bytes(weights)))
+
+    tokenizer_config_path = io.join(folder, "tokenizer_config.json")
+    tokenizer_config = _read_json(tokenizer_config_path) if io.exists(tokenizer_config_path) else {}
+    tokenizer_file = io.join(folder, "tokenizer.json")
+    vocab_file = io.join(folder, "vocab.txt")
+    lowercase = tokenizer_config.get("do_lower_case")
+    return Pretrained(
+        "huggingface",
+        folder,
+        config,
+        load,
+        vocab_file=vocab_file if io.exists(vocab_file) else None,
+        tokenizer_file=tokenizer_file if io.exists(tokenizer_file) else None,
+        lowercase=lowercase,
+    )
+
+
+def keras_hub_preset(folder: str) -> Pretrained:
+    data = _read_json(io.join(folder, "config.json"))
+    if not str(data.get("class_name", "")).endswith("BertBackbone"):
+        raise PretrainedError(f"{folder}/config.json describes {data.get('class_name')!r}, not a BertBackbone preset")
+    c = data.get("config", {})
+    config = EncoderConfig(
+        vocab_size=c["vocabulary_size"],
+        hidden_size=c["hidden_dim"],
+        num_layers=c["num_layers"],
+        num_heads=c["num_heads"],
+        intermediate_size=c["intermediate_dim"],
+        max_position_embeddings=c.get("max_sequence_length", 512),
+        type_vocab_size=c.get("num_segments", 2),
+        hidden_act=c.get("hidden_act", "gelu_tanh"),  # KerasHub's BERT uses tanh-GELU
+        layer_norm_eps=c.get("layer_norm_epsilon", 1e-12),
+        dropout=c.get("dropout", 0.1),
+    )
+
+    def load(encoder: BertEncoder) -> None:
+        import keras_hub
+
+        with io.local_copy(folder) as local:
+            backbone = keras_hub.models.BertBackbone.from_preset(local)
+        encoder.set_weights(backbone.get_weights())
+
+    tokenizer_json = io.join(folder, "tokenizer.json")
+    lowercase = None
+    if io.exists(tokenizer_json):
+        lowercase = _read_json(tokenizer_json).get("config", {}).get("lowercase")
+    return Pretrained(
+        "keras_hub",
+        folder,
+        config,
+        load,
+        vocab_file=io.join(folder, "assets", "tokenizer", "vocabulary.txt"),
+        lowercase=lowercase,
+    )
+
+
+def resolve_preset(name: str, cache_dir: str | None = None) -> str:
+    """A local folder for a KerasHub preset name or ``kaggle://`` handle (cached, else downloaded).
+
+    KerasHub fetches presets through KaggleHub, which reads its cache folder from
+    ``KAGGLEHUB_CACHE`` at each call: ``--tfhub_cache_dir`` (the original flag's role) sets it.
+    """
+    from keras_hub.src.utils.preset_utils import get_file
+
+    if cache_dir:
+        os.environ["KAGGLEHUB_CACHE"] = cache_dir
+
+    try:
+        return os.path.dirname(get_file(name, "config.json"))
+    except Exception as e:  # noqa: BLE001 — network, auth and lookup errors all mean "cannot get it"
+        raise PretrainedError(f"{name}: not a local folder, and no KerasHub preset of that name could be loaded ({e})") from None
+
+
+def detect_format(folder: str) -> str:
+    """``huggingface`` or ``keras_hub`` for a model folder, from its files."""
+    if io.exists(io.join(folder, "config.json")):
+        data = _read_json(io.join(folder, "config.json"))
+        return "keras_hub" if "class_name" in data else "huggingface"
+    if io.exists(io.join(folder, "bert_config.json")):
+        return "google"
+    raise PretrainedError(
+        f"{folder}: not a model folder (expected config.json of a Hugging Face BERT or a KerasHub preset, "
+        "or bert_config.json of a Google BERT release)"
+    )
+
+
+def locate_pretrained(
+    model_dir: str | None = None,
+    bert_config_file: str | None = None,
+    init_checkpoint: str | None = None,
+    vocab_file: str | None = None,
+    cache_dir: str | None = None,
+) -> Pretrained:
+    """The pretrained encoder named by the flags: a model folder, or the original trio."""
+    if model_dir:
+        if not io.exists(model_dir) and (model_dir.startswith("kaggle://") or "/" not in model_dir):
+            model_dir = resolve_preset(model_dir, cache_dir)
+        fmt = detect_format(model_dir)
+        if fmt == "huggingface":
+            pretrained = huggingface_folder(model_dir)
+        elif fmt == "keras_hub":
+            pretrained = keras_hub_preset(model_dir)
+        else:
+            pretrained = google_checkpoint(
+                io.join(model_dir, "bert_config.json"),
+                init_checkpoint or io.join(model_dir, "bert_model.ckpt"),
+                vocab_file or io.join(model_dir, "vocab.txt"),
+            )
+    elif bert_config_file:
+        pretrained = google_checkpoint(bert_config_file, init_checkpoint, vocab_file)
+    else:
+        raise PretrainedError(
+            "no pretrained model given: pass --pretrained_model (a Hugging Face folder or KerasHub preset folder) "
+            "or --bert_config_file with --vocab_file and --init_checkpoint"
+        )
+    if vocab_file and pretrained.format != "google":
+        pretrained.vocab_file, pretrained.tokenizer_file = vocab_file, None
+    if not pretrained.vocab_file and not pretrained.tokenizer_file:
+        raise PretrainedError(f"{pretrained.source}: no vocab.txt or tokenizer.json found; pass --vocab_file")
+    for path in filter(None, (pretrained.vocab_file, pretrained.tokenizer_file)):
+        if not io.exists(path):
+            raise PretrainedError(f"{path}: file not found")
+    return pretrained
+
+
+def model_lowercases(pretrained: Pretrained) -> bool | None:
+    """Whether the model's text is lowercased: what it says, else what its vocabulary shows; None if neither."""
+    if pretrained.lowercase is not None:
+        return bool(pretrained.lowercase)
+    if pretrained.vocab_file:
+        return not vocabulary_is_cased(pretrained.vocab_file)
+    return None
+
+
+def vocabulary_is_cased(vocab_file: str) -> bool:
+    """Whether a vocab.txt holds capitalised words (a cased model), for checkpoints that do not say."""
+    words = [w for w in read_vocabulary(vocab_file) if w.isalpha()]
+    upper = sum(w[0].isupper() for w in words)
+    return upper > 0.05 * max(1, len(words))

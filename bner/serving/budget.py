@@ -1,0 +1,48 @@
+"""What a request costs the model, counted before it is accepted: its word pieces.
+
+A cheap bound from the characters decides most requests; the rest are tokenized, and counting
+stops once past the limit, so refusing a huge request costs no more than tokenizing an allowed one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import unicodedata
+from collections.abc import Sequence
+
+from bner.data import features, text
+from bner.inference.tagger import Tagger
+
+COUNT_CHUNK_WORDS = 2048  # words tokenized at a time when counting a request's pieces against a limit
+
+
+def piece_bound(texts: Sequence[str]) -> int:
+    """At least :func:`count_pieces`, without tokenizing: every piece covers a character of the
+    text as BERT's tokenizer normalises it, and that normalisation (NFD for uncased models: a
+    Hangul syllable becomes three jamo) makes no more characters than NFD does."""
+    return sum(len(unicodedata.normalize("NFD", t)) for t in texts)
+
+
+def count_pieces(tagger: Tagger, texts: Sequence[str], limit: int | None = None) -> int:
+    """Word pieces the texts make with the tagger's tokenizer (the model's work, before windows).
+
+    With ``limit``, counting stops once the count is past it (the result is then only known to
+    exceed it).
+    """
+    preprocessor = tagger.preprocessor
+
+    def pieces(chunks: list[list[str]]) -> int:  # one call for many texts: the tokenizer runs them in parallel
+        return sum(len(t.pieces) for t in features.tokenize(preprocessor.tokenizer, chunks, preprocessor.max_pieces))
+
+    total, chunks, words_in_chunks = 0, [], 0
+    for t in texts:
+        words = (w.text for w in text.iter_words(text.readable(t)))
+        while chunk := list(itertools.islice(words, COUNT_CHUNK_WORDS)):
+            chunks.append(chunk)
+            words_in_chunks += len(chunk)
+            if words_in_chunks >= COUNT_CHUNK_WORDS:
+                total += pieces(chunks)
+                chunks, words_in_chunks = [], 0
+                if limit is not None and total > limit:
+                    return total
+    return total + (pieces(chunks) if chunks else 0)

@@ -1,0 +1,501 @@
+"""``bner.train(config)``: fine-tune, keep the best model, score it and export it, in this process.
+
+The recipe top to bottom: :func:`prepare` reads the data and the pretrained model and
+builds everything a run trains with (labels, model inputs, the batch plan, the network,
+the optimizer, the step); :func:`train` checks the output folder, runs the loop
+(:mod:`bner.training.loop`), saves the trained-model folder, scores dev and test with a
+:class:`bner.inference.tagger.Tagger`, exports, and writes ``run.json``: the config it was given
+plus what came of it. The command line is a shell over :func:`train`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+
+from bner import io
+from bner.config import PATH_SETTINGS, ConfigError, TrainConfig, all_fields
+from bner.data import batches, corpus, features, text
+from bner.environment import machine_facts
+from bner.folders import exports, model_card, model_folder, run_folder
+from bner.inference import evaluate
+from bner.inference.backends import KerasBackend
+from bner.inference.loader import load
+from bner.inference.tagger import Tagger
+from bner.model import pretrained
+from bner.model.metadata import TaggerMetadata, read_metadata, write_metadata
+from bner.training import plots
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What a run produced: where, how far, how well."""
+
+    output_dir: str
+    model_dir: str
+    export_path: str | None
+    steps: int
+    best_step: int | None
+    best_dev_f1: float | None
+    dev: dict | None  # scores as in dev_results.json
+    test: dict | None  # scores as in eval_results.json
+    train_seconds: float
+    resumed_from_step: int = 0
+    already_finished: bool = False
+
+    @property
+    def test_f1(self) -> float | None:
+        return self.test["f1"] if self.test else None
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything a run trains with, built once by :func:`prepare`."""
+
+    config: TrainConfig
+    splits: dict[str, list[corpus.Sentence]]
+    metadata: TaggerMetadata  # labels, schemes, casing and encoder of the model being trained
+    tokenizer: object
+    examples: list[features.Example]
+    plan: batches.BatchPlan
+    network: object  # the Keras tagger
+    optimizer: object
+    step: object  # bner.training.steps.TensorFlowStep or KerasStep
+    strategy: object | None
+    precision: str
+    pretrained: object  # bner.model.pretrained.Pretrained
+    checkpoints: object  # bner.training.checkpoints.CheckpointManager
+
+
+# ---------------------------------------------------------------- preparing
+
+
+def read_splits(data_dir: str, need_train: bool = True) -> dict[str, list[corpus.Sentence]]:
+    splits = {}
+    for name in ("train", "dev", "test"):
+        path = io.join(data_dir, f"{name}.conll")
+        if io.exists(path):
+            splits[name] = corpus.read_conll(path)
+        elif name == "train" and need_train:
+            raise ConfigError(f"{path}: file not found (training needs train.conll in --data_dir)")
+    return splits
+
+
+def describe_data(config: TrainConfig, splits) -> tuple[str, str, list[str]]:
+    """(data scheme, label scheme, labels) of the training data."""
+    train = splits["train"]
+    types = corpus.entity_types(train)
+    if not types:
+        raise ConfigError(f"{io.join(config.data.data_dir, 'train.conll')}: no entities (every tag is O): nothing to learn")
+    wanted = config.data.tag_scheme
+    data_scheme = wanted if wanted != "auto" else corpus.detect_scheme(s.tags for s in train)
+    label_scheme = corpus.model_scheme(data_scheme)
+    return data_scheme, label_scheme, corpus.label_list(types, label_scheme)
+
+
+def data_warnings(config: TrainConfig, splits) -> list[str]:
+    """What in the data is legal but probably a mistake: stray scheme tags, types only in dev/test, case variants."""
+    warnings = []
+    train_file = io.join(config.data.data_dir, "train.conll")
+    if config.data.tag_scheme == "auto":
+        odd = corpus.scheme_evidence(splits["train"]).inconsistency(train_file)
+        if odd:
+            warnings.append(odd)
+    known = set(corpus.entity_types(splits["train"]))
+    for name in ("dev", "test"):
+        unseen = sorted(set(corpus.entity_types(splits.get(name, []))) - known)
+        if unseen:
+            warnings.append(f"{name}.conll has entity types that train.conll never shows: {', '.join(unseen)} "
+                            "(the model cannot predict them; they count as misses)")
+    everything = {t for split in splits.values() for t in corpus.entity_types(split)}
+    for lower in sorted(t for t in everything if t != t.upper() and t.upper() in everything):
+        warnings.append(f"entity types {lower!r} and {lower.upper()!r} are different types to bner: is one a typo?")
+    return warnings
+
+
+def check_before_training(config: TrainConfig, overwrite_output_dir: bool = False) -> None:
+    """What can be checked without TensorFlow: values, the data folder, the pretrained model and its positions,
+    and that the output folder holds no other run."""
+    config.check()
+    data_dir = config.data.data_dir
+    if not io.exists(data_dir):
+        raise ConfigError(f"--data_dir={data_dir}: no such folder")
+    if not io.exists(io.join(data_dir, "train.conll")):
+        raise ConfigError(f"{io.join(data_dir, 'train.conll')}: file not found (training needs train.conll in --data_dir)")
+    for flag, given in (("early_stopping_patience", config.optimization.early_stopping_patience),
+                        ("hypertune_metric", config.loop.hypertune_metric)):
+        if given and not io.exists(io.join(data_dir, "dev.conll")):
+            raise ConfigError(f"--{flag} needs dev.conll in --data_dir={data_dir} to judge the epochs")
+    if config.loop.hypertune_metric:
+        import importlib.util
+
+        if importlib.util.find_spec("hypertune") is None:
+            raise ConfigError("--hypertune_metric needs the cloudml-hypertune package (pip install 'bner[vertex]')")
+    locate_pretrained(config)
+    run_folder.check_output_paths({"output_dir": config.output.output_dir, "export_dir": config.output.export_dir})
+    if not overwrite_output_dir:
+        run_folder.check_output_dir(config.output.output_dir, config, run_folder.file_digests(data_dir))
+
+
+def locate_pretrained(config: TrainConfig):
+    """The pretrained encoder the config names, with the config's overrides applied to its shape."""
+    m = config.model
+    found = pretrained.locate_pretrained(m.pretrained_model, m.bert_config_file, m.init_checkpoint, m.vocab_file, m.tfhub_cache_dir)
+    shape = found.config
+    if m.hidden_act:
+        shape = dataclasses.replace(shape, hidden_act=m.hidden_act)
+    if m.dropout is not None:
+        shape = dataclasses.replace(shape, dropout=m.dropout)
+    if m.max_seq_length > shape.max_position_embeddings:
+        raise ConfigError(f"--max_seq_length {m.max_seq_length} is longer than the model's {shape.max_position_embeddings} positions")
+    return dataclasses.replace(found, config=shape)
+
+
+def prepare(config: TrainConfig, splits=None) -> Setup:
+    """Read the data and the pretrained model and build the network, optimizer, step and batch plan."""
+    import keras
+
+    from bner.training import hardware
+
+    config.check()
+    keras.utils.set_random_seed(config.optimization.seed)
+    splits = splits if splits is not None else read_splits(config.data.data_dir)
+    found = locate_pretrained(config)
+    said = config.model.do_lower_case
+    lowercase = pretrained.model_lowercases(found) if said is None else said
+    lowercase = True if lowercase is None else lowercase  # the original --do_lower_case default
+    tokenizer = features.build_tokenizer(found.vocab_file, found.tokenizer_file, lowercase, lowercase)
+    data_scheme, label_scheme, labels = describe_data(config, splits)
+    metadata = TaggerMetadata(
+        labels=labels, label_scheme=label_scheme, data_scheme=data_scheme, max_seq_length=config.model.max_seq_length,
+        lowercase=lowercase, strip_accents=lowercase, encoder=found.config, context_words=config.model.context_words,
+        split_sentences=bool(config.model.context_words) or text.units_are_sentences([s.words for s in splits["train"]]),
+        pretrained={"format": found.format, "source": str(found.source)},
+    )
+    on_tpu = config.hardware.use_tpu
+    precision = hardware.select_precision(config.hardware.precision, on_tpu=on_tpu)
+    keras.mixed_precision.set_dtype_policy(precision)
+    preprocessor = features.Preprocessor(tokenizer, config.model.max_seq_length)
+    index = {label: i for i, label in enumerate(labels)}
+    train = splits["train"]
+    examples = preprocessor.encode(
+        [s.words for s in train], [[index[t] for t in corpus.convert_tags(s.tags, label_scheme)] for s in train],
+        contexts=training_contexts(config, train),
+    )
+    o = config.optimization
+    plan = batches.BatchPlan(
+        [len(e) for e in examples], o.train_batch_size,
+        batches.padding_buckets(config.model.max_seq_length, static_shapes=on_tpu or keras.backend.backend() != "tensorflow"),
+        o.num_train_epochs, o.seed, drop_remainder=on_tpu, group=config.hardware.iterations_per_loop if on_tpu else 1,
+    )
+    network, optimizer, step, strategy, checkpoints = build_training(config, metadata, plan, found, precision)
+    return Setup(config, splits, metadata, tokenizer, examples, plan, network, optimizer, step, strategy, precision, found, checkpoints)
+
+
+def training_contexts(config: TrainConfig, train: list[corpus.Sentence]):
+    """Each training sentence's document context, each side left out with ``context_dropout``
+    (drawn once, from the run's seed), as FLERT trains; None without ``context_words``."""
+    import numpy as np
+
+    m = config.model
+    if not m.context_words:
+        return None
+    contexts = corpus.document_contexts([s.words for s in train], [s.document for s in train], m.context_words)
+    keep = np.random.default_rng(config.optimization.seed).random((len(train), 2)) >= m.context_dropout
+    return [(left if keep_left else (), right if keep_right else ()) for (left, right), (keep_left, keep_right) in zip(contexts, keep)]
+
+
+def build_training(config: TrainConfig, metadata: TaggerMetadata, plan: batches.BatchPlan, found, precision: str):
+    """The network (pretrained encoder, fresh head), optimizer and step, under the run's strategy."""
+    import keras
+
+    from bner.model import network as model
+    from bner.training import hardware, optimizer, steps
+    from bner.training.checkpoints import CheckpointManager
+
+    h, o = config.hardware, config.optimization
+    strategy = None
+    if keras.backend.backend() == "tensorflow":
+        tpu = hardware.TpuSettings(h.use_tpu, h.tpu_name, h.tpu_zone, h.gcp_project, h.master, h.num_tpu_cores)
+        strategy = hardware.select_strategy(tpu)
+    checkpoints = CheckpointManager(
+        io.join(config.output.output_dir, "checkpoints"), keep=config.loop.max_checkpoints, writer=hardware.is_chief()
+    )
+    clip = o.max_grad_norm or None
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        # On TPUs the whole step is compiled by XLA already.
+        network = model.build_tagger(metadata.encoder, len(metadata.labels), fast_activation=not h.use_tpu)
+        adamw = optimizer.make_optimizer(
+            o.learning_rate, plan.total_steps, int(plan.total_steps * o.warmup_proportion), o.weight_decay,
+            clip_norm=clip if strategy is None else None, loss_scaling=precision == "mixed_float16", epsilon=o.adam_epsilon,
+        )
+        adamw.build(network.trainable_variables)
+        if checkpoints.latest() is None:
+            found.load_weights(model.encoder_of(network))
+    if strategy is not None:
+        step = steps.TensorFlowStep(network, adamw, strategy, clip, static_shapes=h.use_tpu)
+    else:
+        step = steps.KerasStep(network, adamw)
+    return network, adamw, step, strategy, checkpoints
+
+
+# ---------------------------------------------------------------- training
+
+
+def train(config: TrainConfig, callbacks: Sequence = (), overwrite_output_dir: bool = False, say=print) -> TrainResult:
+    """Fine-tune as ``config`` says, resuming an interrupted run in the same output folder.
+
+    ``callbacks`` are Keras callbacks the loop calls besides bner's own (see :mod:`bner.training.loop`);
+    ``say`` receives the lines a user sees (``print`` by default).
+    """
+    from bner.environment import configure_environment, import_tensorflow_quietly
+
+    config.check()
+    configure_environment()  # as the command line: TensorFlow's C++ start-up lines stay hidden
+    import_tensorflow_quietly()
+    from bner.training import hardware
+
+    splits = read_splits(config.data.data_dir)
+    if config.optimization.early_stopping_patience and "dev" not in splits:
+        raise ConfigError(f"--early_stopping_patience needs dev.conll in --data_dir={config.data.data_dir} to judge the epochs")
+    out = config.output.output_dir
+    if overwrite_output_dir:
+        run_folder.clear_run(out)
+    previous = run_folder.check_output_dir(out, config, run_folder.file_digests(config.data.data_dir))
+    digests = run_folder.data_digests(config.data.data_dir, splits)
+    model_dir = run_folder.model_dir(out)
+    if previous and previous.get("status") == "finished" and model_folder.is_model_folder(model_dir):
+        say(f"{out} holds this run, finished: nothing to train")
+        return finished_result(config, previous, out, say)
+    for warning in data_warnings(config, splits):
+        say(f"warning: {warning}")
+    setup = prepare(config, splits)
+    if previous and previous.get("precision") not in (None, setup.precision):
+        raise run_folder.OutputDirError(
+            f"{out} holds a run trained in {previous['precision']}, which this machine would resume in {setup.precision}: "
+            f"pass --precision={previous['precision']} to resume it, or --overwrite_output_dir to start over"
+        )
+    chief = hardware.is_chief()
+    def record(status: str) -> dict:
+        labels, scheme = setup.metadata.labels, setup.metadata.data_scheme
+        return run_folder.run_record(config, labels, scheme, setup.precision, digests, status)
+
+    if chief and not previous:
+        run_folder.write_record(out, record("running"))
+    state, seconds = fit(setup, callbacks, say)
+    if not chief:
+        say("training done on this worker; the chief writes results and the export")
+        return TrainResult(out, model_dir, None, state.step, None, None, None, None, state.train_seconds)
+    summary = save_trained_model(setup, state, seconds, digests, say)
+    scores = evaluate_splits(load(model_dir, batch_size=config.loop.eval_batch_size), splits, out, say)
+    describe_model(model_dir, scores, say)
+    plots.write_run_plots(out, state.loss_curve, state.history, scores, pictured_confusion(scores), say)
+    export_path = export_model(config, say) if config.output.export else None
+    finished = record("finished")
+    finished["training"] = {**summary, "loss_curve": state.loss_curve}
+    finished["result"] = {"dev": scores.get("dev"), "test": scores.get("test"), "export": export_path}
+    run_folder.write_record(out, finished)
+    if not config.loop.keep_checkpoints:
+        run_folder.remove_checkpoints(out, say)
+    return TrainResult(
+        out, model_dir, export_path, state.step, summary["best_step"], summary["best_dev_f1"], scores.get("dev"),
+        scores.get("test"), state.train_seconds, resumed_from_step=summary["resumed_from_step"],
+    )
+
+
+def fit(setup: Setup, callbacks: Sequence, say):
+    """Run the loop with bner's callbacks (dev F1 and best-model keeping, TensorBoard, progress) and the caller's."""
+    import keras
+
+    from bner.training import callbacks as plugins
+    from bner.training import hardware, loop
+
+    config, out = setup.config, setup.config.output.output_dir
+    per_epoch, planned = setup.plan.steps_per_epoch, setup.plan.total_steps
+    windows = len(setup.examples) - len(setup.splits["train"])
+    say(
+        f"data: {setup.metadata.data_scheme} tags, {len(setup.splits['train'])} training sentences, entity types "
+        f"{', '.join(setup.metadata.entity_types)}; learning {setup.metadata.label_scheme} labels"
+    )
+    say(
+        f"model: {setup.pretrained.format} BERT from {setup.pretrained.source} ({setup.metadata.encoder.num_layers} layers, "
+        f"hidden {setup.metadata.encoder.hidden_size}, {'uncased' if setup.metadata.lowercase else 'cased'}); "
+        f"{setup.precision} on {keras.backend.backend()}; {planned} step{'s' * (planned != 1)} ({per_epoch} per epoch)"
+        f"{f'; {windows} extra windows for long sentences' if windows else ''}"
+    )
+    if setup.checkpoints.latest() is not None:
+        say(f"resuming from {setup.checkpoints.latest()}")
+    chief = hardware.is_chief()
+    own = []
+    if "dev" in setup.splits:
+        own.append(dev_evaluation(setup, chief))
+    if chief:
+        own.append(plugins.TensorBoardLogs(io.join(out, "logs")))
+    if config.loop.hypertune_metric and "dev" in setup.splits:
+        own.append(plugins.HypertuneReport(config.loop.hypertune_metric))
+    own.append(plugins.ProgressBar(config.loop.progress))
+    started = time.time()
+    tensorflow_cpu = keras.backend.backend() == "tensorflow" and not config.hardware.use_tpu
+    with hardware.cpu_training_graphs() if tensorflow_cpu else contextlib.nullcontext():
+        state = loop.run_training(
+            setup.network, setup.optimizer, setup.step, setup.examples, setup.plan,
+            setup.tokenizer.token_to_id(features.SPECIAL["pad"]), setup.checkpoints, [*own, *callbacks],
+            config.loop.save_checkpoints_steps, steps_per_execution=setup.plan.group,
+        )
+    replicas = setup.strategy.num_replicas_in_sync if setup.strategy is not None else 1
+    say(f"trained to step {state.step} on {replicas} replica(s), global batch {config.optimization.train_batch_size}")
+    return state, time.time() - started
+
+
+def dev_evaluation(setup: Setup, chief: bool):
+    """Score dev after each epoch through the same Tagger as evaluation (the loop keeps the best one's checkpoint)."""
+    from bner.training import callbacks as plugins
+
+    dev = setup.splits["dev"]
+    backend = KerasBackend(setup.network)
+    tagger = Tagger(backend, setup.metadata, setup.tokenizer, setup.config.loop.eval_batch_size)
+    return plugins.DevEvaluation(
+        lambda: tagger.evaluate(dev), patience=setup.config.optimization.early_stopping_patience,
+        model_seconds=lambda: backend.model_seconds,
+    )
+
+
+def save_trained_model(setup: Setup, state, seconds: float, digests: dict, say) -> dict:
+    """Write ``<output_dir>/model``: the best dev model if there is a dev set, else the last; its summary."""
+    import keras
+
+    from bner.training import hardware
+
+    out = setup.config.output.output_dir
+    has_dev = "dev" in setup.splits
+    summary = {
+        "steps": state.step,
+        "epochs": setup.config.optimization.num_train_epochs,
+        "seconds_this_run": round(seconds, 1),
+        "train_seconds": round(state.train_seconds, 2),
+        "real_pieces_per_epoch": int(sum(len(e) for e in setup.examples)),
+        "precision": setup.precision,
+        "backend": keras.backend.backend(),
+        "replicas": setup.strategy.num_replicas_in_sync if setup.strategy is not None else 1,
+        "history": state.history,
+        "best_dev_f1": state.best_dev_f1 if has_dev else None,
+        "best_step": state.best_step if has_dev else None,
+        "train_examples": len(setup.examples),
+        "resumed_from_step": state.resumed_from_step,
+        "epochs_trained": len(state.history),
+        "stopped_early": state.stopped_early,
+        "data_files": digests,
+        "settings": result_settings(setup.config),
+        "machine": {**machine_facts(), "accelerators": hardware.accelerator_kinds()},
+        "versions": run_folder.package_versions(),
+    }
+    network = setup.network
+    if has_dev and state.best_step >= 0:
+        say(f"best dev F1 {100 * state.best_dev_f1:.2f} at step {state.best_step}: keeping that model")
+        best = setup.checkpoints.best()
+        if state.best_step == state.step:
+            pass  # the network as it stands
+        elif best is not None and best.endswith(f"ckpt-{state.best_step:09d}.npz"):
+            setup.checkpoints.restore_model(best, network)
+        else:
+            say(f"warning: the checkpoint of step {state.best_step} is gone; keeping the last model instead")
+    model_folder.save(network, dataclasses.replace(setup.metadata, training=summary), setup.tokenizer, run_folder.model_dir(out))
+    return summary
+
+
+# ---------------------------------------------------------------- results, export, the run record
+
+
+def result_settings(config: TrainConfig) -> dict:
+    """The settings that determine the model (paths of data and model are in the card's own sections)."""
+    flat = config.flat()
+    return {name: flat[name] for name, f in all_fields().items() if f.metadata["result"] and name not in PATH_SETTINGS}
+
+
+def describe_model(model_dir: str, scores: dict[str, dict], say) -> None:
+    """Put the dev/test scores into the model's metadata.json and write its model card, README.md."""
+    metadata = read_metadata(model_dir)
+    metadata.evaluation = {name: {k: v for k, v in s.items() if k != "confusion"} for name, s in scores.items()}
+    write_metadata(metadata, model_dir)
+    say(f"wrote the model card {model_card.write_card(metadata, model_dir)}")
+
+
+def pictured_confusion(scores: dict[str, dict]) -> dict | None:
+    """The confusion table the run's heatmap shows: test's, else dev's."""
+    for name in ("test", "dev"):
+        if scores.get(name, {}).get("confusion"):
+            return {**scores[name]["confusion"], "split": name}
+    return None
+
+
+def evaluate_splits(tagger, splits, out: str, say) -> dict[str, dict]:
+    """Score dev and test with the trained model: ``dev_results.*``, ``eval_results.*``, ``test_results.tsv`` and
+    ``confusion.json`` (entity confusion between types); each split's scores carry their ``confusion`` too."""
+    scores, confusions = {}, {}
+    for name in ("dev", "test"):
+        if name not in splits:
+            continue
+        sentences = splits[name]
+        result, predicted = tagger.evaluation(sentences)
+        evaluate.write_results(result, out, evaluate.RESULTS_NAMES[name], tagger.scoring)
+        confusions[name] = evaluate.confusion([s.tags for s in sentences], predicted)
+        if name == "test":
+            rows = [[(w, g, p) for w, g, p in zip(s.words, s.tags, pred)] for s, pred in zip(sentences, predicted)]
+            io.write_text(io.join(out, "test_results.tsv"), corpus.format_conll(rows))
+        say(f"\n{name} ({len(sentences)} sentences): " + evaluate.format_summary(result))
+        scores[name] = {**result.as_dict(), "scoring": tagger.scoring, "confusion": confusions[name]}
+    if scores:
+        io.write_text(io.join(out, "confusion.json"), json.dumps(confusions, indent=2) + "\n")
+        say(f"wrote {io.join(out, 'eval_results.txt')} (+ .json), test_results.tsv and confusion.json")
+    return scores
+
+
+def export_model(config: TrainConfig, say) -> str | None:
+    """Export ``<output_dir>/model``, unless its latest export is of this very model; the version's path.
+
+    A SavedModel is a TensorFlow artefact: under another Keras backend the export runs in a
+    TensorFlow subprocess from the backend-neutral weights, or is left for later with the
+    command to run.
+    """
+    import importlib.util
+    import subprocess
+    import sys
+
+    import keras
+
+    out = config.output.output_dir
+    model_dir = run_folder.model_dir(out)
+    export_dir = run_folder.export_dir(out, config.output.export_dir)
+    existing = exports.existing_export(model_dir, export_dir, config.output.model_name)
+    if existing:
+        say(f"{existing} is already an export of this model")
+        return existing
+    if keras.backend.backend() != "tensorflow":
+        command = ["-m", "bner.ner.task", "--do_export", f"--output_dir={out}", f"--export_dir={export_dir}",
+                   f"--model_name={config.output.model_name}"]
+        if importlib.util.find_spec("tensorflow") is None:
+            say("TensorFlow is not installed here: export on a machine that has it with\n  KERAS_BACKEND=tensorflow python " + " ".join(command))
+            return None
+        say("exporting under the TensorFlow backend")
+        subprocess.run([sys.executable, *command], env={**os.environ, "KERAS_BACKEND": "tensorflow"}, check=True)
+        return exports.latest_export(io.join(export_dir, config.output.model_name))
+    path = exports.export_tagger(model_dir, export_dir, config.output.model_name)
+    say(f"exported SavedModel to {path}")
+    return path
+
+
+def finished_result(config: TrainConfig, record: dict, out: str, say) -> TrainResult:
+    """The result of a finished run, from its record; exports again only if its export is missing."""
+    training, result = record.get("training", {}), record.get("result", {})
+    export_path = export_model(config, say) if config.output.export else None
+    return TrainResult(
+        out, run_folder.model_dir(out), export_path, training.get("steps", 0), training.get("best_step"), training.get("best_dev_f1"),
+        result.get("dev"), result.get("test"), training.get("train_seconds", 0.0), already_finished=True,
+    )
