@@ -35,12 +35,10 @@ PRIME = 46337  # the largest prime whose square fits in int32: products stay exa
 def hashed_dropout(backend: str):
     """A dropout function whose mask both backends compute bit for bit."""
     import keras
-    from keras.src.random.seed_generator import draw_seed
-
     ops = keras.ops
 
     def dropout(inputs, rate, noise_shape=None, seed=None):
-        state = ops.cast(ops.mod(draw_seed(seed), PRIME), "int32")
+        state = ops.cast(ops.mod(seed.next(), PRIME), "int32")
         if backend == "jax":
             size = int(np.prod(inputs.shape))
         else:

@@ -25,9 +25,8 @@ def use_onednn() -> None:
     """Run TensorFlow's CPU kernels through oneDNN unless ``TF_ENABLE_ONEDNN_OPTS`` says otherwise.
 
     TensorFlow turns oneDNN on by default only on CPUs with AVX-512 VNNI, BF16 or AMX; on
-    an AVX2 CPU it falls back to Eigen, whose matrix products made a MiniLM training step
-    21-24% slower here (bench/results/step_time.json). Set before TensorFlow loads;
-    ``TF_ENABLE_ONEDNN_OPTS=0`` keeps Eigen.
+    an AVX2 CPU it falls back to Eigen, whose matrix products are slower for these models
+    (docs/history.md). Set before TensorFlow loads; ``TF_ENABLE_ONEDNN_OPTS=0`` keeps Eigen.
     """
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 

@@ -133,7 +133,7 @@ def test_google_trio_flags_read_from_gs(bucket, tmp_path):
     pretrained.load_weights(encoder)
     import numpy as np
 
-    embeddings = encoder.token_embedding.embeddings.numpy()
+    embeddings = encoder.embeddings.token.embeddings.numpy()
     assert np.allclose(embeddings, weights["embeddings.word_embeddings.weight"], atol=1e-6)
 
 

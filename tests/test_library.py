@@ -253,3 +253,12 @@ def test_constrained_decoding_is_valid_equal_to_argmax_where_that_is_valid_and_t
             assert tags == plain
     with pytest.raises(ValueError, match="constrained, argmax"):
         bner.load(result.export_path, decoding="viterbi")
+
+
+def test_a_trained_model_of_the_older_format_says_so_and_its_export_still_loads(run, tmp_path):
+    _, result, _, _ = run
+    old_model = broken_copy(result.model_dir, tmp_path, edit_metadata(format_version=1))
+    with pytest.raises(ValueError, match="an older bner .format 1.*its exports still serve"):
+        bner.load(old_model)
+    old_export = broken_copy(result.export_path, tmp_path / "export", edit_metadata(format_version=1))
+    assert bner.load(old_export)("Anna visited Lisbon .") is not None

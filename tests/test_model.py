@@ -29,8 +29,7 @@ def inputs(seed=0, batch=3, length=11):
 def encoder_output(pretrained: checkpoints.Pretrained, ids, segments, mask) -> np.ndarray:
     encoder = model.build_encoder(dataclasses.replace(pretrained.config, dropout=0.0))
     pretrained.load_weights(encoder)
-    out = encoder({"token_ids": ids, "segment_ids": segments, "padding_mask": mask}, training=False)
-    return np.asarray(out["sequence_output"])
+    return np.asarray(encoder(ids, segments, mask, training=False))
 
 
 def assert_matches(actual, expected, mask):
@@ -182,7 +181,7 @@ def test_fast_activation_changes_speed_not_results(hidden_act):
     plain = model.build_tagger(config, num_labels=5)
     compiled = model.build_tagger(config, num_labels=5, fast_activation=True)
     compiled.set_weights(plain.get_weights())
-    assert model.encoder_of(compiled).transformer_layers[0].activation is model.training_activation(hidden_act)
+    assert model.encoder_of(compiled).blocks[0].activation is model.training_activation(hidden_act)
     ids, segments, mask = inputs(seed=3)
     batch = {"input_ids": ids % 50, "attention_mask": mask, "token_type_ids": segments}
 

@@ -74,7 +74,7 @@ def test_no_weight_decay_on_layer_norm_and_biases():
     tagger = build_tagger(EncoderConfig(30, 8, 1, 2, 16, 16), 3)
     optimizer = optimizers.make_optimizer(1e-3, 100, 10, weight_decay=0.01)
     optimizer.build(tagger.trainable_variables)
-    decayed = {v.path for v in tagger.trainable_variables if optimizer._use_weight_decay(v)}
+    decayed = {v.path for v, decays in zip(tagger.trainable_variables, optimizer.decays) if decays}
     assert decayed, "kernels and embeddings decay"
     assert not any(p.endswith(("bias", "gamma", "beta")) for p in decayed)
     assert any(p.endswith("kernel") for p in decayed) and any("embedding" in p for p in decayed)

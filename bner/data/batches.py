@@ -18,8 +18,8 @@ from bner.data.features import IGNORE, Example
 def bucket_lengths(max_seq_length: int) -> list[int]:
     """A bounded set of padded lengths: every 8 up to 64, every 16 up to 128, then wider steps.
 
-    Finer than powers of two, because padding is paid for in compute: on WNUT-17 (mean 31
-    pieces) powers of two waste 31% of each batch, these 10%. Still few enough that a
+    Finer than powers of two, because padding is paid for in compute and short sentences
+    would otherwise be padded to nearly twice their length. Still few enough that a
     static-shape device (TPU) compiles a handful of graphs.
     """
     lengths = []
@@ -75,8 +75,7 @@ def plan_batches(
 
     Each batch is padded to the bucket of its longest example, or with ``buckets=None`` to
     its longest example itself: for runtimes that take any shape at no extra cost (TensorFlow
-    without XLA), where the buckets' only effect is padding (WNUT-17: 14% of the pieces
-    against 5%). With a seed (training), the
+    without XLA), where the buckets' only effect is padding. With a seed (training), the
     order is that of Hugging Face's ``group_by_length`` sampler, which its token-classification
     recipe uses: see :func:`length_grouped_order`. It is deterministic for a seed. Without one
     (prediction), examples fill full batches within their length bucket, what is left over in
@@ -128,10 +127,8 @@ def plan_batches(
     return plan
 
 
-# What one more model call costs, in word pieces' worth of compute: a call on a tiny batch of
-# MiniLM's SavedModel takes about 14 ms on a 2-core CPU (TensorFlow's profiler puts most of it in
-# the matrix products), a padded piece in a full batch about 0.25 ms. Results are not sensitive
-# to it: 24 to 160 gave the same serving speed (docs/benchmarks.md, "Serving throughput").
+# What one more model call costs, in word pieces' worth of compute: a call's fixed cost over a
+# padded piece's, as profiled on a CPU. Serving speed is not sensitive to it (docs/history.md).
 CALL_COST_PIECES = 48
 
 
@@ -139,8 +136,8 @@ def cheapest_cuts(sorted_lengths: np.ndarray, batch_size: int, call_cost: int = 
     """Where to cut examples sorted by length into batches of at most ``batch_size``, each padded
     to its longest, so that the padded pieces plus ``call_cost`` per batch are fewest.
 
-    A micro-batch of requests mixes lengths (on WNUT-17, 16 random tweets are 59% padding in
-    one call): splitting it where the lengths jump saves more than the extra call costs, while
+    A micro-batch of requests mixes lengths (a few random tweets, padded to the longest, are
+    mostly padding): splitting it where the lengths jump saves more than the extra call costs, while
     same-length examples stay in full batches. Exact, by dynamic programming over the sorted
     lengths (each cut point looks back at most ``batch_size`` examples).
     """
@@ -168,8 +165,7 @@ def length_grouped_order(lengths: np.ndarray, batch_size: int, rng: np.random.Ge
     whole batches because the batch order is part of the recipe users compare with: same
     head, same batches, the two train alike (``bench/wnut17.py --paired``), so a different
     order is the one draw left that differs between them. It costs some padding: a sorted
-    batch can straddle two buckets and is padded to the upper one (WNUT-17: 14% of the
-    pieces, against 11% when every batch came from one bucket).
+    batch can straddle two buckets and is padded to the upper one.
     """
     multiple = max(min(len(lengths) // (batch_size * 4), 50), 1)
     shuffled = rng.permutation(len(lengths))

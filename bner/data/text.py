@@ -80,8 +80,9 @@ _SENTENCE_END = {".", "!", "?", "…", "。", "！", "？"}
 _CLOSERS = {'"', "'", "”", "’", ")", "]", "»"}
 
 
-# Training units count as sentences when the rule below splits at most this share of them
-# (NCBI-disease's sentences: 3 %, mostly at abbreviations; WNUT-17's tweets: 37 %).
+# Training units count as sentences when the rule below splits at most this share of them:
+# a sentence-split corpus splits few of its units (at abbreviations), a corpus of tweets or
+# paragraphs many.
 SENTENCE_UNITS_MAX_SPLIT = 0.1
 
 

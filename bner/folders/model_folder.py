@@ -39,6 +39,11 @@ def load(folder: str) -> tuple[keras.Model, TaggerMetadata, tokenizers.Tokenizer
 def load_network(folder: str, metadata: TaggerMetadata) -> keras.Model:
     from bner.model.network import build_tagger
 
+    if metadata.format_version < 2:
+        raise ValueError(
+            f"{folder}: a trained model of an older bner (format {metadata.format_version}), whose weights are laid out for "
+            "KerasHub's encoder, which bner no longer builds; its exports still serve. Train it again to evaluate or export it"
+        )
     model = build_tagger(metadata.encoder, len(metadata.labels))
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, WEIGHTS_FILE)

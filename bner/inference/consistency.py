@@ -2,9 +2,8 @@
 
 A sentence decoded alone can tag a disease's abbreviation in one sentence and miss it three
 sentences later, or tag a word once that the model rejects everywhere else in the text.
-Annotators label a name the same way throughout a document: wherever a name annotated in
-one of NCBI-disease's training abstracts occurs in that abstract, it is annotated as the same
-entity 89 % of the time and left out 2 % (the rest lie inside longer names).
+Annotators label a name the same way throughout a document (in NCBI-disease's abstracts,
+nearly always: docs/history.md).
 :func:`agree` makes the decoded tags of a document agree the same way, by a vote weighted
 by the model's own confidence:
 

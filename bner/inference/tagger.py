@@ -154,9 +154,8 @@ class Tagger:
         # the text as context, if trained with context); one trained on whole units (tweets)
         # tags each text whole, windows covering a long one.
         pieces = []  # (text index, first word, last word)
-        split = self.metadata.split_sentences or self.metadata.context_words  # context models from before split_sentences
         for i, (source, words) in enumerate(zip(texts, segmented)):
-            spans = text.sentence_spans(source, words) if split else [(0, len(words))]
+            spans = text.sentence_spans(source, words) if self.metadata.split_sentences else [(0, len(words))]
             pieces += [(i, start, end) for start, end in spans if end > start]
         sentences = [[w.text for w in segmented[i][start:end]] for i, start, end in pieces]
         # Each text is a document of its own (numbered from 1: 0 means outside any document).

@@ -15,7 +15,8 @@ from bner import io
 
 METADATA_FILE = "metadata.json"
 TOKENIZER_FILE = "tokenizer.json"
-FORMAT_VERSION = 1
+# 2: a trained-model folder's weights are in bner's own encoder layout (1: KerasHub's BertBackbone).
+FORMAT_VERSION = 2
 
 # The export's serving signature: what TensorFlow Serving and bner's backends call.
 SIGNATURE = "serving_default"

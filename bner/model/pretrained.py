@@ -33,8 +33,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Checkpoint weights outside the encoder: pre-training or task heads, and buffers.
-_NOT_ENCODER = re.compile(r"^(?!embeddings\.|encoder\.|pooler\.)|^embeddings\.position_ids$")
+# Checkpoint weights outside the encoder: the [CLS] pooler, pre-training or task heads, and buffers.
+_NOT_ENCODER = re.compile(r"^(?!embeddings\.|encoder\.)|^embeddings\.position_ids$")
 
 
 @dataclasses.dataclass
@@ -55,10 +55,10 @@ class PretrainedError(ValueError):
 
 
 def assign_huggingface_weights(encoder: BertEncoder, tensors: dict[str, np.ndarray]) -> None:
-    """Copy weights named as in Hugging Face's ``BertModel`` into the encoder.
+    """Copy weights named as in Hugging Face's ``BertModel`` into the encoder, by name and shape.
 
-    Written by hand because KerasHub's own converter builds a backbone with a fixed
-    activation and does not read Google's TF1 checkpoints; this one mapping serves both.
+    Google's TF1 checkpoints and KerasHub presets are renamed to these names first, so this one
+    mapping serves all three formats.
     """
     tensors = {re.sub(r"^(bert|model)\.", "", k): v for k, v in tensors.items()}
     tensors = {re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", k): v for k, v in tensors.items()}
@@ -73,13 +73,14 @@ def assign_huggingface_weights(encoder: BertEncoder, tensors: dict[str, np.ndarr
         return np.asarray(tensors[name], dtype=np.float32)
 
     def put(variable, value: np.ndarray, name: str):
+        # Attention kernels are [hidden, heads, head_dim] here and [hidden, hidden] in the checkpoint.
         value = value.reshape(variable.shape) if value.size == np.prod(variable.shape) else value
         if tuple(value.shape) != tuple(variable.shape):
             raise PretrainedError(f"weight {name!r} has shape {value.shape}, the model expects {tuple(variable.shape)}")
         variable.assign(value)
         assigned.add(variable.path)
 
-    def linear(layer, name: str):
+    def linear(layer, name: str):  # PyTorch's Linear keeps [out, in]; Keras' kernels are [in, out]
         put(layer.kernel, take(f"{name}.weight").T, f"{name}.weight")
         put(layer.bias, take(f"{name}.bias"), f"{name}.bias")
 
@@ -87,34 +88,29 @@ def assign_huggingface_weights(encoder: BertEncoder, tensors: dict[str, np.ndarr
         put(layer.gamma, take(f"{name}.weight"), f"{name}.weight")
         put(layer.beta, take(f"{name}.bias"), f"{name}.bias")
 
-    put(encoder.token_embedding.embeddings, take("embeddings.word_embeddings.weight"), "word_embeddings")
-    put(
-        encoder.position_embedding.position_embeddings,
-        take("embeddings.position_embeddings.weight"),
-        "position_embeddings",
-    )
-    put(encoder.segment_embedding.embeddings, take("embeddings.token_type_embeddings.weight"), "token_type_embeddings")
-    norm(encoder.embeddings_layer_norm, "embeddings.LayerNorm")
-    for i, layer in enumerate(encoder.transformer_layers):
+    embeddings = encoder.embeddings
+    put(embeddings.token.embeddings, take("embeddings.word_embeddings.weight"), "word_embeddings")
+    put(embeddings.position.embeddings, take("embeddings.position_embeddings.weight"), "position_embeddings")
+    put(embeddings.segment.embeddings, take("embeddings.token_type_embeddings.weight"), "token_type_embeddings")
+    norm(embeddings.norm, "embeddings.LayerNorm")
+    for i, block in enumerate(encoder.blocks):
         prefix = f"encoder.layer.{i}"
-        attention = layer._self_attention_layer
-        for part, dense in (("query", attention.query_dense), ("key", attention.key_dense), ("value", attention.value_dense)):
+        attention = block.attention
+        for part, dense in (("query", attention.query), ("key", attention.key), ("value", attention.value)):
             linear(dense, f"{prefix}.attention.self.{part}")
         linear(attention.output_dense, f"{prefix}.attention.output.dense")
-        norm(layer._self_attention_layer_norm, f"{prefix}.attention.output.LayerNorm")
-        linear(layer._feedforward_intermediate_dense, f"{prefix}.intermediate.dense")
-        linear(layer._feedforward_output_dense, f"{prefix}.output.dense")
-        norm(layer._feedforward_layer_norm, f"{prefix}.output.LayerNorm")
-    if "pooler.dense.weight" in tensors:
-        linear(encoder.pooled_dense, "pooler.dense")
+        norm(block.attention_norm, f"{prefix}.attention.output.LayerNorm")
+        linear(block.intermediate, f"{prefix}.intermediate.dense")
+        linear(block.output_dense, f"{prefix}.output.dense")
+        norm(block.output_norm, f"{prefix}.output.LayerNorm")
     check_all_weights_used(encoder, tensors, used, assigned)
 
 
 def check_all_weights_used(encoder: BertEncoder, tensors: dict, used: set[str], assigned: set[str]) -> None:
     """Every encoder weight of the checkpoint was loaded, and every model weight got a value.
 
-    The pooler is optional both ways: it plays no part in tagging, and some checkpoints
-    (KerasHub-converted, distilled) ship without it.
+    Weights outside the encoder (the [CLS] pooler, pre-training and task heads, buffers) play
+    no part in tagging and are left, with a log line.
     """
     unused = sorted(k for k in tensors if k not in used and not _NOT_ENCODER.search(k))
     if unused:
@@ -125,11 +121,44 @@ def check_all_weights_used(encoder: BertEncoder, tensors: dict, used: set[str], 
         )
     heads = sorted(k for k in tensors if k not in used and _NOT_ENCODER.search(k))
     if heads:
-        log.info("not loaded (heads and buffers outside the encoder): %s", ", ".join(heads))
-    pooler = {v.path for v in encoder.pooled_dense.weights}
-    missing = [v.path for v in encoder.weights if v.path not in assigned and v.path not in pooler]
+        log.info("not loaded (outside the encoder): %s", ", ".join(heads))
+    missing = [v.path for v in encoder.weights if v.path not in assigned]
     if missing:
         raise PretrainedError(f"the checkpoint gave no value to {len(missing)} model weight(s): {', '.join(missing[:5])}")
+
+
+# KerasHub's BertBackbone weight paths → Hugging Face names (kernels transposed where the name is a Linear's weight).
+_KERAS_HUB_NAMES = (
+    (r"^token_embedding/embeddings$", "embeddings.word_embeddings.weight"),
+    (r"^position_embedding/embeddings$", "embeddings.position_embeddings.weight"),
+    (r"^segment_embedding/embeddings$", "embeddings.token_type_embeddings.weight"),
+    (r"^embeddings_layer_norm/(gamma|beta)$", r"embeddings.LayerNorm.\1"),
+    (r"^transformer_layer_(\d+)/self_attention_layer/(query|key|value)/(kernel|bias)$", r"encoder.layer.\1.attention.self.\2.\3"),
+    (r"^transformer_layer_(\d+)/self_attention_layer/attention_output/(kernel|bias)$", r"encoder.layer.\1.attention.output.dense.\2"),
+    (r"^transformer_layer_(\d+)/self_attention_layer_norm/(gamma|beta)$", r"encoder.layer.\1.attention.output.LayerNorm.\2"),
+    (r"^transformer_layer_(\d+)/feedforward_intermediate_dense/(kernel|bias)$", r"encoder.layer.\1.intermediate.dense.\2"),
+    (r"^transformer_layer_(\d+)/feedforward_output_dense/(kernel|bias)$", r"encoder.layer.\1.output.dense.\2"),
+    (r"^transformer_layer_(\d+)/feedforward_layer_norm/(gamma|beta)$", r"encoder.layer.\1.output.LayerNorm.\2"),
+    (r"^pooled_dense/(kernel|bias)$", r"pooler.dense.\1"),
+)
+
+
+def keras_hub_name_to_huggingface(path: str, value: np.ndarray) -> tuple[str, np.ndarray] | None:
+    """A KerasHub BertBackbone weight as the Hugging Face weight it is: name, and value in PyTorch's layout."""
+    for pattern, replacement in _KERAS_HUB_NAMES:
+        if re.match(pattern, path):
+            name = re.sub(pattern, replacement, path)
+            if name.endswith(".kernel"):  # Keras [in, ..., out] → PyTorch [out, in]
+                name = name[: -len(".kernel")] + ".weight"
+                if "attention.output" in name:
+                    value = value.reshape(-1, value.shape[-1])
+                else:
+                    value = value.reshape(value.shape[0], -1)
+                value = value.T
+            elif name.endswith(".bias") and value.ndim > 1:
+                value = value.reshape(-1)
+            return name.replace(".gamma", ".weight").replace(".beta", ".bias"), value
+    return None
 
 
 def google_name_to_huggingface(name: str) -> str | None:
@@ -260,7 +289,13 @@ def keras_hub_preset(folder: str) -> Pretrained:
 
         with io.local_copy(folder) as local:
             backbone = keras_hub.models.BertBackbone.from_preset(local)
-        encoder.set_weights(backbone.get_weights())
+        tensors = {}
+        for weight in backbone.weights:
+            named = keras_hub_name_to_huggingface(weight.path, np.asarray(weight.numpy()))
+            if named is None:
+                raise PretrainedError(f"{folder}: the preset's weight {weight.path!r} is not a BERT weight bner knows")
+            tensors[named[0]] = named[1]
+        assign_huggingface_weights(encoder, tensors)
 
     tokenizer_json = io.join(folder, "tokenizer.json")
     lowercase = None
@@ -279,16 +314,21 @@ def keras_hub_preset(folder: str) -> Pretrained:
 def resolve_preset(name: str, cache_dir: str | None = None) -> str:
     """A local folder for a KerasHub preset name or ``kaggle://`` handle (cached, else downloaded).
 
-    KerasHub fetches presets through KaggleHub, which reads its cache folder from
-    ``KAGGLEHUB_CACHE`` at each call: ``--tfhub_cache_dir`` (the original flag's role) sets it.
+    A preset name is looked up in KerasHub's list of BERT presets for its Kaggle handle, which
+    KaggleHub downloads into its cache folder (``KAGGLEHUB_CACHE``, read at each call:
+    ``--tfhub_cache_dir``, the original flag's role, sets it).
     """
-    from keras_hub.src.utils.preset_utils import get_file
+    import kagglehub
+    import keras_hub
 
     if cache_dir:
         os.environ["KAGGLEHUB_CACHE"] = cache_dir
-
+    handle = name if name.startswith("kaggle://") else keras_hub.models.BertBackbone.presets.get(name, {}).get("kaggle_handle")
+    if handle is None:
+        known = ", ".join(sorted(keras_hub.models.BertBackbone.presets))
+        raise PretrainedError(f"{name}: not a local folder, and not a KerasHub BERT preset (those are: {known})")
     try:
-        return os.path.dirname(get_file(name, "config.json"))
+        return kagglehub.model_download(handle.removeprefix("kaggle://"))
     except Exception as e:  # noqa: BLE001 — network, auth and lookup errors all mean "cannot get it"
         raise PretrainedError(f"{name}: not a local folder, and no KerasHub preset of that name could be loaded ({e})") from None
 

@@ -50,8 +50,8 @@ def run_workers(host: str, port: int, workers: int) -> None:
 
     uvicorn binds the shared socket without ``IPPROTO_TCP``; connections accepted from it
     then report protocol 0, asyncio does not set ``TCP_NODELAY`` on them, and every
-    keep-alive request after the first waits ~40 ms for the client's delayed ACK (uvicorn
-    issue #3149; measured here: /health 1.6 ms with one worker, 44 ms with two).
+    keep-alive request after the first waits for the client's delayed ACK, tens of
+    milliseconds (uvicorn issue #3149; docs/history.md).
     """
     import uvicorn
     from uvicorn.supervisors import Multiprocess

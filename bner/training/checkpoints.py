@@ -115,10 +115,7 @@ class CheckpointManager:
 
 
 def _assign(data, path: str, model: keras.Model, optimizer: keras.optimizers.Optimizer | None) -> None:
-    saved_model_arrays = sum(1 for k in data.files if k.startswith("model/"))
-    # Checkpoints of bner 0.1.0 hold model.weights only (no dropout seed states).
-    model_variables = model.weights if saved_model_arrays == len(model.weights) else model.variables
-    parts = [("model", model_variables)] + ([("optimizer", optimizer.variables)] if optimizer is not None else [])
+    parts = [("model", model.variables)] + ([("optimizer", optimizer.variables)] if optimizer is not None else [])
     for prefix, variables in parts:
         count = sum(1 for k in data.files if k.startswith(prefix + "/"))
         if count != len(variables):

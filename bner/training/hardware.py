@@ -18,10 +18,10 @@ def cpu_training_graphs():
     """On a CPU-only TensorFlow, build the training loop's functions without Grappler's rewrites.
 
     Grappler's pass over the training step's graph (forward, gradient and optimizer:
-    thousands of ops) took 3 of the first step's 6 seconds on this project's 2-core
-    machine, and the steps ran no faster for it (0.74-0.80 s either way at 32×32, 1.53 s
-    at 32×64). On accelerators its layout and fusion passes matter, so they stay. The
-    previous setting is restored afterwards: only functions first run inside are affected.
+    thousands of ops) costs seconds at the first step and makes the steps no faster on a
+    CPU (docs/history.md). On accelerators its layout and fusion passes matter, so they
+    stay. The previous setting is restored afterwards: only functions first run inside are
+    affected.
     """
     import tensorflow as tf
 

@@ -27,44 +27,51 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
 
 
+NO_DECAY = ("bias", "gamma", "beta")  # biases and LayerNorm parameters are not decayed, as in BERT
+
+
 @keras.saving.register_keras_serializable(package="bner")
-class AdamW(keras.optimizers.AdamW):
+class AdamW(keras.optimizers.Optimizer):
     """AdamW with epsilon added to the bias-corrected second moment, as in the Adam paper and PyTorch.
 
     Keras' Adam divides by ``sqrt(v) + epsilon`` with the *uncorrected* ``v``: an effective
     epsilon of ``epsilon / sqrt(1 - beta_2**t)``, 31x larger at the first step and still 2x
-    after 300. Parameters whose gradients are around 1e-7 (many, in BERT) then move far
-    less than they should for a whole fine-tune. Measured on MiniLM with identical
-    gradients: updates 21% apart from PyTorch's after three steps with Keras' form, and
-    WNUT-17 F1 2–4 points lower.
+    after 300, so parameters whose gradients are tiny (many, in BERT) move far less than
+    PyTorch moves them for a whole fine-tune (docs/history.md has the measurement).
 
-    Weight decay (decoupled, ``w -= lr * wd * w``) is applied in the same per-variable
-    step. Keras' own pass ahead of the update computes ``w * wd * lr`` in two
-    multiplications, a third full pass over each weight, a sizeable cost for the
-    embedding matrix on a CPU. (Multiplying by ``1 - lr * wd`` instead would be cheaper
-    still but rounds that factor to float32's spacing near 1, 6e-8: the decay would be
-    off by 5% at lr 5e-5 and vanish below lr 3e-6.)
+    Weight decay (decoupled, ``w -= lr * wd * w``) is applied in the same per-variable step
+    rather than in a pass of its own over every weight, except to variables whose name holds
+    one of ``no_decay``. Written on Keras' public optimizer interface (``build`` and
+    ``update_step``); the slots of a variable are found by the identity of the variable or of
+    the TensorFlow variables behind it, which is what ``update_step`` receives on each backend.
     """
 
-    def __init__(self, *args, amsgrad: bool = False, **kwargs):
-        if amsgrad:
-            raise ValueError("bner's AdamW does not implement amsgrad")
-        super().__init__(*args, **kwargs)
+    def __init__(self, learning_rate=0.001, weight_decay: float = 0.01, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-8, no_decay: tuple[str, ...] = NO_DECAY, name: str = "adamw", **kwargs):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)  # no weight_decay: decay is applied here
+        self.decay, self.beta_1, self.beta_2, self.epsilon = weight_decay, beta_1, beta_2, epsilon
+        self.no_decay = tuple(no_decay)
 
-    def _apply_weight_decay(self, variables):
-        pass  # done in update_step
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self.momentums = [self.add_variable_from_reference(v, "momentum") for v in variables]
+        self.velocities = [self.add_variable_from_reference(v, "velocity") for v in variables]
+        self.decays = [bool(self.decay) and not any(n in v.name for n in self.no_decay) for v in variables]
+        self.slots = {key: i for i, v in enumerate(variables) for key in _identities(v)}
 
     def update_step(self, gradient, variable, learning_rate):
         ops = keras.ops
+        index = self.slots[id(variable)]
+        m, v = self.momentums[index], self.velocities[index]
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
         gradient = ops.cast(gradient, dtype)
         step = ops.cast(self.iterations + 1, dtype)
         beta_1, beta_2 = ops.cast(self.beta_1, dtype), ops.cast(self.beta_2, dtype)
-        m = self._momentums[self._get_variable_index(variable)]
-        v = self._velocities[self._get_variable_index(variable)]
-        if self.weight_decay and self._use_weight_decay(variable):
-            self.assign_sub(variable, ops.multiply(variable, lr * ops.cast(self.weight_decay, dtype)))
+        if self.decays[index]:
+            self.assign_sub(variable, ops.multiply(variable, lr * ops.cast(self.decay, dtype)))
         if _fused_update_available():
             self._fused_tensorflow_update(gradient, variable, m, v, lr, beta_1, beta_2, step)
             return
@@ -79,9 +86,9 @@ class AdamW(keras.optimizers.AdamW):
     def _fused_tensorflow_update(self, gradient, variable, m, v, lr, beta_1, beta_2, step):
         """The same update as one TensorFlow ``ApplyAdam`` kernel per variable.
 
-        Written as separate ops, the update above makes about ten passes over each
-        weight matrix (and over the 30k-row embedding every step); the fused kernel makes
-        one. ``ApplyAdam`` adds its epsilon to the uncorrected root, so it gets
+        Written as separate ops, the update above makes about ten passes over each weight
+        matrix (the 30k-row embedding included, every step); the fused kernel makes one.
+        ``ApplyAdam`` adds its epsilon to the uncorrected root, so it gets
         ``epsilon * sqrt(1 - beta_2**t)``, which is exactly the update above.
         """
         import tensorflow as tf
@@ -100,27 +107,27 @@ class AdamW(keras.optimizers.AdamW):
             grad=tf.convert_to_tensor(gradient),
         )
 
-
-    def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        """Keras' TensorFlow update, minus the distribution machinery where there is nothing to distribute.
-
-        Keras routes each variable's update through ``tf.distribute``'s ``merge_call`` and
-        ``extended.update`` even under the default (single-device) strategy: about 1.4 s of
-        the training step's one-off trace for MiniLM's hundred variables. With one replica
-        the update is the same call made directly.
-        """
-        if keras.backend.backend() != "tensorflow":
-            return super()._backend_update_step(grads, trainable_variables, learning_rate)
-        import tensorflow as tf
-
-        if tf.distribute.has_strategy():  # mirrored, multi-worker, TPU: Keras' own path
-            return super()._backend_update_step(grads, trainable_variables, learning_rate)
-        for grad, variable in zip(grads, trainable_variables, strict=True):
-            self.update_step(grad, variable.value if isinstance(variable, keras.Variable) else variable, learning_rate)
+    def get_config(self):
+        return {**super().get_config(), "weight_decay": self.decay, "beta_1": self.beta_1, "beta_2": self.beta_2,
+                "epsilon": self.epsilon, "no_decay": list(self.no_decay)}
 
 
 def _fused_update_available() -> bool:
     return keras.backend.backend() == "tensorflow"
+
+
+def _identities(variable) -> set[int]:
+    """What ``update_step`` may be handed for a model variable: the Keras variable, or on TensorFlow the
+    ``tf.Variable`` behind it, or one replica's component of a distributed one."""
+    found = {id(variable)}
+    if keras.backend.backend() == "tensorflow" and isinstance(variable, keras.Variable):
+        import tensorflow as tf
+
+        value = variable.value
+        found.add(id(value))
+        if isinstance(value, tf.distribute.DistributedValues):
+            found |= {id(component) for component in value.values}
+    return found
 
 
 def _tf_variable(variable):
@@ -146,7 +153,6 @@ def make_optimizer(
         epsilon=epsilon,
         global_clipnorm=clip_norm,
     )
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     if loss_scaling:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
