@@ -56,6 +56,27 @@ def hashed_dropout(backend: str):
     return dropout
 
 
+def sublayers(layer) -> list:
+    """Every layer inside ``layer``: a model's ``layers``, and a layer's public attributes that are layers
+    (or lists of them)."""
+    import keras
+
+    found, stack, seen = [], [layer], set()
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        found.append(current)
+        children = [value for name, value in vars(current).items() if not name.startswith("_")]
+        children += list(current.layers) if isinstance(current, keras.Model) else []
+        for value in children:
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                if isinstance(item, keras.layers.Layer):
+                    stack.append(item)
+    return found
+
+
 def worker(args) -> None:
     os.environ["KERAS_BACKEND"] = args.worker
     import keras
@@ -90,7 +111,7 @@ def worker(args) -> None:
     )[: args.steps]
     losses = [setup.step(batch) for batch in batches.iterate_batches(setup.examples, plan, setup.tokenizer.token_to_id(features.SPECIAL["pad"]))]
     np.savez(args.weights_out, *[keras.ops.convert_to_numpy(v.value) for v in setup.network.trainable_variables])
-    dropouts = [layer for layer in setup.network._flatten_layers() if isinstance(layer, keras.layers.Dropout) and layer.rate > 0]
+    dropouts = [layer for layer in sublayers(setup.network) if isinstance(layer, keras.layers.Dropout) and layer.rate > 0]
     if not all(isinstance(layer, model.Float32MaskDropout) for layer in dropouts):
         raise SystemExit("a dropout layer of the tagger is not bner's: its mask would differ between the backends")
     print(json.dumps({"losses": losses, "dropout_layers": len(dropouts)}))

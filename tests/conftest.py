@@ -119,8 +119,6 @@ def synthetic_data(tmp_path_factory) -> str:
 @pytest.fixture
 def unused_port() -> int:
     """A free TCP port on 127.0.0.1."""
-    import socket
+    from bench.common import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()

@@ -257,8 +257,29 @@ def test_constrained_decoding_is_valid_equal_to_argmax_where_that_is_valid_and_t
 
 def test_a_trained_model_of_the_older_format_says_so_and_its_export_still_loads(run, tmp_path):
     _, result, _, _ = run
-    old_model = broken_copy(result.model_dir, tmp_path, edit_metadata(format_version=1))
-    with pytest.raises(ValueError, match="an older bner .format 1.*its exports still serve"):
+    def written_before_the_layout(folder):
+        data = json.loads((folder / "metadata.json").read_text())
+        del data["network_layout"]
+        (folder / "metadata.json").write_text(json.dumps(data))
+
+    old_model = broken_copy(result.model_dir, tmp_path, written_before_the_layout)
+    with pytest.raises(ValueError, match="an older bner.*network layout 1.*its exports still serve"):
         bner.load(old_model)
-    old_export = broken_copy(result.export_path, tmp_path / "export", edit_metadata(format_version=1))
+    old_export = broken_copy(result.export_path, tmp_path / "export", written_before_the_layout)
     assert bner.load(old_export)("Anna visited Lisbon .") is not None
+
+
+def test_a_run_of_the_older_layout_is_not_resumed_but_named(run, tmp_path):
+    import shutil
+
+    from bner.folders.run_folder import OutputDirError, check_output_dir, file_digests
+
+    config, _, root, _ = run
+    old = tmp_path / "old_run"
+    shutil.copy(root / "out" / "run.json", old.mkdir() or old / "run.json")
+    record = json.loads((old / "run.json").read_text())
+    assert check_output_dir(str(root / "out"), config, file_digests(config.data.data_dir)) is not None
+    del record["network_layout"]
+    (old / "run.json").write_text(json.dumps(record))
+    with pytest.raises(OutputDirError, match="older bner.*--overwrite_output_dir"):
+        check_output_dir(str(old), config, file_digests(config.data.data_dir))

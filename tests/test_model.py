@@ -145,7 +145,9 @@ def test_every_dropout_of_the_tagger_is_bners():
     import keras
 
     tagger = model.build_tagger(EncoderConfig(50, 16, 2, 2, 32, 64), num_labels=5)
-    dropouts = [layer for layer in tagger._flatten_layers() if isinstance(layer, keras.layers.Dropout)]
+    from bench.backend_equivalence import sublayers
+
+    dropouts = [layer for layer in sublayers(tagger) if isinstance(layer, keras.layers.Dropout)]
     # embeddings, head, and per layer: attention probabilities, attention output, feed-forward output
     assert len(dropouts) == 2 + 2 * 3
     assert all(isinstance(layer, model.Float32MaskDropout) for layer in dropouts)

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.common import free_port
 from bner.data import corpus
 from bner.inference.loader import load
 from bner.serving.app import create_app
@@ -377,14 +378,11 @@ SHORT_LIMITS = {"BNER_MAX_BODY_BYTES": "10000", "BNER_HEADER_TIMEOUT": "1", "BNE
 @contextlib.contextmanager
 def running_server(model_dir: str, *flags: str, **env: str):
     """``python -m bner.serving`` in its own process on a free loopback port, until it is ready; yields the port."""
-    import socket
     import subprocess
     import sys
     import time
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "bner.serving", "--model_dir", model_dir, "--host", "127.0.0.1", "--port", str(port), *flags],
                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -637,9 +635,7 @@ def test_headers_deadline_holds_with_either_http_parser(parser):
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
             await send({"type": "http.response.body", "body": b"ok"})
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off",
                                            http=protocol_with_header_timeout(0.5, base)))
     thread = threading.Thread(target=server.run, daemon=True)

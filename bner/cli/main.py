@@ -103,11 +103,11 @@ def search_command(args: argparse.Namespace) -> int:
 
 
 def export_command(args: argparse.Namespace) -> int:
-    from bner import io
+    from bner.folders import model_folder, run_folder
     from bner.training.recipe import export_model
 
-    if not io.exists(io.join(args.run_dir, "model", "metadata.json")):
-        raise ConfigError(f"{args.run_dir}/model: no trained model to export")
+    if not model_folder.is_model_folder(run_folder.model_dir(args.run_dir)):
+        raise ConfigError(f"{run_folder.model_dir(args.run_dir)}: no trained model to export")
     config = TrainConfig.from_settings(output_dir=args.run_dir, export_dir=args.export_dir, model_name=args.model_name)
     import_tensorflow_quietly()
     export_model(config, print)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bner.config import boolean
-from bner.inference.decoding import DECODINGS
+from bner.inference.decoding import CONSISTENT_HELP, DECODING_HELP, DECODINGS
 
 
 def flag_type(kind: type):
@@ -15,9 +15,6 @@ def flag_type(kind: type):
 
 def add_decoding_options(parser: argparse.ArgumentParser) -> None:
     """``--decoding`` and ``--consistent``, as :func:`bner.load` takes them (the defaults are its own)."""
-    parser.add_argument("--decoding", choices=DECODINGS, default="constrained",
-                        help="constrained (default): the most probable label sequence the tag scheme allows; "
-                             "argmax: each word's most probable label alone")
+    parser.add_argument("--decoding", choices=DECODINGS, default="constrained", help=f"{DECODING_HELP} (default constrained)")
     parser.add_argument("--consistent", type=boolean, nargs="?", const=True, metavar="true|false", default=True,
-                        help="tag a name the same way throughout its document: one text, or a -DOCSTART- document "
-                             "(default true)")
+                        help=f"{CONSISTENT_HELP} (default true)")

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from bner import io
 from bner.config import ConfigError
 from bner.data import corpus
+from bner.folders import run_folder
 from bner.folders.locate import locate
 from bner.folders.run_folder import read_record
 from bner.model.metadata import read_metadata
@@ -66,7 +67,7 @@ def next_steps(export_path: str, say: Callable[[str], None] = print, run_dir: st
     """What to do with a fresh export: look at the run, serve it, query it, load it from Python."""
     look = ""
     if run_dir:
-        pictures = [io.join(run_dir, name) for name in ("learning_curve.png", "per_type_f1.png", "confusion.png")]
+        pictures = [io.join(run_dir, name) for name in run_folder.PICTURES]
         shown = [p for p in pictures if io.exists(p)]
         look = f"  less {io.join(export_path, 'README.md')}    # the model card: data, settings, scores per type, limits\n"
         if shown:

@@ -31,6 +31,7 @@ def check_before_starting(config: TrainConfig) -> None:
     """Everything that can be checked without TensorFlow: values, folders, the pretrained model's shape."""
     from bner import io
     from bner.cli.steps import check_model_window
+    from bner.folders import model_folder, run_folder
 
     if not (FLAGS.do_train or FLAGS.do_eval or FLAGS.do_predict or FLAGS.do_export):
         raise ConfigError("nothing to do: pass at least one of --do_train, --do_eval, --do_predict, --do_export")
@@ -41,7 +42,7 @@ def check_before_starting(config: TrainConfig) -> None:
     if FLAGS.do_eval and FLAGS.eval_output_dir and not io.same_file(FLAGS.eval_output_dir, config.output.output_dir):
         from bner.inference import evaluate
 
-        for name in evaluate.RESULTS_NAMES.values():  # another run's results are not replaced
+        for name in run_folder.RESULTS_NAMES.values():  # another run's results are not replaced
             evaluate.check_results_name(FLAGS.eval_output_dir, name)
     if FLAGS.do_train:
         from bner.training.recipe import check_before_training
@@ -53,8 +54,8 @@ def check_before_starting(config: TrainConfig) -> None:
         raise ConfigError(f"--data_dir={data_dir}: no such folder")
     if FLAGS.do_eval and not io.exists(io.join(data_dir, "test.conll")):
         raise ConfigError(f"{data_dir}: --do_eval needs test.conll")
-    model_dir = io.join(config.output.output_dir, "model")
-    if not io.exists(io.join(model_dir, "metadata.json")):
+    model_dir = run_folder.model_dir(config.output.output_dir)
+    if not model_folder.is_model_folder(model_dir):
         raise ConfigError(f"{model_dir}: no trained model (run with --do_train first, or point --output_dir at a finished run)")
     check_model_window(model_dir, window_override())
 
@@ -66,6 +67,7 @@ def window_override() -> int | None:
 def run_steps(config: TrainConfig) -> None:
     from bner import io
     from bner.cli import steps as commands
+    from bner.folders import run_folder
     from bner.inference.loader import load
     from bner.training import hardware
     from bner.training.recipe import export_model, train
@@ -77,7 +79,7 @@ def run_steps(config: TrainConfig) -> None:
         if not hardware.is_chief():
             return  # every worker trained; the chief alone evaluated and wrote (they share --output_dir)
     if (FLAGS.do_eval and not FLAGS.do_train) or FLAGS.do_predict:
-        tagger = load(io.join(out, "model"), batch_size=config.loop.eval_batch_size, max_seq_length=window_override())
+        tagger = load(run_folder.model_dir(out), batch_size=config.loop.eval_batch_size, max_seq_length=window_override())
         if FLAGS.do_eval and not FLAGS.do_train:
             folder = commands.evaluation_folder(out, config.data.data_dir, FLAGS.eval_output_dir)
             commands.evaluate_files(tagger, config.data.data_dir, folder, say)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from bner import io
-from bner.folders import exports, model_folder
+from bner.folders import exports, model_folder, run_folder
 
 EXPECTED = ("expected an export version with saved_model.pb and metadata.json, a folder of numbered versions, "
             "a trained-model folder with model.weights.h5, or a run folder holding one of those")
@@ -31,13 +31,13 @@ def locate(path: str) -> tuple[str, str]:
         return "model", path
     if exports.versions(path):
         return "export", exports.latest_export(path)
-    run_exports = io.join(path, "export")
+    run_exports = io.join(path, run_folder.EXPORTS)
     if io.exists(run_exports):
         for name in io.listdir(run_exports):
             if exports.versions(io.join(run_exports, name)):
                 return "export", exports.latest_export(io.join(run_exports, name))
-    if model_folder.is_model_folder(io.join(path, "model")):
-        return "model", io.join(path, "model")
+    if model_folder.is_model_folder(run_folder.model_dir(path)):
+        return "model", run_folder.model_dir(path)
     if not io.exists(path):
         raise FileNotFoundError(f"{path}: no such file or folder")
     raise FileNotFoundError(f"{path}: not a bner model ({EXPECTED})")

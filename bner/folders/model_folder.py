@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from bner import io
 from bner.data import features
-from bner.model.metadata import METADATA_FILE, TOKENIZER_FILE, TaggerMetadata, read_metadata, write_metadata
+from bner.model.metadata import METADATA_FILE, NETWORK_LAYOUT, TOKENIZER_FILE, TaggerMetadata, read_metadata, write_metadata
 
 if TYPE_CHECKING:  # Keras loads only when a network is built: finding a model folder needs none
     import keras
@@ -39,10 +39,11 @@ def load(folder: str) -> tuple[keras.Model, TaggerMetadata, tokenizers.Tokenizer
 def load_network(folder: str, metadata: TaggerMetadata) -> keras.Model:
     from bner.model.network import build_tagger
 
-    if metadata.format_version < 2:
+    if metadata.network_layout != NETWORK_LAYOUT:
         raise ValueError(
-            f"{folder}: a trained model of an older bner (format {metadata.format_version}), whose weights are laid out for "
-            "KerasHub's encoder, which bner no longer builds; its exports still serve. Train it again to evaluate or export it"
+            f"{folder}: a trained model of an older bner, whose weights are laid out for KerasHub's encoder (network layout "
+            f"{metadata.network_layout}), which bner no longer builds; its exports still serve. Train it again to evaluate or "
+            "export it"
         )
     model = build_tagger(metadata.encoder, len(metadata.labels))
     with tempfile.TemporaryDirectory() as tmp:

@@ -22,11 +22,13 @@ from importlib import metadata as package_metadata
 from bner import io
 from bner.config import ConfigError, TrainConfig
 from bner.data import corpus
+from bner.model.metadata import NETWORK_LAYOUT
 
 RUN_RECORD = "run.json"
 CHECKPOINTS = "checkpoints"
 MODEL = "model"
 EXPORTS = "export"
+RESULTS_NAMES = {"dev": "dev_results", "test": "eval_results"}  # a run's own scores, by split: <name>.txt and .json
 LEARNING_CURVE, PER_TYPE_F1, CONFUSION = PICTURES = ("learning_curve.png", "per_type_f1.png", "confusion.png")
 
 
@@ -106,6 +108,7 @@ def run_record(config: TrainConfig, labels: list[str], data_scheme: str, precisi
         "data_files": digests,
         "seed": config.optimization.seed,
         "precision": precision,  # what precision=auto chose on this machine
+        "network_layout": NETWORK_LAYOUT,  # how its checkpoints and trained model lay out the network's weights
     }
 
 
@@ -137,6 +140,9 @@ def check_output_dir(out: str, config: TrainConfig, digests: dict[str, str]) -> 
         return None
     if "config" not in record:
         raise OutputDirError(f"{out}/run.json was written by an older bner: pass --overwrite_output_dir to start over")
+    if record.get("network_layout", 1) != NETWORK_LAYOUT:
+        raise OutputDirError(f"{out} holds a run of an older bner, whose checkpoints and model are laid out for KerasHub's "
+                             "encoder: pass --overwrite_output_dir to start over (its exports still serve)")
     recorded = TrainConfig.from_json(record, io.join(out, RUN_RECORD))
     differs = recorded.differences(config)
     before = {k: v.get("sha256") for k, v in record.get("data_files", {}).items()}
@@ -152,6 +158,6 @@ def check_output_dir(out: str, config: TrainConfig, digests: dict[str, str]) -> 
 
 def clear_run(out: str) -> None:
     """Remove an earlier run's state (checkpoints, models, results, logs); exports stay, as versions."""
-    for name in (CHECKPOINTS, MODEL, "logs", RUN_RECORD, "eval_results.txt", "eval_results.json",
-                 "dev_results.txt", "dev_results.json", "test_results.tsv", "confusion.json", *PICTURES):
+    results = [f"{name}{ext}" for name in RESULTS_NAMES.values() for ext in (".txt", ".json")]
+    for name in (CHECKPOINTS, MODEL, "logs", RUN_RECORD, *results, "test_results.tsv", "confusion.json", *PICTURES):
         io.remove(io.join(out, name))

@@ -20,8 +20,11 @@ import numpy as np
 
 SCHEMES = ("IOB2", "IOBES")
 # How a Tagger turns word probabilities into labels: the most probable valid sequence, or each
-# word's own most probable label (as the recipe does, and bner did before constrained decoding).
+# word's own most probable label (as Hugging Face's recipe does).
 DECODINGS = ("constrained", "argmax")
+# The two choices a model is loaded with (bner.load's decoding and consistent), as every command explains them.
+DECODING_HELP = "constrained: the most probable label sequence the tag scheme allows; argmax: each word's most probable label alone"
+CONSISTENT_HELP = "tag a name the same way throughout its document: one text, or a -DOCSTART- document of a CoNLL file"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -181,7 +181,6 @@ def read_predictions(path: str) -> tuple[list[list[str]], list[list[str]]]:
     return gold, predicted
 
 
-RESULTS_NAMES = {"dev": "dev_results", "test": "eval_results"}  # a training run's own scores, by split
 
 
 def check_results_name(output_dir: str, name: str) -> None:

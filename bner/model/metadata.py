@@ -15,8 +15,10 @@ from bner import io
 
 METADATA_FILE = "metadata.json"
 TOKENIZER_FILE = "tokenizer.json"
-# 2: a trained-model folder's weights are in bner's own encoder layout (1: KerasHub's BertBackbone).
-FORMAT_VERSION = 2
+FORMAT_VERSION = 1
+# How a trained-model folder's Keras weights are laid out: 2, bner's own encoder (bner.model.network);
+# 1, KerasHub's BertBackbone, which bner no longer builds. Exports do not depend on it.
+NETWORK_LAYOUT = 2
 
 # The export's serving signature: what TensorFlow Serving and bner's backends call.
 SIGNATURE = "serving_default"
@@ -64,6 +66,7 @@ class TaggerMetadata:
     training: dict = dataclasses.field(default_factory=dict)  # how it was trained: data files, settings, machine, steps
     evaluation: dict = dataclasses.field(default_factory=dict)  # dev and test scores of this model, overall and per type
     format_version: int = FORMAT_VERSION
+    network_layout: int = NETWORK_LAYOUT
 
     @property
     def entity_types(self) -> list[str]:
@@ -86,6 +89,9 @@ class TaggerMetadata:
         try:
             fields = {f.name for f in dataclasses.fields(cls)}
             values = {k: v for k, v in data.items() if k in fields}
+            values.setdefault("network_layout", 1)  # written before the field existed
+            # Context models written before split_sentences existed always split raw text.
+            values.setdefault("split_sentences", bool(values.get("context_words")))
             values["encoder"] = EncoderConfig.from_json(data["encoder"])
             metadata = cls(**values)
         except (KeyError, TypeError, AttributeError) as e:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bner.config import boolean
-from bner.inference.decoding import DECODINGS
+from bner.inference.decoding import CONSISTENT_HELP, DECODING_HELP, DECODINGS
 from bner.model.metadata import SIGNATURE
 
 
@@ -57,9 +57,8 @@ class ServingSettings:
     model_version_label: str | None = setting("MODEL_VERSION_LABEL", None, "TF Serving version label")
     signature_name: str = setting("SIGNATURE_NAME", SIGNATURE, "the SavedModel signature")
     backend_timeout_seconds: float = setting("BNER_BACKEND_TIMEOUT", 10.0, "seconds for one TF Serving call", float, "positive")
-    decoding: str = setting("BNER_DECODING", "constrained", "constrained: the most probable label sequence the tag scheme "
-                            "allows; argmax: each word's most probable label alone", flag=True, choices=DECODINGS)
-    consistent: bool = setting("BNER_CONSISTENT", True, "tag a name the same way throughout each text", boolean, flag=True)
+    decoding: str = setting("BNER_DECODING", "constrained", DECODING_HELP, flag=True, choices=DECODINGS)
+    consistent: bool = setting("BNER_CONSISTENT", True, CONSISTENT_HELP, boolean, flag=True)
     # the process
     host: str = setting("BNER_HOST", "0.0.0.0", "address to listen on", flag=True)
     port: int = setting("PORT", 8080, "HTTP port to listen on", int, "positive", flag=True)

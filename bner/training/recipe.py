@@ -226,7 +226,7 @@ def build_training(config: TrainConfig, metadata: TaggerMetadata, plan: batches.
         tpu = hardware.TpuSettings(h.use_tpu, h.tpu_name, h.tpu_zone, h.gcp_project, h.master, h.num_tpu_cores)
         strategy = hardware.select_strategy(tpu)
     checkpoints = CheckpointManager(
-        io.join(config.output.output_dir, "checkpoints"), keep=config.loop.max_checkpoints, writer=hardware.is_chief()
+        io.join(config.output.output_dir, run_folder.CHECKPOINTS), keep=config.loop.max_checkpoints, writer=hardware.is_chief()
     )
     clip = o.max_grad_norm or None
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
@@ -444,7 +444,7 @@ def evaluate_splits(tagger, splits, out: str, say) -> dict[str, dict]:
             continue
         sentences = splits[name]
         result, predicted = tagger.evaluation(sentences)
-        evaluate.write_results(result, out, evaluate.RESULTS_NAMES[name], tagger.scoring)
+        evaluate.write_results(result, out, run_folder.RESULTS_NAMES[name], tagger.scoring)
         confusions[name] = evaluate.confusion([s.tags for s in sentences], predicted)
         if name == "test":
             rows = [[(w, g, p) for w, g, p in zip(s.words, s.tags, pred)] for s, pred in zip(sentences, predicted)]
