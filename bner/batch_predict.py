@@ -37,7 +37,6 @@ from collections.abc import Iterator, Sequence
 
 from bner.cli.options import add_decoding_options
 from bner.config import ConfigError
-from bner.data import corpus
 from bner.inference import prediction
 
 DEAD_LETTER = "dead_letter"
@@ -92,63 +91,12 @@ def tag_units(tagger, batch: Sequence[tuple[prediction.Record, ...]], batch_size
     return [[next(results) for _ in unit] for unit in batch]
 
 
-def read_file_lines(lines: Iterator[bytes], source: str, fmt: str) -> Iterator[tuple[str, object]]:
-    """``("record", Record)`` for each readable unit of a file, ``("error", dict)`` for each line that is not.
-
-    Lines are decoded one by one, so a stray byte costs its line, not the file.
-    """
-
-    def decoded() -> Iterator[tuple[int, str | None, bytes]]:
-        for number, raw in enumerate(lines, start=1):
-            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            try:
-                yield number, raw.decode("utf-8"), raw
-            except UnicodeDecodeError:
-                yield number, None, raw
-
-    if fmt == "conll":
-        problems: list[dict] = []
-
-        def good_lines():
-            for number, line, raw in decoded():
-                if line is None:
-                    problems.append(error_record(source, number, "expected UTF-8 text", raw))
-                    yield ""  # keeps the numbering; a blank line ends the sentence
-                else:
-                    yield line
-
-        for record in prediction.read_records(good_lines(), source, "conll"):
-            while problems:
-                yield "error", problems.pop(0)
-            yield "record", record
-        for problem in problems:
-            yield "error", problem
-        return
-    for number, line, raw in decoded():
-        where = f"{source}:{number}"
-        if line is None:
-            yield "error", error_record(source, number, "expected UTF-8 text", raw)
-            continue
-        try:
-            record = prediction.jsonl_record(line, where) if fmt == "jsonl" else prediction.text_record(line, where)
-        except corpus.CorpusError as e:
-            yield "error", error_record(source, number, str(e).split(": ", 1)[-1], raw)
-            continue
-        if record is not None:
-            yield "record", record
-
-
-def error_record(source: str, line: int, reason: str, raw: bytes) -> dict:
-    return {"file": source, "line": line, "error": reason, "content": raw.decode("utf-8", "replace").rstrip("\r\n")[:1000]}
-
-
 def output_json(record: prediction.Record, result) -> str:
     """One output line: ``bner predict``'s record, plus where it came from for text and CoNLL input."""
     data = prediction.output_record(record, result)
     if record.fields is None:
         data["source"] = record.where
-    return json.dumps(data, ensure_ascii=False)
+    return prediction.json_line(data)
 
 
 def tagger_handler(model: str, batch_size: int, max_batch_size: int, decoding: str = "constrained", consistent: bool = True):
@@ -197,7 +145,7 @@ def build_pipeline(pipeline, model: str, inputs: Sequence[str], output: str, fmt
 
             def records():
                 with readable.open(compression_type=beam.io.filesystem.CompressionTypes.UNCOMPRESSED) as handle:
-                    for kind, value in read_file_lines(iter(text_io.BufferedReader(handle)), path, prediction.input_format(path, fmt)):
+                    for kind, value in prediction.read_units(iter(text_io.BufferedReader(handle)), path, prediction.input_format(path, fmt)):
                         if kind == "record":
                             yield value
                         else:

@@ -115,3 +115,13 @@ def test_the_command_passes_the_decoding_options_on(monkeypatch):
     monkeypatch.setattr(batch_predict, "run", lambda *args, **options: calls.append(options))
     assert batch_predict.main(["model", "in.txt", "--output", "out", "--decoding", "argmax", "--consistent", "false"]) == 0
     assert (calls[0]["decoding"], calls[0]["consistent"]) == ("argmax", False)
+
+
+def test_a_record_utf8_cannot_hold_is_written_as_valid_utf8():
+    """A lone surrogate (valid JSON, not UTF-8) crashed the pipeline's Format step; it is written back escaped."""
+    from bner import batch_predict
+    from bner.inference import prediction
+
+    record = prediction.jsonl_record('{"id": "\\udc80", "text": "Paris \\ud800"}', "in.jsonl:1")
+    line = batch_predict.output_json(record, [])
+    assert json.loads(line.encode("utf-8").decode("utf-8")) == {"id": "\udc80", "text": "Paris \ud800", "entities": []}

@@ -57,7 +57,8 @@ def test_format_follows_the_extension_unless_given():
 def test_jsonl_fields_pass_through_and_entities_are_added(tmp_path):
     source = tmp_path / "in.jsonl"
     source.write_text('{"id": 1, "text": "Ann met Bo", "lang": "en"}\n\n{"id": 2, "text": ""}\n', encoding="utf-8")
-    written, count = prediction.predict_file(CapitalTagger(), str(source), str(tmp_path / "out.jsonl"))
+    done = prediction.predict_file(CapitalTagger(), str(source), str(tmp_path / "out.jsonl"))
+    written, count = done.written, done.count
     records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert count == 2 and written == str(tmp_path / "out.jsonl")
     assert records[0] == {"id": 1, "text": "Ann met Bo", "lang": "en", "entities": [
@@ -83,10 +84,10 @@ def test_conll_output_keeps_words_and_document_boundaries(tmp_path):
 
 
 def test_standard_input_to_standard_output(monkeypatch, capsys):
-    monkeypatch.setattr("sys.stdin", text_io.StringIO("Ann here\nno one\n"))
-    written, count = prediction.predict_file(CapitalTagger(), "-", "-")
+    monkeypatch.setattr("sys.stdin", text_io.TextIOWrapper(text_io.BytesIO(b"Ann here\nno one\n")))
+    done = prediction.predict_file(CapitalTagger(), "-", "-")
     lines = capsys.readouterr().out.splitlines()
-    assert written == "standard output" and count == 2
+    assert done.written == "standard output" and done.count == 2
     assert [len(json.loads(line)["entities"]) for line in lines] == [1, 0]
 
 
@@ -97,7 +98,7 @@ def test_memory_stays_bounded_to_one_chunk(monkeypatch, tmp_path):
     def endless_lines():
         for n in range(10_000):
             read.append(n)
-            yield f"Text {n}\n"
+            yield f"Text {n}\n".encode()
 
     tagger = CapitalTagger()
     original = tagger.predict
@@ -109,7 +110,7 @@ def test_memory_stays_bounded_to_one_chunk(monkeypatch, tmp_path):
 
     tagger.predict = predict
     monkeypatch.setattr(prediction, "open_input", lambda path: _as_context(endless_lines()))
-    _, count = prediction.predict_file(tagger, "big.txt", str(tmp_path / "out.jsonl"), chunk_size=100)
+    count = prediction.predict_file(tagger, "big.txt", str(tmp_path / "out.jsonl"), chunk_size=100).count
     assert count == 10_000 and max(tagger.calls) == 100 and len(tagger.calls) == 100
 
 
@@ -124,18 +125,46 @@ class _as_context:
         return False
 
 
-@pytest.mark.parametrize("content, message", [
-    ('{"text": "ok"}\n[1, 2]\n', "in.jsonl:2: expected a JSON object"),
-    ('{"text": "ok"}\n{"text": 5}\n', 'in.jsonl:2: expected a "text" field holding a string'),
-    ('{"text": "ok"\n', "in.jsonl:1: not a JSON object"),
+@pytest.mark.parametrize("content, line, reason", [
+    (b'{"text": "Ann"}\n[1, 2]\n{"text": "Bo"}\n', 2, "expected a JSON object"),
+    (b'{"text": "Ann"}\n{"text": 5}\n{"text": "Bo"}\n', 2, 'expected a "text" field holding a string'),
+    (b'{"text": "Ann"\n{"text": "Ann"}\n{"text": "Bo"}\n', 1, "not a JSON object"),
+    (b'{"text": "Ann"}\n{"text": "x \xff y"}\n{"text": "Bo"}\n', 2, "expected UTF-8 text"),
 ])
-def test_a_bad_jsonl_line_is_named_and_leaves_no_output(tmp_path, content, message):
-    (tmp_path / "in.jsonl").write_text(content)
-    (tmp_path / "out.jsonl").write_text("earlier predictions\n")
-    with pytest.raises(corpus.CorpusError, match=message):
-        prediction.predict_file(CapitalTagger(), str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl"), chunk_size=1)
-    assert (tmp_path / "out.jsonl").read_text() == "earlier predictions\n"  # never half-replaced
+def test_a_line_that_cannot_be_read_goes_to_the_errors_file_and_the_run_goes_on(tmp_path, content, line, reason):
+    (tmp_path / "in.jsonl").write_bytes(content)
+    done = prediction.predict_file(CapitalTagger(), str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl"), chunk_size=1)
+    labelled = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["text"] for r in labelled] == ["Ann", "Bo"] and done.count == 2 and done.errors == 1
+    assert done.errors_file == str(tmp_path / "out.jsonl.errors.jsonl")
+    [problem] = [json.loads(x) for x in (tmp_path / "out.jsonl.errors.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert problem["file"] == str(tmp_path / "in.jsonl") and problem["line"] == line and reason in problem["error"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")] == []
+
+
+def test_no_errors_file_when_every_line_is_read(tmp_path):
+    (tmp_path / "in.txt").write_text("Ann met Bo\n", encoding="utf-8")
+    done = prediction.predict_file(CapitalTagger(), str(tmp_path / "in.txt"), str(tmp_path / "out.jsonl"))
+    assert done.errors == 0 and done.errors_file is None and not (tmp_path / "out.jsonl.errors.jsonl").exists()
+
+
+def test_lone_surrogates_are_labelled_and_written_as_json_escapes(tmp_path):
+    """Valid JSON, not valid UTF-8: the text is labelled (the tagger reads U+FFFD one for one, so offsets hold)
+    and the record is written as given, escaped, so the output is valid UTF-8."""
+    (tmp_path / "in.jsonl").write_text('{"id": "\\udc80", "text": "Paris \\ud800 London"}\n', encoding="utf-8")
+    prediction.predict_file(CapitalTagger(), str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl"))
+    raw = (tmp_path / "out.jsonl").read_bytes()
+    record = json.loads(raw.decode("utf-8"))
+    assert record["id"] == "\udc80" and record["text"] == "Paris \ud800 London"
+    assert [e["text"] for e in record["entities"]] == ["Paris", "London"]
+
+
+def test_bad_bytes_on_standard_input_go_to_standard_error(monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", text_io.TextIOWrapper(text_io.BytesIO(b"Ann here\nx \xff y\nBo there\n")))
+    done = prediction.predict_file(CapitalTagger(), "-", "-")
+    captured = capsys.readouterr()
+    assert [json.loads(x)["text"] for x in captured.out.splitlines()] == ["Ann here", "Bo there"]
+    assert done.errors == 1 and json.loads(captured.err.splitlines()[0])["line"] == 2
 
 
 def test_confusion_counts_types_misses_and_spurious_entities():

@@ -678,3 +678,10 @@ def test_every_setting_is_declared_once_and_documented_from_that_table():
                                        "MODEL_VERSION": "3", "BNER_MAX_WAIT_MS": "0"})
     assert ServingSettings.from_env(chosen.environment()) == chosen  # what worker processes read back
     assert ServingSettings() == ServingSettings.from_env({})
+
+
+def test_the_python_api_takes_what_the_server_takes(tagger):
+    """Lone surrogates (valid in JSON) in words or texts read as U+FFFD, one for one; empty sentences get no tags."""
+    assert tagger.tag(["\ud800", "Paris"]) == tagger.tag(["\ufffd", "Paris"])
+    assert tagger.tag([[]]) == [[]] and tagger.tag([[], ["Paris"]])[0] == []
+    assert [(e.start, e.end) for e in tagger("Paris \ud800 London")] == [(e.start, e.end) for e in tagger("Paris \ufffd London")]

@@ -263,8 +263,11 @@ def test_prediction_streams_jsonl_and_standard_input(trained, tmp_path):
     (tmp_path / "broken.jsonl").write_text('{"text": "ok"}\n{"text": 3}\n')
     bad = run_task(f"--output_dir={out}", "--do_predict", f"--predict_file={tmp_path / 'broken.jsonl'}",
                    f"--predict_output={tmp_path / 'broken_out.jsonl'}", check=False)
-    assert bad.returncode == 2 and f"{tmp_path / 'broken.jsonl'}:2: expected a \"text\" field" in bad.stderr
-    assert not (tmp_path / "broken_out.jsonl").exists()  # no half-written output
+    # The unreadable line goes to the errors file with its file, line and reason; the run labels the rest.
+    assert bad.returncode == 0 and "1 line(s) could not be read" in bad.stdout
+    assert [json.loads(line)["text"] for line in (tmp_path / "broken_out.jsonl").read_text().splitlines()] == ["ok"]
+    [problem] = [json.loads(line) for line in (tmp_path / "broken_out.jsonl.errors.jsonl").read_text().splitlines()]
+    assert problem["line"] == 2 and problem["file"] == str(tmp_path / "broken.jsonl") and '"text" field' in problem["error"]
 
 
 def test_early_stopping_keeps_the_best_model_and_says_so(tiny_model, tmp_path):

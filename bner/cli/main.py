@@ -87,9 +87,14 @@ def predict_command(args: argparse.Namespace) -> int:
     prediction.check_output(args.input, args.output)
     tagger = _load(args)
     progress = args.progress if args.progress is not None else args.output != "-"
-    written, count = prediction.predict_file(tagger, args.input, args.output, args.format, args.batch_size, progress=progress)
-    if written != "standard output":
-        print(f"wrote predictions for {count} texts or sentences of {args.input} to {written}", file=sys.stderr)
+    done = prediction.predict_file(tagger, args.input, args.output, args.format, args.batch_size, progress=progress,
+                                   errors=args.errors)
+    if done.written != "standard output":
+        print(f"wrote predictions for {done.count} texts or sentences of {args.input} to {done.written}", file=sys.stderr)
+    if done.errors:
+        where = done.errors_file or "standard error"
+        print(f"warning: {done.errors} line(s) could not be read and were not labelled: file, line and reason in {where}",
+              file=sys.stderr)
     return 0
 
 
@@ -148,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--format", default="auto", choices=["auto", "text", "jsonl", "conll"],
                          help="input format (default: by extension; standard input is text)")
     predict.add_argument("--output", default="-", help="where to write (default: standard output); a file appears only when complete")
+    predict.add_argument("--errors", help="JSONL of the lines that could not be read, with file, line and reason "
+                                          "(default: <output>.errors.jsonl, or standard error when writing to standard output)")
     predict.add_argument("--progress", type=flag_type(bool), nargs="?", const=True, metavar="true|false",
                          help="progress bar with texts/s on standard error (default: on when writing to a file)")
     predict.set_defaults(handler=predict_command)

@@ -89,11 +89,14 @@ def run_steps(config: TrainConfig) -> None:
             path = FLAGS.predict_file or io.join(config.data.data_dir, "test.conll")
             fmt = prediction.input_format(path, FLAGS.predict_format)
             target = FLAGS.predict_output or io.join(out, f"predictions.{prediction.output_suffix(fmt)}")
-            written, count = prediction.predict_file(
+            done = prediction.predict_file(
                 tagger, path, target, fmt, FLAGS.predict_batch_size, progress=config.loop.progress and target != "-",
             )
-            if written != "standard output":
-                say(f"wrote predictions for {count} {'sentences' if fmt == 'conll' else 'texts'} of {path} to {written}")
+            if done.written != "standard output":
+                say(f"wrote predictions for {done.count} {'sentences' if fmt == 'conll' else 'texts'} of {path} to {done.written}")
+            if done.errors:
+                say(f"warning: {done.errors} line(s) could not be read and were not labelled: file, line and reason in "
+                    f"{done.errors_file or 'standard error'}")
     if FLAGS.do_export and not FLAGS.do_train:
         export_path = export_model(config, say)
     if FLAGS.show and export_path:

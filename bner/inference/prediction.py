@@ -24,7 +24,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO
 
 from bner import io
@@ -98,15 +98,15 @@ def jsonl_record(line: str, where: str) -> Record | None:
 
 
 @contextlib.contextmanager
-def open_input(path: str) -> Iterator[IO[str]]:
-    """The input's lines as text: standard input for ``-``, else the file (a byte-order mark is dropped)."""
+def open_input(path: str) -> Iterator[IO[bytes]]:
+    """The input's lines as bytes (each decoded on its own by :func:`read_units`): standard input for ``-``, else the file."""
     if path == STDIO:
-        yield sys.stdin
+        yield sys.stdin.buffer
         return
     if io.is_local(path) and os.path.isdir(path):
         raise ConfigError(f"{path}: is a folder; expected a file to label")
     try:
-        handle = io.open_file(path, "r", encoding="utf-8-sig")
+        handle = io.open_file(path, "rb")
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     with handle:
@@ -127,6 +127,57 @@ def read_records(lines: Iterable[str], source: str, fmt: str) -> Iterator[Record
                     yield record
     except UnicodeDecodeError as e:
         raise corpus.CorpusError(f"{source}: expected UTF-8 text ({e.reason})") from None
+
+
+def read_units(lines: Iterable[bytes], source: str, fmt: str) -> Iterator[tuple[str, object]]:
+    """``("record", Record)`` for each readable unit of a file, ``("error", dict)`` for each line that is not.
+
+    Lines are decoded one by one, so a stray byte costs its line, not the file.
+    """
+
+    def decoded() -> Iterator[tuple[int, str | None, bytes]]:
+        for number, raw in enumerate(lines, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                yield number, raw.decode("utf-8"), raw
+            except UnicodeDecodeError:
+                yield number, None, raw
+
+    if fmt == "conll":
+        problems: list[dict] = []
+
+        def good_lines():
+            for number, line, raw in decoded():
+                if line is None:
+                    problems.append(error_record(source, number, "expected UTF-8 text", raw))
+                    yield ""  # keeps the numbering; a blank line ends the sentence
+                else:
+                    yield line
+
+        for record in read_records(good_lines(), source, "conll"):
+            while problems:
+                yield "error", problems.pop(0)
+            yield "record", record
+        for problem in problems:
+            yield "error", problem
+        return
+    for number, line, raw in decoded():
+        where = f"{source}:{number}"
+        if line is None:
+            yield "error", error_record(source, number, "expected UTF-8 text", raw)
+            continue
+        try:
+            record = jsonl_record(line, where) if fmt == "jsonl" else text_record(line, where)
+        except corpus.CorpusError as e:
+            yield "error", error_record(source, number, str(e).split(": ", 1)[-1], raw)
+            continue
+        if record is not None:
+            yield "record", record
+
+
+def error_record(source: str, line: int, reason: str, raw: bytes) -> dict:
+    return {"file": source, "line": line, "error": reason, "content": raw.decode("utf-8", "replace").rstrip("\r\n")[:1000]}
 
 
 def chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
@@ -195,7 +246,18 @@ def output_record(record: Record, result) -> dict:
 
 def output_line(record: Record, entities) -> str:
     """One JSONL line of a text's record."""
-    return json.dumps(output_record(record, entities), ensure_ascii=False) + "\n"
+    return json_line(output_record(record, entities)) + "\n"
+
+
+def json_line(data: dict) -> str:
+    """``data`` as one line of UTF-8 JSON. Strings that UTF-8 cannot hold (lone surrogates, valid in
+    JSON input) are written as JSON escapes, so the output stays valid and the record as given."""
+    line = json.dumps(data, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(data)
+    return line
 
 
 def output_conll(record: Record, tags) -> str:
@@ -241,31 +303,66 @@ def predict_file(
     batch_size: int | None = None,
     progress: bool = False,
     chunk_size: int | None = None,
-    say: Callable[[str], None] | None = None,
-) -> tuple[str, int]:
+    errors: str | None = None,
+) -> Prediction:
     """Label ``path`` (``-``: standard input) into ``output`` (``-``/None: standard output), chunk by chunk.
 
-    Returns (where the predictions went, how many texts or sentences were labelled).
+    A line that cannot be read (not UTF-8, not a JSON object with a ``text`` string) is not
+    labelled and does not stop the run: it goes to ``errors`` (default: ``<output>.errors.jsonl``
+    beside a named output, else standard error) with its file, line and reason, as the Beam
+    pipeline writes its dead letters.
     """
     fmt = input_format(path, fmt)
     check_output(path, output)
     size = chunk_size or max(64, (batch_size or tagger.batch_size) * 32)
     source = "<stdin>" if path == STDIO else path
+    if errors is None and output not in (None, STDIO):
+        errors = f"{output}.errors.jsonl"
+    check_output(path, errors)
     bar = _bar(progress, "sentences" if fmt == "conll" else "texts")
     count = 0
-    try:
-        with open_input(path) as lines, open_output(output) as out:
-            document = 0
-            for chunk in chunks(read_records(lines, source, fmt), size):
-                out.writelines(tag_chunk(tagger, chunk, batch_size, document))
-                document = chunk[-1].document
-                count += len(chunk)
-                if bar is not None:
-                    bar.update(len(chunk))
-    finally:
+    with contextlib.ExitStack() as stack:
         if bar is not None:
-            bar.close()
-    return ("standard output" if output in (None, STDIO) else output), count
+            stack.callback(bar.close)
+        lines = stack.enter_context(open_input(path))
+        out = stack.enter_context(open_output(output))
+        problems = ErrorSink(errors, stack)
+        records = (value for kind, value in read_units(lines, source, fmt) if kind == "record" or problems.add(value))
+        document = 0
+        for chunk in chunks(records, size):
+            out.writelines(tag_chunk(tagger, chunk, batch_size, document))
+            document = chunk[-1].document
+            count += len(chunk)
+            if bar is not None:
+                bar.update(len(chunk))
+    written = "standard output" if output in (None, STDIO) else output
+    return Prediction(written, count, problems.count, errors if problems.count and errors not in (None, STDIO) else None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """What :func:`predict_file` did: where the labels went, how many units, and the lines it could not read."""
+
+    written: str
+    count: int
+    errors: int = 0
+    errors_file: str | None = None  # None: none, or they went to standard error
+
+
+class ErrorSink:
+    """Lines that could not be read, as JSONL: to a file that appears once complete (opened at the
+    first error), or to standard error."""
+
+    def __init__(self, path: str | None, stack: contextlib.ExitStack):
+        self.path, self.stack, self.handle, self.count = path, stack, None, 0
+
+    def add(self, problem: dict) -> bool:
+        """Write ``problem``; False, so a filter that calls it drops the line."""
+        if self.handle is None:
+            self.handle = sys.stderr if self.path in (None, STDIO) else self.stack.enter_context(open_output(self.path))
+        self.handle.write(json_line(problem) + "\n")
+        self.count += 1
+        return False
 
 
 def _bar(enabled: bool, unit: str):

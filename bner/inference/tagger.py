@@ -211,6 +211,8 @@ class Tagger:
     ) -> Generator[None, None, list[TaggedSentence]]:
         if not sentences:
             return []
+        # Words with lone surrogates (from JSON) read as U+FFFD, as raw text does: the tokenizer refuses them.
+        sentences = [[text.readable(w) for w in s] for s in sentences]
         examples = self.preprocessor.encode(sentences, contexts=self.contexts(sentences, documents))
         buckets = batches.padding_buckets(self.preprocessor.max_seq_length, getattr(self.backend, "static_shapes", True))
         plan = batches.plan_batches([len(e) for e in examples], batch_size or self.batch_size, buckets)
@@ -224,7 +226,7 @@ class Tagger:
                 raise ValueError(f"{self.source}: the model answers {probabilities.shape[-1]} labels, metadata.json lists {len(labels)}")
             for row, i in enumerate(batch.indices):
                 piece_probabilities[i] = probabilities[row]
-        probabilities = list(features.word_values(examples, piece_probabilities, len(sentences)))
+        probabilities = [p.reshape(len(p), len(labels)) for p in features.word_values(examples, piece_probabilities, len(sentences))]
         tagged = [self.decode(p) for p in probabilities]
         if self.consistent:
             tagged = self.agree(sentences, tagged, probabilities, [0] * len(sentences) if documents is None else documents)
