@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from typing import Any
 
 from bner import io
@@ -214,6 +215,9 @@ class TrainConfig:
             raise ConfigError(f"--dropout={m.dropout}: must be at least 0 and below 1")
         if m.max_seq_length < 3:
             raise ConfigError(f"--max_seq_length={m.max_seq_length}: must be at least 3 ([CLS], one piece, [SEP])")
+        # A folder of its own under the export folder, and a name TensorFlow Serving takes.
+        if not re.fullmatch(r"[A-Za-z0-9][\w.-]*", self.output.model_name):
+            raise ConfigError(f"--model_name={self.output.model_name!r}: expected a plain name (letters, digits, '_', '.', '-')")
         if self.hardware.use_tpu and o.train_batch_size % self.hardware.num_tpu_cores:
             raise ConfigError(
                 f"--train_batch_size={o.train_batch_size} must divide evenly over --num_tpu_cores={self.hardware.num_tpu_cores}"

@@ -29,6 +29,11 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+def publish_mode(path: str) -> None:
+    """Give a file written under a temporary name the mode a plain ``open`` would have (0666 less the umask)."""
+    os.chmod(path, 0o666 & ~_UMASK)
+
+
 def is_local(path: str) -> bool:
     return "://" not in str(path) or str(path).startswith("file://")
 
@@ -120,7 +125,7 @@ def write_bytes(path: str, data: bytes) -> None:
         try:
             # mkstemp makes the file private (0600); give it the mode open() would, so a server
             # running as another user can read an export's metadata.json.
-            os.chmod(tmp, 0o666 & ~_UMASK)
+            publish_mode(tmp)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()

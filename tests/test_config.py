@@ -51,6 +51,9 @@ def test_unknown_settings_are_refused():
         ({"dropout": 1.0}, "--dropout=1.0"),
         ({"hidden_act": "swish"}, "--hidden_act=swish"),
         ({"use_tpu": True, "train_batch_size": 12}, "must divide evenly over --num_tpu_cores=8"),
+        ({"model_name": "/tmp/elsewhere"}, "--model_name='/tmp/elsewhere': expected a plain name"),
+        ({"model_name": "../../x"}, "--model_name='../../x'"),
+        ({"model_name": ""}, "--model_name=''"),
     ],
 )
 def test_nonsense_values_are_refused(settings, message):

@@ -191,3 +191,13 @@ def test_the_output_may_not_be_the_input(tmp_path, monkeypatch):
     assert source.read_text(encoding="utf-8") == "Ann met Bo\n"
     with pytest.raises(prediction.ConfigError, match="a folder; give a file name"):
         prediction.predict_file(CapitalTagger(), str(source), str(tmp_path))
+
+
+def test_a_written_file_follows_the_umask(tmp_path, monkeypatch):
+    """The process's umask (read once at start) sets a published file's mode, not a fixed 0644."""
+    from bner import io
+
+    monkeypatch.setattr(io, "_UMASK", 0o077)
+    (tmp_path / "in.txt").write_text("Ann met Bo\n", encoding="utf-8")
+    prediction.predict_file(CapitalTagger(), str(tmp_path / "in.txt"), str(tmp_path / "out.jsonl"))
+    assert (tmp_path / "out.jsonl").stat().st_mode & 0o777 == 0o600

@@ -685,3 +685,23 @@ def test_the_python_api_takes_what_the_server_takes(tagger):
     assert tagger.tag(["\ud800", "Paris"]) == tagger.tag(["\ufffd", "Paris"])
     assert tagger.tag([[]]) == [[]] and tagger.tag([[], ["Paris"]])[0] == []
     assert [(e.start, e.end) for e in tagger("Paris \ud800 London")] == [(e.start, e.end) for e in tagger("Paris \ufffd London")]
+
+
+def test_a_422_never_echoes_a_huge_field_name(tagger):
+    with client_for(tagger) as client:
+        response = client.post("/api/ner/recognize", json={"text": "a", "x" * 100_000: 1})
+    assert response.status_code == 422 and len(response.content) < 500
+
+
+def test_a_port_in_use_is_reported_before_the_model_loads(export):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        served = subprocess.run([sys.executable, "-m", "bner.serving", "--model_dir", export[2], "--host", "127.0.0.1",
+                                 "--port", str(port)], capture_output=True, text=True, timeout=120)
+    assert served.returncode == 2 and "Address already in use" in served.stderr and "serving" not in served.stdout

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 
@@ -86,6 +87,8 @@ def predict_command(args: argparse.Namespace) -> int:
     prediction.input_format(args.input, args.format)
     prediction.check_output(args.input, args.output)
     tagger = _load(args)
+    # SIGTERM (a scheduler stopping the job) unwinds like Ctrl-C, so no half-written file is left behind.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     progress = args.progress if args.progress is not None else args.output != "-"
     done = prediction.predict_file(tagger, args.input, args.output, args.format, args.batch_size, progress=progress,
                                    errors=args.errors)
@@ -114,6 +117,7 @@ def export_command(args: argparse.Namespace) -> int:
     if not model_folder.is_model_folder(run_folder.model_dir(args.run_dir)):
         raise ConfigError(f"{run_folder.model_dir(args.run_dir)}: no trained model to export")
     config = TrainConfig.from_settings(output_dir=args.run_dir, export_dir=args.export_dir, model_name=args.model_name)
+    config.check()
     import_tensorflow_quietly()
     export_model(config, print)
     return 0
@@ -191,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CorpusError, PretrainedError, ValueError, OSError, subprocess.CalledProcessError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM during predict: files being written were removed on the way out
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

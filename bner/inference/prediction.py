@@ -279,7 +279,7 @@ def open_output(path: str | None) -> Iterator[IO[str]]:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             yield handle
         if folder:
-            os.chmod(tmp, 0o644)
+            io.publish_mode(tmp)
             os.replace(tmp, path)
         else:
             _upload(tmp, path)  # an object store publishes the object only once its upload completes

@@ -80,7 +80,6 @@ def main(argv=None, prog: str = "bner-serve") -> int:
     args = parse_args(argv, prog)
     import uvicorn
 
-    import_tensorflow_quietly(without_keras=True)  # serving runs a SavedModel: TensorFlow, no Keras
     try:
         settings = settings_from_args(args)
     except ValueError as e:
@@ -94,6 +93,12 @@ def main(argv=None, prog: str = "bner-serve") -> int:
             print(f"error: {settings.host}:{settings.port}: {e.strerror or e}", file=sys.stderr)
             return 2
         return 0
+    try:  # the address first: a port in use is reported before TensorFlow and the model load
+        listener = tcp_listener(settings.host, settings.port)
+    except OSError as e:
+        print(f"error: {settings.host}:{settings.port}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    import_tensorflow_quietly(without_keras=True)  # serving runs a SavedModel: TensorFlow, no Keras
     from bner.serving.app import create_app
 
     try:
@@ -102,7 +107,7 @@ def main(argv=None, prog: str = "bner-serve") -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"bner: serving {settings.model_name} ({app.state.tagger.backend.name}) on http://{settings.host}:{settings.port}", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", **uvicorn_options(settings))
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", **uvicorn_options(settings))).run(sockets=[listener])
     return 0
 
 

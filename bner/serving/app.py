@@ -172,13 +172,22 @@ def create_app(settings: ServingSettings, tagger=None) -> FastAPI:
     return app
 
 
+MAX_ERRORS_SHOWN = 10
+MAX_NAME_SHOWN = 64
+
+
+def shortened(name: str) -> str:
+    return name if len(name) <= MAX_NAME_SHOWN else name[:MAX_NAME_SHOWN] + "…"
+
+
 def add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError):
         metrics.errors.labels("invalid").inc()
         messages = []
-        for e in error.errors():
-            where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+        for e in error.errors()[:MAX_ERRORS_SHOWN]:
+            # Field names come from the client: a few of them, shortened, so an answer never echoes a huge key.
+            where = ".".join(shortened(str(p)) for p in e.get("loc", ()) if p != "body")
             messages.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
         return JSONResponse({"detail": "; ".join(messages) or "invalid request"}, status_code=422)
 
