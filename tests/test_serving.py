@@ -705,3 +705,16 @@ def test_a_port_in_use_is_reported_before_the_model_loads(export):
         served = subprocess.run([sys.executable, "-m", "bner.serving", "--model_dir", export[2], "--host", "127.0.0.1",
                                  "--port", str(port)], capture_output=True, text=True, timeout=120)
     assert served.returncode == 2 and "Address already in use" in served.stderr and "serving" not in served.stdout
+
+
+def test_the_docs_examples_succeed_and_error_bodies_match_the_schema(tagger):
+    with client_for(tagger) as client:
+        spec = client.get("/openapi.json").json()
+        operation = spec["paths"]["/api/ner/recognize"]["post"]
+        examples = operation["requestBody"]["content"]["application/json"]["examples"]
+        assert examples and all(client.post("/api/ner/recognize", json=e["value"]).status_code == 200 for e in examples.values())
+        for status in ("413", "422", "503"):
+            schema = operation["responses"][status]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+            assert spec["components"]["schemas"][schema]["properties"]["detail"]["type"] == "string"
+        invalid = client.post("/api/ner/recognize", json={"text": "a", "texts": ["b"]})
+        assert invalid.status_code == 422 and isinstance(invalid.json()["detail"], str)

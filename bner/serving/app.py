@@ -13,8 +13,9 @@ import logging
 import os
 import time
 from importlib import resources
+from typing import Annotated
 
-from fastapi import FastAPI, Request
+from fastapi import Body, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -67,6 +68,26 @@ class RecognizeRequest(BaseModel):
         if (self.text is None) == (self.texts is None):
             raise ValueError('give exactly one of "text" (a string) or "texts" (a list of strings)')
         return self
+
+
+# What /docs offers to send ("Try it out" sends the one chosen).
+REQUEST_EXAMPLES = {
+    "one text": {"value": {"text": "Angela Merkel flew to Paris on Monday."}},
+    "several texts": {"value": {"texts": ["Shares of Toyota rose in Tokyo.", "Angela Merkel flew to Paris."]}},
+    "with tokens": {"value": {"text": "Angela Merkel flew to Paris.", "include_tokens": True}},
+}
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="What was wrong with the request, or why it cannot be answered now.")
+
+
+# Every error answer is {"detail": "..."}; the OpenAPI schema says so rather than FastAPI's default list.
+ERROR_RESPONSES = {
+    413: {"model": ErrorOut, "description": "Too large: more texts, characters or word pieces than the limits allow"},
+    422: {"model": ErrorOut, "description": "Not a valid request (fields, types, exactly one of text and texts)"},
+    503: {"model": ErrorOut, "description": "Overloaded or the model backend is unavailable; retry after Retry-After"},
+}
 
 
 class EntityOut(BaseModel):
@@ -330,8 +351,8 @@ def add_recognize(app: FastAPI, settings: ServingSettings, tagger, batcher: Micr
         return JSONResponse({"detail": detail}, status_code=413)
 
     @app.post("/api/ner/recognize", response_model=RecognizeResponse, response_model_exclude_none=True,
-              summary="Find the named entities in one text or several")
-    async def recognize(body: RecognizeRequest, request: Request):
+              summary="Find the named entities in one text or several", responses=ERROR_RESPONSES)
+    async def recognize(body: Annotated[RecognizeRequest, Body(openapi_examples=REQUEST_EXAMPLES)], request: Request):
         texts = [body.text] if body.text is not None else body.texts
         if len(texts) > settings.max_texts:
             return too_large(f"{len(texts)} texts in one request; the limit is {settings.max_texts}")
