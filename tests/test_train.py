@@ -266,7 +266,8 @@ def test_killed_run_resumes_to_the_same_total_steps(tiny_model, tmp_path):
     assert [h["epoch"] for h in record["training"]["history"]][-1] == 3
     # Each epoch's pause is on record, part by part (dev scoring, checkpoint).
     assert all(h["pause_seconds"] >= h["dev_seconds"] + h["checkpoint_seconds"] - 0.02 for h in record["training"]["history"])
-    assert all(0 < h["dev_forward_seconds"] <= h["dev_seconds"] for h in record["training"]["history"])
+    # (rounded to 10 ms, so a fast dev pass on an idle machine may show 0.0)
+    assert all(0 <= h["dev_forward_seconds"] <= h["dev_seconds"] for h in record["training"]["history"])
     assert record["status"] == "finished" and record["training"]["resumed_from_step"] == interrupted_at
     assert (out / "export" / "bner" / "1" / "saved_model.pb").exists()
 
