@@ -201,3 +201,9 @@ def test_a_written_file_follows_the_umask(tmp_path, monkeypatch):
     (tmp_path / "in.txt").write_text("Ann met Bo\n", encoding="utf-8")
     prediction.predict_file(CapitalTagger(), str(tmp_path / "in.txt"), str(tmp_path / "out.jsonl"))
     assert (tmp_path / "out.jsonl").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_errors_file_may_not_be_the_output(tmp_path):
+    (tmp_path / "in.txt").write_text("Ann met Bo\n", encoding="utf-8")
+    with pytest.raises(prediction.ConfigError, match="that is the output file"):
+        prediction.predict_file(CapitalTagger(), str(tmp_path / "in.txt"), str(tmp_path / "out.jsonl"), errors=str(tmp_path / "out.jsonl"))

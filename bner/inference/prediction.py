@@ -319,6 +319,8 @@ def predict_file(
     if errors is None and output not in (None, STDIO):
         errors = f"{output}.errors.jsonl"
     check_output(path, errors)
+    if errors not in (None, STDIO) and output not in (None, STDIO) and io.same_file(errors, output):
+        raise ConfigError(f"--errors {errors}: that is the output file; give the errors a file of their own")
     bar = _bar(progress, "sentences" if fmt == "conll" else "texts")
     count = 0
     with contextlib.ExitStack() as stack:

@@ -191,6 +191,9 @@ class Tagger:
             if isinstance(sentence, str) or not isinstance(sentence, Iterable) or not all(isinstance(w, str) for w in sentence):
                 where = "" if single else f"sentence {i}: "
                 raise TypeError(f"{where}expected a list of words (str), got {sentence!r:.60}")
+        # A caller's words may hold lone surrogates (valid in JSON), which the tokenizer refuses: U+FFFD, one for one,
+        # as raw text reads them. Files come decoded, so the shared steps below need not look.
+        sentences = [[text.readable(w) for w in sentence] for sentence in sentences]
         tags = [corpus.convert_tags(t.tags, self.metadata.data_scheme) for t in self.tag_sentences(sentences, documents=documents)]
         return tags[0] if single else tags
 
@@ -211,8 +214,6 @@ class Tagger:
     ) -> Generator[None, None, list[TaggedSentence]]:
         if not sentences:
             return []
-        # Words with lone surrogates (from JSON) read as U+FFFD, as raw text does: the tokenizer refuses them.
-        sentences = [[text.readable(w) for w in s] for s in sentences]
         examples = self.preprocessor.encode(sentences, contexts=self.contexts(sentences, documents))
         buckets = batches.padding_buckets(self.preprocessor.max_seq_length, getattr(self.backend, "static_shapes", True))
         plan = batches.plan_batches([len(e) for e in examples], batch_size or self.batch_size, buckets)
