@@ -499,7 +499,10 @@ def main(argv=None):
     label2id = {tag: i for i, tag in enumerate(labels)}
     id2label = {i: tag for tag, i in label2id.items()}
 
-    tokenizer = AutoTokenizer.from_pretrained(args.model_dir, use_fast=True)
+    # As run_ner.py does: byte-level BPE tokenizers take pre-split words only with a prefix space.
+    model_type = transformers.AutoConfig.from_pretrained(args.model_dir).model_type
+    prefix_space = {"add_prefix_space": True} if model_type in {"bloom", "gpt2", "roberta", "deberta"} else {}
+    tokenizer = AutoTokenizer.from_pretrained(args.model_dir, use_fast=True, **prefix_space)
     if not getattr(tokenizer, "is_fast", True):
         sys.exit("a fast tokenizer is required (word_ids())")
 

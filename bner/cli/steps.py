@@ -23,7 +23,7 @@ def check_model_window(model_dir: str, max_seq_length: int | None) -> None:
     if max_seq_length is None:
         return
     _, folder = locate(model_dir)
-    positions = read_metadata(folder).encoder.max_position_embeddings
+    positions = read_metadata(folder).encoder.max_positions
     if max_seq_length > positions:
         raise ConfigError(f"--max_seq_length {max_seq_length} is longer than the model's {positions} positions")
     if max_seq_length < 3:

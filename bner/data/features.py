@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import json
 import logging
 from collections.abc import Sequence
 
@@ -25,10 +26,20 @@ from bner import io
 log = logging.getLogger(__name__)
 
 IGNORE = -1  # label id of pieces that carry no label (padding, special, non-first pieces)
-SPECIAL = {"cls": "[CLS]", "sep": "[SEP]", "pad": "[PAD]", "unk": "[UNK]"}
+SPECIAL = {"cls": "[CLS]", "sep": "[SEP]", "pad": "[PAD]", "unk": "[UNK]"}  # BERT's; a model's own are in its metadata
 
 
 # ---------------------------------------------------------------- tokenizer
+
+
+def is_wordpiece(vocab_file: str | None = None, tokenizer_file: str | None = None) -> bool:
+    """Whether a model's tokenizer is BERT's WordPiece, the one whose casing bner may set."""
+    if tokenizer_file:
+        try:
+            return json.loads(io.read_text(tokenizer_file)).get("model", {}).get("type") == "WordPiece"
+        except (ValueError, AttributeError):
+            return False
+    return bool(vocab_file)
 
 
 def build_tokenizer(
@@ -36,16 +47,25 @@ def build_tokenizer(
     tokenizer_file: str | None = None,
     lowercase: bool | None = None,
     strip_accents: bool | None = None,
+    special_tokens: dict[str, str] | None = None,
 ) -> tokenizers.Tokenizer:
-    """A BERT word-piece tokenizer from ``tokenizer.json`` or from ``vocab.txt``.
+    """A model's tokenizer from its ``tokenizer.json``, or a BERT word-piece one from ``vocab.txt``.
 
-    ``lowercase=None`` keeps what ``tokenizer.json`` says. Uncased BERT strips accents as
-    well as lowercasing; ``strip_accents=None`` follows ``lowercase`` as BERT's recipe does.
+    ``lowercase=None`` keeps what ``tokenizer.json`` says. Only a WordPiece tokenizer's casing
+    can be set (uncased BERT strips accents as well as lowercasing; ``strip_accents=None``
+    follows ``lowercase`` as BERT's recipe does): byte-level BPE and SentencePiece models
+    normalise as they were trained to, and asking otherwise is an error.
     """
     if tokenizer_file:
         tokenizer = tokenizers.Tokenizer.from_str(io.read_text(tokenizer_file))
-        if lowercase is not None:
-            tokenizer.normalizer = bert_normalizer(lowercase, strip_accents)
+        if isinstance(tokenizer.model, tokenizers.models.WordPiece):
+            if lowercase is not None:
+                tokenizer.normalizer = bert_normalizer(lowercase, strip_accents)
+        elif lowercase is not None and lowercase != normalisation(tokenizer)[0]:
+            raise ValueError(
+                f"{tokenizer_file}: this tokenizer {'lowercases' if not lowercase else 'keeps case'} by its own rules; "
+                "--do_lower_case applies to WordPiece (BERT-style) vocabularies only"
+            )
     elif vocab_file:
         model = tokenizers.models.WordPiece(read_vocabulary(vocab_file), unk_token=SPECIAL["unk"])
         tokenizer = tokenizers.Tokenizer(model)
@@ -53,16 +73,23 @@ def build_tokenizer(
         tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     else:
         raise ValueError("a tokenizer needs a vocab.txt or a tokenizer.json")
-    tokenizer.post_processor = None  # [CLS]/[SEP] are added per window, not per sentence
+    tokenizer.post_processor = None  # [CLS]/[SEP] (or <s>/</s>) are added per window, not per sentence
     tokenizer.no_truncation()
     tokenizer.no_padding()
-    for name in SPECIAL.values():
+    for name in (special_tokens or SPECIAL).values():
         if tokenizer.token_to_id(name) is None:
             raise ValueError(f"the vocabulary has no {name} token")
     return tokenizer
 
 
-def read_tokenizer(path: str) -> tokenizers.Tokenizer:
+def normalisation(tokenizer: tokenizers.Tokenizer) -> tuple[bool, bool]:
+    """Whether the tokenizer lowercases, and whether it strips accents, as its normaliser shows."""
+    if tokenizer.normalizer is None:
+        return False, False
+    return tokenizer.normalizer.normalize_str("A") == "a", tokenizer.normalizer.normalize_str("\u00e9") in ("e", "E")
+
+
+def read_tokenizer(path: str, special_tokens: dict[str, str] | None = None) -> tokenizers.Tokenizer:
     """A model folder's ``tokenizer.json`` (as bner saved it), with a one-line error for a bad file."""
     try:
         tokenizer = tokenizers.Tokenizer.from_str(io.read_text(path))
@@ -70,7 +97,7 @@ def read_tokenizer(path: str) -> tokenizers.Tokenizer:
         raise ValueError(f"{path}: file not found") from None
     except Exception as e:  # noqa: BLE001 — the Rust parser raises plain Exception
         raise ValueError(f"{path}: not a tokenizer file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    for name in SPECIAL.values():
+    for name in (special_tokens or SPECIAL).values():
         if tokenizer.token_to_id(name) is None:
             raise ValueError(f"{path}: the vocabulary has no {name} token")
     return tokenizer
@@ -109,30 +136,43 @@ class TokenizedSentence:
 
 
 def tokenize(
-    tokenizer: tokenizers.Tokenizer, sentences: Sequence[Sequence[str]], max_pieces_per_word: int
+    tokenizer: tokenizers.Tokenizer, sentences: Sequence[Sequence[str]], max_pieces_per_word: int, unk_id: int | None = None
 ) -> list[TokenizedSentence]:
-    """Word pieces of each sentence's words.
+    """Word pieces of each sentence's words, exactly as the tokenizer splits the running text.
+
+    Each sentence is tokenised as its words joined by single spaces, and each piece belongs to
+    the word its characters end in (a piece made only of the space before a word, as
+    SentencePiece's ``▁`` can be, belongs to that word). So a word that is not first keeps the
+    leading space byte-level BPE (RoBERTa) saw in pre-training, and SentencePiece's ``▁``
+    marks each word as it did there; WordPiece splits on spaces either way.
 
     A word the tokenizer reduces to nothing (a control or zero-width character) becomes
-    ``[UNK]`` so it keeps its place; a word with more pieces than fit in a window keeps its
-    first ``max_pieces_per_word`` (its label sits on the first piece).
+    ``unk_id`` (default: BERT's ``[UNK]``) so it keeps its place; a word with more pieces than
+    fit in a window keeps its first ``max_pieces_per_word`` (its label sits on the first piece).
     """
-    unk = tokenizer.token_to_id(SPECIAL["unk"])
+    if unk_id is None:
+        unk_id = tokenizer.token_to_id(SPECIAL["unk"])
+    texts = [" ".join(words) for words in sentences]
     result = []
-    encodings = tokenizer.encode_batch(
-        [list(words) for words in sentences], is_pretokenized=True, add_special_tokens=False
-    )
-    for words, encoding in zip(sentences, encodings):
-        per_word: list[list[int]] = [[] for _ in words]
-        for piece, word in zip(encoding.ids, encoding.word_ids):
-            if word is not None:
-                per_word[word].append(piece)
-        pieces: list[int] = []
-        starts = np.empty(len(words), dtype=np.int64)
-        for i, word_pieces in enumerate(per_word):
-            starts[i] = len(pieces)
-            pieces.extend(word_pieces[:max_pieces_per_word] or [unk])
-        result.append(TokenizedSentence(np.asarray(pieces, dtype=np.int32), starts))
+    for words, encoding in zip(sentences, tokenizer.encode_batch(texts, add_special_tokens=False)):
+        n = len(words)
+        if n == 0:
+            result.append(TokenizedSentence(np.zeros(0, np.int32), np.zeros(0, np.int64)))
+            continue
+        word_ends = np.cumsum([len(w) + 1 for w in words]) - 1  # character where each word ends
+        ids = np.asarray(encoding.ids, dtype=np.int32)
+        piece_ends = np.fromiter((end for _, end in encoding.offsets), dtype=np.int64, count=len(ids))
+        owner = np.minimum(np.searchsorted(word_ends, piece_ends, side="left"), n - 1)
+        order = np.argsort(owner, kind="stable")
+        ids, owner = ids[order], owner[order]
+        first = np.searchsorted(owner, np.arange(n))  # each word's first piece among ``ids``
+        rank = np.arange(len(ids)) - first[owner]
+        keep = rank < max_pieces_per_word
+        count = np.maximum(np.minimum(np.bincount(owner, minlength=n), max_pieces_per_word), 1)  # an empty word: one [UNK]
+        starts = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64)
+        pieces = np.full(int(count.sum()), unk_id, dtype=np.int32)
+        pieces[starts[owner[keep]] + rank[keep]] = ids[keep]
+        result.append(TokenizedSentence(pieces, starts))
     return result
 
 
@@ -215,14 +255,19 @@ class Preprocessor:
     tokenizer: tokenizers.Tokenizer
     max_seq_length: int
     overlap: int | None = None
+    special_tokens: dict[str, str] | None = None  # the model's cls/sep/pad/unk; None: BERT's
 
     @property
     def max_pieces(self) -> int:
         return self.max_seq_length - 2  # room for [CLS] and [SEP]
 
+    def special_id(self, role: str) -> int:
+        """The id of the model's ``cls``, ``sep``, ``pad`` or ``unk`` piece."""
+        return self.tokenizer.token_to_id((self.special_tokens or SPECIAL)[role])
+
     @property
     def pad_id(self) -> int:
-        return self.tokenizer.token_to_id(SPECIAL["pad"])
+        return self.special_id("pad")
 
     def encode(
         self,
@@ -239,15 +284,14 @@ class Preprocessor:
         """
         if self.max_seq_length < 3 + (2 if contexts is not None else 0):
             raise ValueError(f"max_seq_length must be at least {3 + (2 if contexts is not None else 0)}, got {self.max_seq_length}")
-        cls = self.tokenizer.token_to_id(SPECIAL["cls"])
-        sep = self.tokenizer.token_to_id(SPECIAL["sep"])
+        cls, sep, unk = self.special_id("cls"), self.special_id("sep"), self.special_id("unk")
         room = self.max_pieces - (2 if contexts is not None else 0)  # two more [SEP] around the sentence
         overlap = room // 4 if self.overlap is None else self.overlap
         examples = []
-        tokenized = tokenize(self.tokenizer, sentences, room)
+        tokenized = tokenize(self.tokenizer, sentences, room, unk)
         if contexts is not None:
-            lefts = tokenize(self.tokenizer, [c[0] for c in contexts], room)
-            rights = tokenize(self.tokenizer, [c[1] for c in contexts], room)
+            lefts = tokenize(self.tokenizer, [c[0] for c in contexts], room, unk)
+            rights = tokenize(self.tokenizer, [c[1] for c in contexts], room, unk)
         for index, sentence in enumerate(tokenized):
             for window in plan_windows(sentence, room, overlap, index):
                 first_piece = int(sentence.word_starts[window.start])

@@ -33,7 +33,7 @@ def save(model: keras.Model, metadata: TaggerMetadata, tokenizer: tokenizers.Tok
 def load(folder: str) -> tuple[keras.Model, TaggerMetadata, tokenizers.Tokenizer]:
     """The saved network, rebuilt under the current backend and precision, with its metadata and tokenizer."""
     metadata = read_metadata(folder)
-    return load_network(folder, metadata), metadata, features.read_tokenizer(io.join(folder, metadata.tokenizer_file))
+    return load_network(folder, metadata), metadata, features.read_tokenizer(io.join(folder, metadata.tokenizer_file), metadata.special_tokens)
 
 
 def load_network(folder: str, metadata: TaggerMetadata) -> keras.Model:

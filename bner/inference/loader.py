@@ -43,7 +43,7 @@ def load(
     kind, folder = locate(path)
     # An export's metadata file by any name (METADATA_FILE), else the folder's metadata.json.
     metadata = read_metadata(str(path) if str(path).endswith(".json") else folder)
-    tokenizer = features.read_tokenizer(io.join(folder, metadata.tokenizer_file))
+    tokenizer = features.read_tokenizer(io.join(folder, metadata.tokenizer_file), metadata.special_tokens)
     _quiet_tensorflow(verbose, without_keras=bool(host) or kind == "export")
     if host:
         backend = backends.TFServingBackend(

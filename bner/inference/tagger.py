@@ -81,11 +81,11 @@ class Tagger:
         self._of_type = np.array([[t == e for e in metadata.entity_types] for t in types], dtype=np.float32)
         self._label_ids = {label: i for i, label in enumerate(metadata.labels)}
         window = max_seq_length or metadata.max_seq_length
-        if window > metadata.encoder.max_position_embeddings:
+        if window > metadata.encoder.max_positions:
             raise ValueError(
-                f"max_seq_length {window} is longer than the model's {metadata.encoder.max_position_embeddings} positions"
+                f"max_seq_length {window} is longer than the model's {metadata.encoder.max_positions} positions"
             )
-        self.preprocessor = features.Preprocessor(tokenizer, window)
+        self.preprocessor = features.Preprocessor(tokenizer, window, special_tokens=metadata.special_tokens)
         outputs = getattr(backend, "num_labels", None)
         if outputs is not None and outputs != len(metadata.labels):
             raise ValueError(
@@ -278,7 +278,7 @@ class Tagger:
 
     def check(self) -> None:
         """One real model call on a short input; raises what the backend raises."""
-        ids = np.array([[self.preprocessor.tokenizer.token_to_id(features.SPECIAL[n]) for n in ("cls", "sep")]], np.int32)
+        ids = np.array([[self.preprocessor.special_id(n) for n in ("cls", "sep")]], np.int32)
         mask = np.ones_like(ids)
         probabilities = self.backend.piece_probabilities({"input_ids": ids, "attention_mask": mask, "token_type_ids": 0 * mask})
         if np.asarray(probabilities).shape[-1] != len(self.labels):

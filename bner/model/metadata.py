@@ -25,9 +25,26 @@ SIGNATURE = "serving_default"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
+# Encoder families bner builds (Hugging Face's model_type names). RoBERTa and XLM-RoBERTa share
+# one architecture; DeBERTa-v3 checkpoints say "deberta-v2".
+FAMILIES = ("bert", "roberta", "xlm-roberta", "deberta-v2", "distilbert", "electra", "albert")
+
+# Activations bner's encoder implements, by their Hugging Face names (bner.model.network).
+ACTIVATION_NAMES = ("gelu", "gelu_exact", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_tanh", "relu", "tanh")
+
+# What a model's word pieces around a window are called: BERT's (bner.data.features.SPECIAL), unless
+# the pretrained tokenizer says otherwise.
+BERT_SPECIAL_TOKENS = {"cls": "[CLS]", "sep": "[SEP]", "pad": "[PAD]", "unk": "[UNK]"}
+
+
 @dataclasses.dataclass(frozen=True)
 class EncoderConfig:
-    """The shape of a BERT encoder, as read from a pretrained checkpoint's config."""
+    """The shape of a transformer encoder, as read from a pretrained checkpoint's config.
+
+    The first fields describe every family; the rest default to BERT's and say where a family
+    differs: factorised embeddings (ELECTRA, ALBERT, DeBERTa), RoBERTa's position offset,
+    ALBERT's shared layers, DeBERTa's relative attention and convolution.
+    """
 
     vocab_size: int
     hidden_size: int
@@ -35,17 +52,55 @@ class EncoderConfig:
     num_heads: int
     intermediate_size: int
     max_position_embeddings: int = 512
-    type_vocab_size: int = 2
+    type_vocab_size: int = 2  # 0: no segment embeddings (DistilBERT, DeBERTa-v3)
     hidden_act: str = "gelu"  # in Hugging Face's meaning (gelu = exact erf)
     layer_norm_eps: float = 1e-12
     dropout: float = 0.1
+    family: str = "bert"
+    embedding_size: int = 0  # 0: the hidden size; else embeddings are projected to it
+    position_offset: int = 0  # RoBERTa counts positions from padding_idx + 1
+    absolute_positions: bool = True  # DeBERTa's position_biased_input
+    layer_groups: int = 0  # ALBERT: layers share the weights of this many groups
+    relative_attention: bool = False  # DeBERTa's disentangled attention, and its settings below
+    position_buckets: int = -1
+    max_relative_positions: int = -1
+    pos_att_type: tuple[str, ...] = ()
+    share_att_key: bool = False
+    norm_rel_ebd: bool = False
+    conv_kernel_size: int = 0  # DeBERTa-v2's convolution after the first layer
+    conv_groups: int = 1
+    conv_act: str = "tanh"
+
+    def __post_init__(self):
+        object.__setattr__(self, "pos_att_type", tuple(self.pos_att_type))
+
+    @property
+    def max_positions(self) -> int:
+        """The longest input (in pieces) the position embeddings cover."""
+        return self.max_position_embeddings - self.position_offset
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.embedding_size or self.hidden_size
+
+    @property
+    def relative_span(self) -> int:
+        """DeBERTa: how many relative positions each side of a piece have their own embedding."""
+        if self.position_buckets > 0:
+            return self.position_buckets
+        return self.max_relative_positions if self.max_relative_positions > 0 else self.max_position_embeddings
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["pos_att_type"] = list(self.pos_att_type)
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> EncoderConfig:
-        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+        config = cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+        if config.family not in FAMILIES:
+            raise ValueError(f"encoder family {config.family!r} is not one bner builds ({', '.join(FAMILIES)})")
+        return config
 
 
 @dataclasses.dataclass
@@ -62,6 +117,7 @@ class TaggerMetadata:
     # training units were sentences, not tweets or paragraphs: bner.data.text.units_are_sentences).
     split_sentences: bool = False
     tokenizer_file: str = TOKENIZER_FILE
+    special_tokens: dict = dataclasses.field(default_factory=lambda: dict(BERT_SPECIAL_TOKENS))
     pretrained: dict = dataclasses.field(default_factory=dict)
     training: dict = dataclasses.field(default_factory=dict)  # how it was trained: data files, settings, machine, steps
     evaluation: dict = dataclasses.field(default_factory=dict)  # dev and test scores of this model, overall and per type
@@ -92,7 +148,10 @@ class TaggerMetadata:
             values.setdefault("network_layout", 1)  # written before the field existed
             # Context models written before split_sentences existed always split raw text.
             values.setdefault("split_sentences", bool(values.get("context_words")))
-            values["encoder"] = EncoderConfig.from_json(data["encoder"])
+            try:
+                values["encoder"] = EncoderConfig.from_json(data["encoder"])
+            except ValueError as e:
+                raise ValueError(f"{source}: {e}") from None
             metadata = cls(**values)
         except (KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"{source}: not a bner metadata file ({e})") from None
@@ -109,6 +168,9 @@ class TaggerMetadata:
             raise ValueError(f"{source}: split_sentences must be true or false, got {self.split_sentences!r}")
         if not isinstance(self.max_seq_length, int) or self.max_seq_length < 3:
             raise ValueError(f"{source}: max_seq_length must be a whole number of at least 3, got {self.max_seq_length!r}")
+        tokens = self.special_tokens
+        if not (isinstance(tokens, dict) and set(tokens) == set(BERT_SPECIAL_TOKENS) and all(isinstance(v, str) and v for v in tokens.values())):
+            raise ValueError(f"{source}: special_tokens must name the {', '.join(BERT_SPECIAL_TOKENS)} tokens, got {tokens!r}")
         name = self.tokenizer_file
         # Paths read from metadata stay inside their folder: a plain file name, nothing else.
         if not isinstance(name, str) or not name or name != posixpath.basename(name) or name in (".", "..") or "\\" in name:

@@ -35,6 +35,7 @@ ACTIVATIONS: dict[str, Callable] = {
     "gelu_fast": gelu_tanh,
     "gelu_tanh": gelu_tanh,
     "relu": keras.activations.relu,
+    "tanh": keras.activations.tanh,  # DeBERTa-v2's default convolution activation
 }
 
 
@@ -129,29 +130,59 @@ def clone(initializer: keras.initializers.Initializer) -> keras.initializers.Ini
 
 
 class Embeddings(keras.layers.Layer):
-    """Token, position and segment embeddings, summed, normalised and dropped out."""
+    """Token, position and segment embeddings, summed, normalised and dropped out.
+
+    Where a family's embeddings are narrower than its hidden size they are projected:
+    ELECTRA and ALBERT after the normalisation (with a bias), DeBERTa before it (without).
+    RoBERTa's positions count from ``position_offset``; DeBERTa-v3 has no absolute positions
+    and zeroes the embeddings of padding.
+    """
 
     def __init__(self, config: EncoderConfig, **kwargs):
         super().__init__(**kwargs)
-        hidden, policy = config.hidden_size, self.dtype_policy
-        self.token = keras.layers.Embedding(config.vocab_size, hidden, embeddings_initializer=bert_initializer(),
+        dim, policy = config.embedding_dim, self.dtype_policy
+        self.config = config
+        self.project_first = config.family == "deberta-v2"
+        self.token = keras.layers.Embedding(config.vocab_size, dim, embeddings_initializer=bert_initializer(),
                                             dtype=policy, name="token_embedding")
-        self.position = keras.layers.Embedding(config.max_position_embeddings, hidden, embeddings_initializer=bert_initializer(),
-                                               dtype=policy, name="position_embedding")
-        self.segment = keras.layers.Embedding(config.type_vocab_size, hidden, embeddings_initializer=bert_initializer(),
-                                              dtype=policy, name="segment_embedding")
+        self.position = self.segment = self.projection = None
+        if config.absolute_positions:
+            self.position = keras.layers.Embedding(config.max_position_embeddings, dim, embeddings_initializer=bert_initializer(),
+                                                   dtype=policy, name="position_embedding")
+        if config.type_vocab_size > 0:
+            self.segment = keras.layers.Embedding(config.type_vocab_size, dim, embeddings_initializer=bert_initializer(),
+                                                  dtype=policy, name="segment_embedding")
         self.norm = keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, dtype=policy, name="layer_norm")
         self.dropout = Float32MaskDropout(config.dropout, dtype=policy, name="dropout")
+        if dim != config.hidden_size:
+            self.projection = keras.layers.Dense(config.hidden_size, use_bias=not self.project_first,
+                                                 kernel_initializer=bert_initializer(), dtype=policy, name="projection")
 
     def build(self, input_shape):
         for layer in (self.token, self.position, self.segment):
-            layer.build(input_shape)
-        self.norm.build((*input_shape, self.token.output_dim))
+            if layer is not None:
+                layer.build(input_shape)
+        dim = self.config.embedding_dim
+        if self.projection is not None:
+            self.projection.build((*input_shape, dim))
+        normalised = self.config.hidden_size if self.project_first else dim
+        self.norm.build((*input_shape, normalised))
 
-    def call(self, token_ids, segment_ids, training=None):
-        positions = self.position(keras.ops.arange(keras.ops.shape(token_ids)[1]))
-        x = self.token(token_ids) + positions[None] + self.segment(segment_ids)
-        return self.dropout(self.norm(x), training=training)
+    def call(self, token_ids, segment_ids, padding_mask, training=None):
+        x = self.token(token_ids)
+        if self.position is not None:
+            x = x + self.position(keras.ops.arange(keras.ops.shape(token_ids)[1]) + self.config.position_offset)[None]
+        if self.segment is not None:
+            x = x + self.segment(segment_ids)
+        if self.projection is not None and self.project_first:
+            x = self.projection(x)
+        x = self.norm(x)
+        if self.config.family == "deberta-v2":
+            x = x * keras.ops.cast(padding_mask, x.dtype)[..., None]
+        x = self.dropout(x, training=training)
+        if self.projection is not None and not self.project_first:
+            x = self.projection(x)
+        return x
 
 
 class SelfAttention(keras.layers.Layer):
@@ -188,23 +219,98 @@ class SelfAttention(keras.layers.Layer):
             layer.build(input_shape)
         self.output_dense.build((*input_shape[:-1], self.num_heads, self.head_dim))
 
-    def call(self, query, value, key_mask, training=None):
+    def scores(self, query, key, relative):
+        """Attention scores ``[batch, heads, query, key]`` of projected queries and keys ``[batch, length, heads, head_dim]``."""
+        query = keras.ops.multiply(query, keras.ops.cast(1.0 / math.sqrt(self.head_dim), self.compute_dtype))
+        return keras.ops.einsum("aecd,abcd->acbe", key, query)
+
+    def call(self, query, value, key_mask, relative=None, training=None):
         """``query`` attends to ``value`` (``[batch, length, hidden]``; the same tensor for self-attention,
         as ``keras.layers.MultiHeadAttention`` takes it); ``key_mask`` ``[batch, 1, 1, length]``: True where
-        a piece of ``value`` may be attended to."""
-        ops = keras.ops
+        a piece of ``value`` may be attended to; ``relative``: what relative attention needs, else None."""
         query, key, value = self.query(query), self.key(value), self.value(value)
-        query = ops.multiply(query, ops.cast(1.0 / math.sqrt(self.head_dim), self.compute_dtype))
-        scores = ops.einsum("aecd,abcd->acbe", key, query)  # [batch, heads, query, key]
+        scores = self.scores(query, key, relative)
         probabilities = self.dropout(self.softmax(scores, mask=key_mask), training=training)
-        return self.output_dense(ops.einsum("acbe,aecd->abcd", probabilities, value))
+        return self.output_dense(keras.ops.einsum("acbe,aecd->abcd", probabilities, value))
+
+
+class DisentangledSelfAttention(SelfAttention):
+    """DeBERTa's attention: content-to-content scores plus content-to-position (c2p) and
+    position-to-content (p2c) scores from embeddings of the (bucketed) relative position.
+
+    ``relative`` is ``(embeddings [2 * span, hidden], buckets [length, length])``, the latter the
+    relative position ``i - j`` of each pair in DeBERTa's log buckets. With ``share_att_key``
+    the positions go through the content query and key projections; else through their own.
+    """
+
+    def __init__(self, config: EncoderConfig, kernel_initializer: keras.initializers.Initializer, **kwargs):
+        super().__init__(config.num_heads, config.dropout, kernel_initializer, **kwargs)
+        self.config = config
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        heads = (None, self.num_heads, self.head_dim)
+        self.position_key = self.position_query = None
+        if not self.config.share_att_key:
+            if "c2p" in self.config.pos_att_type:
+                self.position_key = self._projection("position_key", "abc,cde->abde", heads, "de")
+                self.position_key.build(input_shape)
+            if "p2c" in self.config.pos_att_type:
+                self.position_query = self._projection("position_query", "abc,cde->abde", heads, "de")
+                self.position_query.build(input_shape)
+
+    def scores(self, query, key, relative):
+        ops, types = keras.ops, self.config.pos_att_type
+        scale = ops.cast(1.0 / math.sqrt(self.head_dim * (1 + len(types))), self.compute_dtype)
+        query = ops.multiply(query, scale)
+        scores = ops.einsum("aecd,abcd->acbe", key, query)  # [batch, heads, query, key]
+        if relative is None or not types:
+            return scores
+        embeddings, buckets = relative
+        span = self.config.relative_span
+        embeddings = embeddings[None, : 2 * span]  # [1, 2 * span, hidden]
+        shape = ops.shape(scores)
+        if "c2p" in types:
+            position_key = (self.key if self.config.share_att_key else self.position_key)(embeddings)[0]
+            c2p = ops.einsum("abcd,ecd->acbe", query, position_key)  # [batch, heads, query, 2 * span]
+            index = ops.clip(buckets + span, 0, 2 * span - 1)
+            scores = scores + ops.take_along_axis(c2p, ops.broadcast_to(index[None, None], shape), axis=-1)
+        if "p2c" in types:
+            position_query = (self.query if self.config.share_att_key else self.position_query)(embeddings)[0]
+            p2c = ops.multiply(ops.einsum("abcd,ecd->acbe", key, position_query), scale)  # [batch, heads, key, 2 * span]
+            index = ops.clip(-buckets + span, 0, 2 * span - 1)
+            p2c = ops.take_along_axis(p2c, ops.broadcast_to(index[None, None], shape), axis=-1)
+            scores = scores + ops.transpose(p2c, (0, 1, 3, 2))
+        return scores
+
+
+def relative_positions(length, buckets: int, max_position: int):
+    """``[length, length]`` int32: ``i - j`` for each pair, in DeBERTa's log buckets when ``buckets > 0``.
+
+    Within ``buckets // 2`` of each other pieces keep their exact distance; further apart the
+    distance grows logarithmically up to ``max_position``. Computed in float32 as the reference
+    implementation does, so that each bucket boundary falls where it does there.
+    """
+    ops = keras.ops
+    ids = ops.arange(length, dtype="int32")
+    relative = ids[:, None] - ids[None, :]
+    if buckets <= 0 or max_position <= 0:
+        return relative
+    mid = buckets // 2
+    distance = ops.cast(relative, "float32")
+    near = ops.logical_and(relative < mid, relative > -mid)
+    absolute = ops.where(near, float(mid - 1), ops.abs(distance))
+    log_scale = ops.log(ops.convert_to_tensor((max_position - 1) / mid, "float32"))
+    far = ops.ceil(ops.log(absolute / mid) / log_scale * (mid - 1)) + mid
+    return ops.cast(ops.where(absolute <= mid, distance, far * ops.sign(distance)), "int32")
 
 
 class TransformerBlock(keras.layers.Layer):
     """BERT's post-LayerNorm block: self-attention, add and norm, feed-forward, add and norm.
 
-    The block's own policy is its residual stream's (dropout, add, LayerNorm); ``matmul_dtype``
-    is its attention's and dense layers'. Under mixed precision the stream stays float32, as
+    Every family bner builds uses this block; DeBERTa's differs only in its attention. The
+    block's own policy is its residual stream's (dropout, add, LayerNorm); ``matmul_dtype`` is
+    its attention's and dense layers'. Under mixed precision the stream stays float32, as
     PyTorch's autocast keeps it: a bfloat16 residual loses precision at every layer.
     """
 
@@ -220,8 +326,11 @@ class TransformerBlock(keras.layers.Layer):
 
     def build(self, input_shape):
         c, residual = self.config, self.dtype_policy
-        self.attention = SelfAttention(c.num_heads, c.dropout, clone(self.kernel_initializer), dtype=self.matmul_dtype,
-                                       name="attention")
+        if c.relative_attention:
+            self.attention = DisentangledSelfAttention(c, clone(self.kernel_initializer), dtype=self.matmul_dtype, name="attention")
+        else:
+            self.attention = SelfAttention(c.num_heads, c.dropout, clone(self.kernel_initializer), dtype=self.matmul_dtype,
+                                           name="attention")
         self.attention.build(input_shape)
         self.attention_norm = keras.layers.LayerNormalization(epsilon=c.layer_norm_eps, dtype=residual, name="attention_norm")
         self.attention_norm.build(input_shape)
@@ -234,14 +343,64 @@ class TransformerBlock(keras.layers.Layer):
         self.output_dense.build((*input_shape[:-1], c.intermediate_size))
         self.output_dropout = Float32MaskDropout(c.dropout, dtype=residual, name="output_dropout")
 
-    def call(self, x, key_mask, training=None):
-        x = self.attention_norm(self.attention_dropout(self.attention(x, x, key_mask, training=training), training=training) + x)
+    def call(self, x, key_mask, relative=None, training=None):
+        attended = self.attention(x, x, key_mask, relative=relative, training=training)
+        x = self.attention_norm(self.attention_dropout(attended, training=training) + x)
         h = self.output_dense(self.intermediate(x))
         return self.output_norm(self.output_dropout(h, training=training) + x)
 
 
+class RelativePositions(keras.layers.Layer):
+    """DeBERTa's relative-position embeddings (normalised when the checkpoint says so) and its
+    convolution, which DeBERTa-v2 adds to the first layer's output."""
+
+    def __init__(self, config: EncoderConfig, conv_activation: Callable | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.config, policy = config, self.dtype_policy
+        self.embeddings = keras.layers.Embedding(2 * config.relative_span, config.hidden_size,
+                                                 embeddings_initializer=bert_initializer(), dtype=policy, name="embeddings")
+        self.norm = None
+        if config.norm_rel_ebd:
+            self.norm = keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, dtype=policy, name="layer_norm")
+        self.conv = None
+        if config.conv_kernel_size:
+            self.conv = keras.layers.Conv1D(config.hidden_size, config.conv_kernel_size, padding="same", groups=config.conv_groups,
+                                            kernel_initializer=bert_initializer(), dtype=policy, name="conv")
+            self.conv_norm = keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, dtype=policy, name="conv_norm")
+            self.conv_dropout = Float32MaskDropout(config.dropout, dtype=policy, name="conv_dropout")
+            self.conv_activation = conv_activation
+
+    def build(self, input_shape):
+        hidden = self.config.hidden_size
+        self.embeddings.build((None,))
+        if self.norm is not None:
+            self.norm.build((None, hidden))
+        if self.conv is not None:
+            self.conv.build((None, None, hidden))
+            self.conv_norm.build((None, None, hidden))
+
+    def call(self, token_ids):
+        """``(embeddings, buckets)`` for inputs of ``token_ids``' length (see DisentangledSelfAttention)."""
+        length = keras.ops.shape(token_ids)[1]
+        c = self.config
+        table = self.embeddings.embeddings
+        if self.norm is not None:
+            table = self.norm(table)
+        max_position = c.max_relative_positions if c.max_relative_positions > 0 else c.max_position_embeddings
+        return table, relative_positions(length, c.position_buckets, max_position)
+
+    def convolve(self, embedded, first_layer_output, padding_mask, training=None):
+        """DeBERTa-v2: the first layer's output plus a convolution of its input, normalised."""
+        mask = keras.ops.cast(padding_mask, first_layer_output.dtype)[..., None]
+        out = self.conv(embedded) * mask
+        out = self.conv_activation(self.conv_dropout(out, training=training))
+        return self.conv_norm(first_layer_output + out) * mask
+
+
 class BertEncoder(keras.layers.Layer):
-    """A BERT encoder with the checkpoint's own activation and LayerNorm epsilon: ids → one vector a piece.
+    """A transformer encoder with the checkpoint's own shape, activation and LayerNorm epsilon:
+    ids → one vector a piece. One class for every family (see EncoderConfig): they differ in
+    their embeddings, ALBERT in sharing its layers, DeBERTa in its attention.
 
     ``fast_activation`` runs the activation with its hand-written derivative on TensorFlow
     (see :func:`training_activation`); it changes speed, not results.
@@ -249,8 +408,11 @@ class BertEncoder(keras.layers.Layer):
 
     def __init__(self, config: EncoderConfig, fast_activation: bool = False, **kwargs):
         super().__init__(**kwargs)
-        if config.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"unsupported hidden_act {config.hidden_act!r}; expected one of {', '.join(ACTIVATIONS)}")
+        for name, act in (("hidden_act", config.hidden_act), ("conv_act", config.conv_act)):
+            if act not in ACTIVATIONS:
+                raise ValueError(f"unsupported {name} {act!r}; expected one of {', '.join(ACTIVATIONS)}")
+        if config.layer_groups and config.num_layers % config.layer_groups:
+            raise ValueError(f"{config.num_layers} layers cannot share {config.layer_groups} groups evenly")
         fast = fast_activation and keras.backend.backend() == "tensorflow"
         activation = training_activation(config.hidden_act) if fast else ACTIVATIONS[config.hidden_act]
         policy = self.dtype_policy
@@ -258,19 +420,28 @@ class BertEncoder(keras.layers.Layer):
         self.config = config
         self.embeddings = Embeddings(config, dtype=residual, name="embeddings")  # looked up and summed in float32
         self.blocks = [TransformerBlock(config, activation, matmul_dtype=policy, dtype=residual, name=f"layer_{i}")
-                       for i in range(config.num_layers)]
+                       for i in range(config.layer_groups or config.num_layers)]
+        self.relative = None
+        if config.relative_attention:
+            self.relative = RelativePositions(config, ACTIVATIONS[config.conv_act], dtype=residual, name="relative")
         bert_initializer()  # KerasHub's pooler initialiser: its seed draw keeps the order (see above)
 
     def build(self, input_shape):
         self.embeddings.build(input_shape)
         for block in self.blocks:
             block.build((*input_shape, self.config.hidden_size))
+        if self.relative is not None:
+            self.relative.build(input_shape)
 
     def call(self, token_ids, segment_ids, padding_mask, training=None):
         key_mask = keras.ops.cast(padding_mask, "bool")[:, None, None, :]
-        x = self.embeddings(token_ids, segment_ids, training=training)
-        for block in self.blocks:
-            x = block(x, key_mask, training=training)
+        x = embedded = self.embeddings(token_ids, segment_ids, padding_mask, training=training)
+        relative = self.relative(token_ids) if self.relative is not None else None
+        per_block = self.config.num_layers // len(self.blocks)  # ALBERT: each group serves several layers
+        for i in range(self.config.num_layers):
+            x = self.blocks[i // per_block](x, key_mask, relative=relative, training=training)
+            if i == 0 and self.relative is not None and self.relative.conv is not None:
+                x = self.relative.convolve(embedded, x, padding_mask, training=training)
         return x
 
 

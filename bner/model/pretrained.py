@@ -26,15 +26,50 @@ import numpy as np
 
 from bner import io
 from bner.data.features import read_vocabulary
-from bner.model.metadata import EncoderConfig
+from bner.model.metadata import ACTIVATION_NAMES, BERT_SPECIAL_TOKENS, FAMILIES, EncoderConfig
 
 if TYPE_CHECKING:
     from bner.model.network import BertEncoder
 
 log = logging.getLogger(__name__)
 
-# Checkpoint weights outside the encoder: the [CLS] pooler, pre-training or task heads, and buffers.
-_NOT_ENCODER = re.compile(r"^(?!embeddings\.|encoder\.)|^embeddings\.position_ids$")
+# What each family calls its encoder's weights in a Hugging Face checkpoint, once the model's
+# prefix (``bert.``, ``roberta.``, ...) is taken off. ``{i}`` is a layer (ALBERT: a layer group).
+_BERT_NAMES = {
+    "word": "embeddings.word_embeddings", "position": "embeddings.position_embeddings",
+    "segment": "embeddings.token_type_embeddings", "embedding_norm": "embeddings.LayerNorm", "projection": None,
+    "layer": "encoder.layer.{i}", "query": "attention.self.query", "key": "attention.self.key",
+    "value": "attention.self.value", "attention_output": "attention.output.dense",
+    "attention_norm": "attention.output.LayerNorm", "intermediate": "intermediate.dense", "output": "output.dense",
+    "output_norm": "output.LayerNorm",
+}
+WEIGHT_NAMES = {
+    "bert": _BERT_NAMES,
+    "roberta": _BERT_NAMES,
+    "xlm-roberta": _BERT_NAMES,
+    "electra": {**_BERT_NAMES, "projection": "embeddings_project"},
+    "albert": {
+        **_BERT_NAMES, "projection": "encoder.embedding_hidden_mapping_in",
+        "layer": "encoder.albert_layer_groups.{i}.albert_layers.0", "query": "attention.query", "key": "attention.key",
+        "value": "attention.value", "attention_output": "attention.dense", "attention_norm": "attention.LayerNorm",
+        "intermediate": "ffn", "output": "ffn_output", "output_norm": "full_layer_layer_norm",
+    },
+    "distilbert": {
+        **_BERT_NAMES, "layer": "transformer.layer.{i}", "query": "attention.q_lin", "key": "attention.k_lin",
+        "value": "attention.v_lin", "attention_output": "attention.out_lin", "attention_norm": "sa_layer_norm",
+        "intermediate": "ffn.lin1", "output": "ffn.lin2", "output_norm": "output_layer_norm",
+    },
+    "deberta-v2": {
+        **_BERT_NAMES, "projection": "embeddings.embed_proj", "query": "attention.self.query_proj",
+        "key": "attention.self.key_proj", "value": "attention.self.value_proj",
+    },
+}
+# The prefix of a task or pre-training model's encoder weights (``RobertaForMaskedLM`` → ``roberta.``).
+_PREFIX = re.compile(r"^(bert|roberta|deberta|distilbert|electra|albert|model)\.")
+# Weights of the encoder, once the prefix is off; the rest (poolers, pre-training and task heads,
+# buffers) play no part in tagging.
+_ENCODER = re.compile(r"^(embeddings\.|embeddings_project\.|encoder\.|transformer\.)")
+_BUFFERS = re.compile(r"\.position_ids$")
 
 
 @dataclasses.dataclass
@@ -48,6 +83,7 @@ class Pretrained:
     vocab_file: str | None = None
     tokenizer_file: str | None = None
     lowercase: bool | None = None  # what the model says; None when it does not say
+    special_tokens: dict[str, str] = dataclasses.field(default_factory=lambda: dict(BERT_SPECIAL_TOKENS))
 
 
 class PretrainedError(ValueError):
@@ -55,12 +91,14 @@ class PretrainedError(ValueError):
 
 
 def assign_huggingface_weights(encoder: BertEncoder, tensors: dict[str, np.ndarray]) -> None:
-    """Copy weights named as in Hugging Face's ``BertModel`` into the encoder, by name and shape.
+    """Copy weights named as in Hugging Face's models into the encoder, by name and shape.
 
-    Google's TF1 checkpoints and KerasHub presets are renamed to these names first, so this one
-    mapping serves all three formats.
+    The names are the encoder family's (:data:`WEIGHT_NAMES`). Google's TF1 checkpoints and
+    KerasHub presets are renamed to BERT's first, so one mapping serves all formats.
     """
-    tensors = {re.sub(r"^(bert|model)\.", "", k): v for k, v in tensors.items()}
+    config = encoder.config
+    names = WEIGHT_NAMES[config.family]
+    tensors = {_PREFIX.sub("", k): v for k, v in tensors.items()}
     tensors = {re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", k): v for k, v in tensors.items()}
     tensors = {re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", k): v for k, v in tensors.items()}
     used: set[str] = set()
@@ -82,27 +120,46 @@ def assign_huggingface_weights(encoder: BertEncoder, tensors: dict[str, np.ndarr
 
     def linear(layer, name: str):  # PyTorch's Linear keeps [out, in]; Keras' kernels are [in, out]
         put(layer.kernel, take(f"{name}.weight").T, f"{name}.weight")
-        put(layer.bias, take(f"{name}.bias"), f"{name}.bias")
+        if getattr(layer, "bias", None) is not None:
+            put(layer.bias, take(f"{name}.bias"), f"{name}.bias")
 
     def norm(layer, name: str):
         put(layer.gamma, take(f"{name}.weight"), f"{name}.weight")
         put(layer.beta, take(f"{name}.bias"), f"{name}.bias")
 
     embeddings = encoder.embeddings
-    put(embeddings.token.embeddings, take("embeddings.word_embeddings.weight"), "word_embeddings")
-    put(embeddings.position.embeddings, take("embeddings.position_embeddings.weight"), "position_embeddings")
-    put(embeddings.segment.embeddings, take("embeddings.token_type_embeddings.weight"), "token_type_embeddings")
-    norm(embeddings.norm, "embeddings.LayerNorm")
+    put(embeddings.token.embeddings, take(f"{names['word']}.weight"), names["word"])
+    if embeddings.position is not None:
+        put(embeddings.position.embeddings, take(f"{names['position']}.weight"), names["position"])
+    if embeddings.segment is not None:
+        put(embeddings.segment.embeddings, take(f"{names['segment']}.weight"), names["segment"])
+    norm(embeddings.norm, names["embedding_norm"])
+    if embeddings.projection is not None:
+        linear(embeddings.projection, names["projection"])
     for i, block in enumerate(encoder.blocks):
-        prefix = f"encoder.layer.{i}"
+        prefix = names["layer"].format(i=i)
         attention = block.attention
         for part, dense in (("query", attention.query), ("key", attention.key), ("value", attention.value)):
-            linear(dense, f"{prefix}.attention.self.{part}")
-        linear(attention.output_dense, f"{prefix}.attention.output.dense")
-        norm(block.attention_norm, f"{prefix}.attention.output.LayerNorm")
-        linear(block.intermediate, f"{prefix}.intermediate.dense")
-        linear(block.output_dense, f"{prefix}.output.dense")
-        norm(block.output_norm, f"{prefix}.output.LayerNorm")
+            linear(dense, f"{prefix}.{names[part]}")
+        if getattr(attention, "position_key", None) is not None:
+            linear(attention.position_key, f"{prefix}.attention.self.pos_key_proj")
+        if getattr(attention, "position_query", None) is not None:
+            linear(attention.position_query, f"{prefix}.attention.self.pos_query_proj")
+        linear(attention.output_dense, f"{prefix}.{names['attention_output']}")
+        norm(block.attention_norm, f"{prefix}.{names['attention_norm']}")
+        linear(block.intermediate, f"{prefix}.{names['intermediate']}")
+        linear(block.output_dense, f"{prefix}.{names['output']}")
+        norm(block.output_norm, f"{prefix}.{names['output_norm']}")
+    relative = encoder.relative
+    if relative is not None:
+        put(relative.embeddings.embeddings, take("encoder.rel_embeddings.weight"), "encoder.rel_embeddings.weight")
+        if relative.norm is not None:
+            norm(relative.norm, "encoder.LayerNorm")
+        if relative.conv is not None:
+            # PyTorch's Conv1d keeps [out, in / groups, width]; Keras' Conv1D [width, in / groups, out].
+            put(relative.conv.kernel, take("encoder.conv.conv.weight").transpose(2, 1, 0), "encoder.conv.conv.weight")
+            put(relative.conv.bias, take("encoder.conv.conv.bias"), "encoder.conv.conv.bias")
+            norm(relative.conv_norm, "encoder.conv.LayerNorm")
     check_all_weights_used(encoder, tensors, used, assigned)
 
 
@@ -112,14 +169,17 @@ def check_all_weights_used(encoder: BertEncoder, tensors: dict, used: set[str], 
     Weights outside the encoder (the [CLS] pooler, pre-training and task heads, buffers) play
     no part in tagging and are left, with a log line.
     """
-    unused = sorted(k for k in tensors if k not in used and not _NOT_ENCODER.search(k))
+    def is_encoder(name: str) -> bool:
+        return bool(_ENCODER.match(name)) and not _BUFFERS.search(name)
+
+    unused = sorted(k for k in tensors if k not in used and is_encoder(k))
     if unused:
         shown = ", ".join(unused[:5]) + (f" and {len(unused) - 5} more" if len(unused) > 5 else "")
         raise PretrainedError(
             f"the checkpoint has {len(unused)} encoder weight(s) this model has no place for ({shown}): "
-            "is it a BERT of another architecture?"
+            f"is it a {encoder.config.family} model of another shape?"
         )
-    heads = sorted(k for k in tensors if k not in used and _NOT_ENCODER.search(k))
+    heads = sorted(k for k in tensors if k not in used and not is_encoder(k))
     if heads:
         log.info("not loaded (outside the encoder): %s", ", ".join(heads))
     missing = [v.path for v in encoder.weights if v.path not in assigned]
@@ -230,12 +290,63 @@ def google_checkpoint(bert_config_file: str, init_checkpoint: str | None, vocab_
     )
 
 
+def _config_from_huggingface(data: dict, source: str) -> EncoderConfig:
+    """An encoder's shape from a Hugging Face ``config.json`` of any family bner builds."""
+    family = data.get("model_type", "bert")
+    if family not in FAMILIES:
+        raise PretrainedError(f"{source}: model_type is {family!r}; bner builds {', '.join(FAMILIES)} encoders")
+    if family == "distilbert":  # DistilBERT names its fields its own way
+        data = {"hidden_size": data.get("dim"), "num_hidden_layers": data.get("n_layers"), "num_attention_heads": data.get("n_heads"),
+                "intermediate_size": data.get("hidden_dim"), "hidden_act": data.get("activation", "gelu"),
+                "hidden_dropout_prob": data.get("dropout", 0.1), "type_vocab_size": 0, "layer_norm_eps": 1e-12,
+                **{k: v for k, v in data.items() if k in ("vocab_size", "max_position_embeddings")}}
+        data = {k: v for k, v in data.items() if v is not None}
+    config = _config_from_bert_json(data, source, {})
+    try:
+        extra: dict = {"family": family}
+        if family in ("roberta", "xlm-roberta"):
+            extra["position_offset"] = int(data.get("pad_token_id", 1)) + 1
+        if family in ("electra", "albert", "deberta-v2"):
+            extra["embedding_size"] = int(data.get("embedding_size") or config.hidden_size)
+        if family == "albert":
+            if int(data.get("inner_group_num", 1)) != 1:
+                raise PretrainedError(f"{source}: ALBERT with inner_group_num {data['inner_group_num']} is not supported (only 1)")
+            extra["layer_groups"] = int(data.get("num_hidden_groups", 1))
+            extra["hidden_act"] = data.get("hidden_act", "gelu_new")
+        if family == "deberta-v2":
+            if int(data.get("attention_head_size", config.hidden_size // config.num_heads)) * config.num_heads != config.hidden_size:
+                raise PretrainedError(f"{source}: attention_head_size × heads must equal hidden_size")
+            types = data.get("pos_att_type") or []
+            types = [t.strip() for t in types.lower().split("|")] if isinstance(types, str) else list(types)
+            kernel = int(data.get("conv_kernel_size", 0))
+            if kernel and kernel % 2 == 0:
+                raise PretrainedError(f"{source}: conv_kernel_size must be odd, got {kernel}")
+            extra.update(
+                absolute_positions=bool(data.get("position_biased_input", True)),
+                type_vocab_size=int(data.get("type_vocab_size", 0)),
+                layer_norm_eps=float(data.get("layer_norm_eps", 1e-7)),
+                relative_attention=bool(data.get("relative_attention", False)),
+                position_buckets=int(data.get("position_buckets", -1)),
+                max_relative_positions=int(data.get("max_relative_positions", -1)),
+                pos_att_type=tuple(t for t in types if t in ("c2p", "p2c")),
+                share_att_key=bool(data.get("share_att_key", False)),
+                norm_rel_ebd="layer_norm" in str(data.get("norm_rel_ebd", "none")).lower(),
+                conv_kernel_size=kernel,
+                conv_groups=int(data.get("conv_groups", 1)),
+                conv_act=data.get("conv_act", "tanh"),
+            )
+    except (TypeError, ValueError) as e:
+        raise PretrainedError(f"{source}: {e}") from None
+    config = dataclasses.replace(config, **extra)
+    for name, act in (("hidden_act", config.hidden_act), ("conv_act", config.conv_act)):
+        if act not in ACTIVATION_NAMES:
+            raise PretrainedError(f"{source}: {name} {act!r} is not one bner implements ({', '.join(ACTIVATION_NAMES)})")
+    return config
+
+
 def huggingface_folder(folder: str) -> Pretrained:
     config_path = io.join(folder, "config.json")
-    data = _read_json(config_path)
-    if data.get("model_type", "bert") != "bert":
-        raise PretrainedError(f"{config_path}: model_type is {data.get('model_type')!r}; bner loads BERT models")
-    config = _config_from_bert_json(data, config_path, {})
+    config = _config_from_huggingface(_read_json(config_path), config_path)
     weights = io.join(folder, "model.safetensors")
     if not io.exists(weights):
         if io.exists(io.join(folder, "pytorch_model.bin")):
@@ -254,16 +365,44 @@ def huggingface_folder(folder: str) -> Pretrained:
     tokenizer_config = _read_json(tokenizer_config_path) if io.exists(tokenizer_config_path) else {}
     tokenizer_file = io.join(folder, "tokenizer.json")
     vocab_file = io.join(folder, "vocab.txt")
-    lowercase = tokenizer_config.get("do_lower_case")
+    has_tokenizer = io.exists(tokenizer_file)
+    if not has_tokenizer and config.family not in WORDPIECE_FAMILIES:
+        raise PretrainedError(
+            f"{folder}: no tokenizer.json; a {config.family} model's tokenizer is read from tokenizer.json "
+            "(transformers writes it: AutoTokenizer.from_pretrained(folder).save_pretrained(folder))"
+        )
     return Pretrained(
         "huggingface",
         folder,
         config,
         load,
         vocab_file=vocab_file if io.exists(vocab_file) else None,
-        tokenizer_file=tokenizer_file if io.exists(tokenizer_file) else None,
-        lowercase=lowercase,
+        tokenizer_file=tokenizer_file if has_tokenizer else None,
+        lowercase=tokenizer_config.get("do_lower_case"),
+        special_tokens=special_tokens(tokenizer_config, config.family),
     )
+
+
+# Families whose tokenizer is BERT's WordPiece, which bner can also build from a vocab.txt.
+WORDPIECE_FAMILIES = ("bert", "distilbert", "electra")
+# Each family's special tokens when tokenizer_config.json does not name them.
+_FAMILY_SPECIAL_TOKENS = {
+    "roberta": {"cls": "<s>", "sep": "</s>", "pad": "<pad>", "unk": "<unk>"},
+    "xlm-roberta": {"cls": "<s>", "sep": "</s>", "pad": "<pad>", "unk": "<unk>"},
+    "albert": {"cls": "[CLS]", "sep": "[SEP]", "pad": "<pad>", "unk": "<unk>"},
+}
+
+
+def special_tokens(tokenizer_config: dict, family: str) -> dict[str, str]:
+    """The model's cls/sep/pad/unk pieces: as ``tokenizer_config.json`` names them, else the family's."""
+    tokens = dict(_FAMILY_SPECIAL_TOKENS.get(family, BERT_SPECIAL_TOKENS))
+    for role in tokens:
+        named = tokenizer_config.get(f"{role}_token")
+        if isinstance(named, dict):  # {"content": "<s>", "lstrip": false, ...}
+            named = named.get("content")
+        if isinstance(named, str) and named:
+            tokens[role] = named
+    return tokens
 
 
 def keras_hub_preset(folder: str) -> Pretrained:

@@ -153,8 +153,8 @@ def locate_pretrained(config: TrainConfig):
         shape = dataclasses.replace(shape, hidden_act=m.hidden_act)
     if m.dropout is not None:
         shape = dataclasses.replace(shape, dropout=m.dropout)
-    if m.max_seq_length > shape.max_position_embeddings:
-        raise ConfigError(f"--max_seq_length {m.max_seq_length} is longer than the model's {shape.max_position_embeddings} positions")
+    if m.max_seq_length > shape.max_positions:
+        raise ConfigError(f"--max_seq_length {m.max_seq_length} is longer than the model's {shape.max_positions} positions")
     return dataclasses.replace(found, config=shape)
 
 
@@ -168,21 +168,27 @@ def prepare(config: TrainConfig, splits=None) -> Setup:
     keras.utils.set_random_seed(config.optimization.seed)
     splits = splits if splits is not None else read_splits(config.data.data_dir)
     found = locate_pretrained(config)
-    said = config.model.do_lower_case
-    lowercase = pretrained.model_lowercases(found) if said is None else said
-    lowercase = True if lowercase is None else lowercase  # the original --do_lower_case default
-    tokenizer = features.build_tokenizer(found.vocab_file, found.tokenizer_file, lowercase, lowercase)
+    lowercase = config.model.do_lower_case
+    if features.is_wordpiece(found.vocab_file, found.tokenizer_file):  # casing bner may set
+        lowercase = pretrained.model_lowercases(found) if lowercase is None else lowercase
+        lowercase = True if lowercase is None else lowercase  # the original --do_lower_case default
+    try:
+        tokenizer = features.build_tokenizer(found.vocab_file, found.tokenizer_file, lowercase, lowercase, found.special_tokens)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    lowercase, strip_accents = features.normalisation(tokenizer)
     data_scheme, label_scheme, labels = describe_data(config, splits)
     metadata = TaggerMetadata(
         labels=labels, label_scheme=label_scheme, data_scheme=data_scheme, max_seq_length=config.model.max_seq_length,
-        lowercase=lowercase, strip_accents=lowercase, encoder=found.config, context_words=config.model.context_words,
+        lowercase=lowercase, strip_accents=strip_accents, encoder=found.config, context_words=config.model.context_words,
+        special_tokens=found.special_tokens,
         split_sentences=bool(config.model.context_words) or text.units_are_sentences([s.words for s in splits["train"]]),
         pretrained={"format": found.format, "source": str(found.source)},
     )
     on_tpu = config.hardware.use_tpu
     precision = hardware.select_precision(config.hardware.precision, on_tpu=on_tpu)
     keras.mixed_precision.set_dtype_policy(precision)
-    preprocessor = features.Preprocessor(tokenizer, config.model.max_seq_length)
+    preprocessor = features.Preprocessor(tokenizer, config.model.max_seq_length, special_tokens=found.special_tokens)
     index = {label: i for i, label in enumerate(labels)}
     train = splits["train"]
     examples = preprocessor.encode(
@@ -346,7 +352,7 @@ def fit(setup: Setup, callbacks: Sequence, say):
     with hardware.cpu_training_graphs() if tensorflow_cpu else contextlib.nullcontext():
         state = loop.run_training(
             setup.network, setup.optimizer, setup.step, setup.examples, setup.plan,
-            setup.tokenizer.token_to_id(features.SPECIAL["pad"]), setup.checkpoints, [*own, *callbacks],
+            setup.tokenizer.token_to_id(setup.metadata.special_tokens["pad"]), setup.checkpoints, [*own, *callbacks],
             config.loop.save_checkpoints_steps, steps_per_execution=setup.plan.group,
         )
     replicas = setup.strategy.num_replicas_in_sync if setup.strategy is not None else 1

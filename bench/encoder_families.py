@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Fine-tuning speed and a learning check for every encoder family, bner against the Hugging Face recipe.
+
+No pretrained weights of RoBERTa, XLM-R, DeBERTa, DistilBERT, ELECTRA or ALBERT are
+available offline, so each family is its tiny random model from tests/fixtures/encoders/
+(2-3 layers, hidden 32, a 400-piece vocabulary trained on the bundled sample). Both systems
+fine-tune it for one epoch on the same data with the same settings, one after the other in
+this run (bench/wnut17.py's two halves). The figures to read are the training speed (real
+word pieces a second) and that the loss falls and F1 leaves zero: a random 32-wide encoder
+learns little NER.
+
+    python bench/encoder_families.py --hf_python /work/hfvenv/bin/python
+    python bench/encoder_families.py --families roberta deberta-v3 --data_dir ../shared/data/ncbi_disease
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import wnut17  # noqa: E402  (its bner and Hugging Face halves)
+
+FIXTURES = os.path.join(ROOT, "tests", "fixtures", "encoders")
+
+
+def loss_fell(run_folder_json: str) -> dict:
+    curve = wnut17.read_json(run_folder_json)["training"]["loss_curve"]
+    losses = [point["loss"] if isinstance(point, dict) else point[1] for point in curve]
+    return {"first_loss": round(losses[0], 4), "last_loss": round(losses[-1], 4)} if losses else {}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--families", nargs="*", default=sorted(os.listdir(FIXTURES)))
+    parser.add_argument("--data_dir", default=os.path.join(ROOT, "..", "shared", "data", "wnut17"))
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--learning_rate", type=float, default=1e-3)  # random weights: a pretrained rate would barely move them
+    parser.add_argument("--max_length", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--hf_python", default=os.path.join(ROOT, ".cache", "hfvenv", "bin", "python"))
+    parser.add_argument("--skip_hf", action="store_true")
+    parser.add_argument("--output_json", default=os.path.join(HERE, "results", "encoder_families.json"))
+    args = parser.parse_args()
+    results = {
+        "benchmark": "one epoch per encoder family (tiny random models), bner and the Hugging Face recipe",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": wnut17.bner_machine_facts(),
+        "settings": {k: v for k, v in vars(args).items() if k not in ("hf_python", "output_json")},
+        "load_average_before": os.getloadavg(),
+        "families": {},
+    }
+    for family in args.families:
+        shared = argparse.Namespace(
+            model_dir=os.path.join(FIXTURES, family), data_dir=args.data_dir, epochs=args.epochs, batch_size=args.batch_size,
+            learning_rate=args.learning_rate, warmup_ratio=0.1, max_length=args.max_length, seed=args.seed,
+            bner_precision="auto", hf_precision="auto", hf_python=args.hf_python, paired=False, bner_flag=[],
+        )
+        work = tempfile.mkdtemp(prefix=f"bner-family-{family}-")
+        try:
+            row = {"bner": wnut17.run_bner(shared, work)}
+            row["bner"].update(loss_fell(os.path.join(work, "bner", "run.json")))
+            if not args.skip_hf:
+                row["huggingface"] = wnut17.run_hf(shared, work)
+                hf = wnut17.read_json(os.path.join(work, "hf.json"))
+                row["huggingface"]["train_loss"] = hf.get("train_loss")
+                row["pieces_per_second_bner_over_hf"] = round(
+                    row["bner"]["pieces_per_second"] / row["huggingface"]["pieces_per_second"], 2)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        results["families"][family] = row
+        b = row["bner"]
+        line = (f"{family:12s} bner {b['pieces_per_second']:8.0f} pieces/s, loss {b.get('first_loss')} → {b.get('last_loss')}, "
+                f"test F1 {100 * b['test']['f1']:.2f}")
+        if "huggingface" in row:
+            h = row["huggingface"]
+            line += f" | HF {h['pieces_per_second']:8.0f} pieces/s, test F1 {100 * h['test']['f1']:.2f}"
+        print(line, flush=True)
+    results["load_average_after"] = os.getloadavg()
+    os.makedirs(os.path.dirname(args.output_json), exist_ok=True)
+    with open(args.output_json + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2)
+    os.replace(args.output_json + ".tmp", args.output_json)
+    print(f"wrote {args.output_json}")
+
+
+if __name__ == "__main__":
+    main()
