@@ -2,15 +2,20 @@
 """Fine-tuning speed and a learning check for every encoder family, bner against the Hugging Face recipe.
 
 No pretrained weights of RoBERTa, XLM-R, DeBERTa, DistilBERT, ELECTRA or ALBERT are
-available offline, so each family is its tiny random model from tests/fixtures/encoders/
-(2-3 layers, hidden 32, a 400-piece vocabulary trained on the bundled sample). Both systems
+available offline, so each family is a small random model written by transformers itself
+(scripts/make_encoder_fixtures.py: 2 layers, 3 for ALBERT, hidden 128, a 4,000-piece
+tokenizer of the family's kind trained on the benchmark's training text). Both systems
 fine-tune it for one epoch on the same data with the same settings, one after the other in
 this run (bench/wnut17.py's two halves). The figures to read are the training speed (real
-word pieces a second) and that the loss falls and F1 leaves zero: a random 32-wide encoder
-learns little NER.
+word pieces a second) and that the loss falls and F1 leaves zero.
 
-    python bench/encoder_families.py --hf_python /work/hfvenv/bin/python
-    python bench/encoder_families.py --families roberta deberta-v3 --data_dir ../shared/data/ncbi_disease
+    /work/hfvenv/bin/python scripts/make_encoder_fixtures.py --out .cache/bench_encoders \
+        --corpus ../shared/data/ncbi_disease/train.conll --vocab 4000 --hidden 128 --init huggingface
+    python bench/encoder_families.py --models .cache/bench_encoders --data_dir ../shared/data/ncbi_disease \
+        --hf_python /work/hfvenv/bin/python
+
+Without --models it runs the test fixtures (hidden 32, a 400-piece vocabulary), which learn
+too little NER in an epoch to leave F1 zero.
 """
 
 from __future__ import annotations
@@ -39,8 +44,9 @@ def loss_fell(run_folder_json: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--families", nargs="*", default=sorted(os.listdir(FIXTURES)))
-    parser.add_argument("--data_dir", default=os.path.join(ROOT, "..", "shared", "data", "wnut17"))
+    parser.add_argument("--models", default=FIXTURES, help="a folder of one model folder per family")
+    parser.add_argument("--families", nargs="*", default=None, help="default: every folder in --models")
+    parser.add_argument("--data_dir", default=os.path.join(ROOT, "..", "shared", "data", "ncbi_disease"))
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--learning_rate", type=float, default=1e-3)  # random weights: a pretrained rate would barely move them
@@ -50,6 +56,7 @@ def main() -> None:
     parser.add_argument("--skip_hf", action="store_true")
     parser.add_argument("--output_json", default=os.path.join(HERE, "results", "encoder_families.json"))
     args = parser.parse_args()
+    args.families = args.families or sorted(f for f in os.listdir(args.models) if os.path.exists(os.path.join(args.models, f, "config.json")))
     results = {
         "benchmark": "one epoch per encoder family (tiny random models), bner and the Hugging Face recipe",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -60,7 +67,7 @@ def main() -> None:
     }
     for family in args.families:
         shared = argparse.Namespace(
-            model_dir=os.path.join(FIXTURES, family), data_dir=args.data_dir, epochs=args.epochs, batch_size=args.batch_size,
+            model_dir=os.path.join(args.models, family), data_dir=args.data_dir, epochs=args.epochs, batch_size=args.batch_size,
             learning_rate=args.learning_rate, warmup_ratio=0.1, max_length=args.max_length, seed=args.seed,
             bner_precision="auto", hf_precision="auto", hf_python=args.hf_python, paired=False, bner_flag=[],
         )
@@ -72,6 +79,7 @@ def main() -> None:
                 row["huggingface"] = wnut17.run_hf(shared, work)
                 hf = wnut17.read_json(os.path.join(work, "hf.json"))
                 row["huggingface"]["train_loss"] = hf.get("train_loss")
+                row["huggingface"]["torch_num_threads"] = hf.get("config", {}).get("torch_num_threads")
                 row["pieces_per_second_bner_over_hf"] = round(
                     row["bner"]["pieces_per_second"] / row["huggingface"]["pieces_per_second"], 2)
         finally:

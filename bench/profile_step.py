@@ -102,7 +102,7 @@ def main() -> None:
     results = []
     for length in args.lengths:
         n = args.batch_size
-        ids = rng.integers(1000, 20000, (n, length)).astype(np.int32)
+        ids = rng.integers(min(1000, setup.metadata.encoder.vocab_size // 4), min(20000, setup.metadata.encoder.vocab_size), (n, length)).astype(np.int32)
         mask = np.ones_like(ids)
         labels = rng.integers(0, len(setup.metadata.labels), (n, length)).astype(np.int32)
         batch = batches.Batch(np.arange(n), {"input_ids": ids, "attention_mask": mask, "token_type_ids": 0 * mask}, labels)

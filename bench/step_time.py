@@ -38,7 +38,7 @@ precision = setup.precision
 step, num_labels = setup.step, len(setup.metadata.labels)
 rng = np.random.default_rng(0)
 for length in lengths:
-    ids = rng.integers(1000, 20000, (32, length)).astype(np.int32)
+    ids = rng.integers(min(1000, setup.metadata.encoder.vocab_size // 4), min(20000, setup.metadata.encoder.vocab_size), (32, length)).astype(np.int32)
     labels = rng.integers(0, num_labels, (32, length)).astype(np.int32)
     mask = np.ones_like(ids)
     b = batches.Batch(np.arange(32), {"input_ids": ids, "attention_mask": mask, "token_type_ids": 0 * mask}, labels)

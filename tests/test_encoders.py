@@ -154,10 +154,122 @@ def test_each_family_trains_exports_loads_and_tags(family, tmp_path):
     metadata = read_metadata(result.export_path)
     found = pretrained.locate_pretrained(str(FIXTURES / family))
     assert metadata.encoder.family == found.config.family and metadata.special_tokens == found.special_tokens
-    texts = ["Angela Merkel flew to Paris on Monday .", "naïve café 😀 in Zürich", "a sentence " * 20]
+    texts = ["Angela Merkel flew to Paris on Monday .", "naïve  café 😀\u3000in   Zürich, 東京", "a sentence " * 20]
     from_export, from_model = bner.load(result.export_path), bner.load(result.model_dir)
     assert from_export.backend.name != from_model.backend.name  # the SavedModel, and the Keras network
-    assert from_export.predict(texts) == from_model.predict(texts)
+    predicted = from_export.predict(texts)
+    assert predicted == from_model.predict(texts)
+    for text, entities in zip(texts, predicted):  # offsets are the raw text's, whatever the pieces
+        assert all(text[e.start:e.end] == e.text for e in entities)
     words = [["Angela", "Merkel", "flew"], ["x"] * 30]  # the second is longer than a window
     tagged = from_export.tag(words)
     assert tagged == from_model.tag(words) and [len(tags) for tags in tagged] == [3, 30]
+    if family in ("deberta-v3", "distilbert"):  # no segment embeddings: TF Serving's signature still takes all three inputs
+        from tests.tf_serving import running_prediction_service
+
+        with running_prediction_service(pathlib.Path(result.export_path).parent) as (host, port, _):
+            remote = bner.load(result.export_path, host=host, port=port)
+            assert remote.predict(texts) == predicted and remote.tag(words) == tagged
+
+
+def test_every_family_matches_the_reference_on_jax_and_one_trains_there(tmp_path):
+    """Keras on JAX computes the same encoders; DeBERTa-v3 (the most ops of its own) trains there
+    from the command line and exports under TensorFlow."""
+    pytest.importorskip("jax")
+    import subprocess
+    import sys
+
+    from tests.cli import run_task, tiny_training_flags
+    from tests.conftest import write_synthetic_data
+
+    check = (
+        "import sys; sys.path.insert(0, '.'); import keras; assert keras.backend.backend() == 'jax'\n"
+        "from tests.test_encoders import FAMILIES, FIXTURES, TOLERANCE, encoder_output\n"
+        "import numpy as np\n"
+        "for f in FAMILIES:\n"
+        "    got, expected = encoder_output(FIXTURES / f)\n"
+        "    assert np.abs(got - expected).max() < TOLERANCE, f\n"
+        "print('jax parity', len(FAMILIES))\n"
+    )
+    root = pathlib.Path(__file__).parent.parent
+    result = subprocess.run([sys.executable, "-c", check], cwd=root, capture_output=True, text=True,
+                            env={**__import__("os").environ, "KERAS_BACKEND": "jax"}, timeout=300)
+    assert result.returncode == 0 and "jax parity 8" in result.stdout, result.stderr[-2000:]
+    data = write_synthetic_data(tmp_path / "data", train=60, dev=20, test=20)
+    out = tmp_path / "out"
+    trained = run_task(*tiny_training_flags(str(FIXTURES / "deberta-v3"), data, str(out), "--num_train_epochs=1"),
+                       "--do_train", "--do_eval", env={"KERAS_BACKEND": "jax"})
+    assert "on jax" in trained.stdout and (out / "export" / "bner" / "1" / "saved_model.pb").exists()
+
+
+# ---------------------------------------------------------------- what users bring
+
+
+def copy_fixture(family: str, to: pathlib.Path) -> pathlib.Path:
+    import shutil
+
+    shutil.copytree(FIXTURES / family, to)
+    return to
+
+
+def test_an_unknown_model_type_is_one_line_naming_the_families(tmp_path):
+    import json
+
+    folder = copy_fixture("roberta", tmp_path / "m")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"}))
+    with pytest.raises(pretrained.PretrainedError) as raised:
+        pretrained.locate_pretrained(str(folder))
+    message = str(raised.value)
+    assert "\n" not in message and "'gpt2'" in message
+    for family in ("bert", "roberta", "xlm-roberta", "deberta-v2", "distilbert", "electra", "albert"):
+        assert family in message
+
+
+def test_a_task_checkpoint_loads_its_encoder_and_leaves_its_heads(tmp_path, caplog):
+    """Checkpoints as users download them: names under the model's prefix, with pre-training heads."""
+    from safetensors.numpy import load_file, save_file
+
+    for family, prefix, head in (("roberta", "roberta.", "lm_head.dense.weight"), ("deberta-v3", "deberta.", "lm_predictions.x"),
+                                 ("albert", "albert.", "predictions.bias"), ("electra", "electra.", "discriminator_predictions.dense.bias")):
+        folder = copy_fixture(family, tmp_path / family)
+        tensors = {prefix + k: v for k, v in load_file(folder / "model.safetensors").items()}
+        tensors[head] = np.zeros(3, np.float32)
+        save_file(tensors, folder / "model.safetensors")
+        with caplog.at_level("INFO"):
+            got, expected = encoder_output(folder)
+        assert np.abs(got - expected).max() < TOLERANCE
+        assert head in caplog.text
+
+
+def test_a_missing_encoder_weight_or_a_foreign_one_is_an_error(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    folder = copy_fixture("deberta-v3", tmp_path / "m")
+    tensors = load_file(folder / "model.safetensors")
+    save_file({k: v for k, v in tensors.items() if k != "encoder.rel_embeddings.weight"}, folder / "model.safetensors")
+    with pytest.raises(pretrained.PretrainedError, match="no weight 'encoder.rel_embeddings.weight'"):
+        encoder_output(folder)
+    save_file({**tensors, "encoder.layer.0.attention.self.pos_key_proj.weight": np.zeros((32, 32), np.float32)},
+              folder / "model.safetensors")
+    with pytest.raises(pretrained.PretrainedError, match="no place for"):
+        encoder_output(folder)
+
+
+def test_a_sentencepiece_model_without_tokenizer_json_says_how_to_write_one(tmp_path):
+    folder = copy_fixture("xlm-roberta", tmp_path / "m")
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(pretrained.PretrainedError, match="no tokenizer.json.*save_pretrained"):
+        pretrained.locate_pretrained(str(folder))
+
+
+def test_lowercasing_a_tokenizer_that_keeps_case_is_refused(tmp_path):
+    from bner.config import ConfigError, TrainConfig
+    from bner.training import recipe
+    from tests.conftest import write_synthetic_data
+
+    data = write_synthetic_data(tmp_path / "data", train=10, dev=5, test=5)
+    config = TrainConfig.from_settings(pretrained_model=str(FIXTURES / "roberta"), data_dir=data, output_dir=str(tmp_path / "o"),
+                                       do_lower_case=True)
+    with pytest.raises(ConfigError, match="WordPiece"):
+        recipe.prepare(config)

@@ -8,7 +8,7 @@ beside it. Standard library only.
 from __future__ import annotations
 
 from bner import io
-from bner.model.metadata import TaggerMetadata
+from bner.model.metadata import FAMILY_NAMES, TaggerMetadata
 
 CARD_FILE = "README.md"
 FEW_EXAMPLES = 50  # a type with fewer training entities than this is listed under limits
@@ -31,7 +31,8 @@ def render(metadata: TaggerMetadata, folder: str) -> str:
     sections = [
         f"# {title}\n",
         f"A named-entity tagger for {_join(types)}, fine-tuned from `{base}` "
-        f"({metadata.pretrained.get('format', 'BERT')} format) with bner {training.get('versions', {}).get('bner', '')}."
+        f"(a {FAMILY_NAMES.get(metadata.encoder.family, metadata.encoder.family)} encoder, "
+        f"{metadata.pretrained.get('format', 'BERT')} format) with bner {training.get('versions', {}).get('bner', '')}."
         f"{_headline(evaluation)}\n",
         _usage(metadata, folder, export),
         _results(evaluation),

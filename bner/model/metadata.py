@@ -32,6 +32,10 @@ FAMILIES = ("bert", "roberta", "xlm-roberta", "deberta-v2", "distilbert", "elect
 # Activations bner's encoder implements, by their Hugging Face names (bner.model.network).
 ACTIVATION_NAMES = ("gelu", "gelu_exact", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_tanh", "relu", "tanh")
 
+# How each family is called where a person reads it.
+FAMILY_NAMES = {"bert": "BERT", "roberta": "RoBERTa", "xlm-roberta": "XLM-RoBERTa", "deberta-v2": "DeBERTa-v2/v3",
+                "distilbert": "DistilBERT", "electra": "ELECTRA", "albert": "ALBERT"}
+
 # What a model's word pieces around a window are called: BERT's (bner.data.features.SPECIAL), unless
 # the pretrained tokenizer says otherwise.
 BERT_SPECIAL_TOKENS = {"cls": "[CLS]", "sep": "[SEP]", "pad": "[PAD]", "unk": "[UNK]"}

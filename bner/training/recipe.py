@@ -28,7 +28,7 @@ from bner.inference.backends import KerasBackend
 from bner.inference.loader import load
 from bner.inference.tagger import Tagger
 from bner.model import pretrained
-from bner.model.metadata import TaggerMetadata, read_metadata, write_metadata
+from bner.model.metadata import FAMILY_NAMES, TaggerMetadata, read_metadata, write_metadata
 from bner.training import plots
 
 log = logging.getLogger(__name__)
@@ -331,7 +331,8 @@ def fit(setup: Setup, callbacks: Sequence, say):
         f"{', '.join(setup.metadata.entity_types)}; learning {setup.metadata.label_scheme} labels"
     )
     say(
-        f"model: {setup.pretrained.format} BERT from {setup.pretrained.source} ({setup.metadata.encoder.num_layers} layers, "
+        f"model: {FAMILY_NAMES[setup.metadata.encoder.family]} ({setup.pretrained.format} format) from "
+        f"{setup.pretrained.source} ({setup.metadata.encoder.num_layers} layers, "
         f"hidden {setup.metadata.encoder.hidden_size}, {'uncased' if setup.metadata.lowercase else 'cased'}); "
         f"{setup.precision} on {keras.backend.backend()}; {planned} step{'s' * (planned != 1)} ({per_epoch} per epoch)"
         f"{f'; {windows} extra windows for long sentences' if windows else ''}"
