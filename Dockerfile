@@ -33,10 +33,10 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
 # Only what `pip install .` needs: metadata first, then the package itself. The gcs extra
-# lets METADATA_FILE / --model_dir name gs:// paths.
+# lets METADATA_FILE / --model_dir name gs:// paths; tfserving is the client of TF Serving.
 COPY pyproject.toml README.md ./
 COPY bner ./bner
-RUN pip install --no-cache-dir "/src[gcs]" \
+RUN pip install --no-cache-dir "/src[gcs,tfserving]" \
     && python -c "import importlib.util, sys; sys.exit('torch must not be in the client image' if importlib.util.find_spec('torch') else 0)"
 
 # ---------------------------------------------------------------------------

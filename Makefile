@@ -14,11 +14,11 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[plots]"
+	$(BIN)/python -m pip install --quiet -e ".[train,plots]"
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[test,jax]"
+	$(BIN)/python -m pip install --quiet -e ".[train,test,jax]"
 	touch $(VENV)/.installed $@
 
 $(MINILM)/config.json: | $(BIN)/python

@@ -10,6 +10,9 @@ the latency of the first and second requests once it is up. Also times ``import 
 and ``import bner.serving.app`` in fresh processes. Each figure is the median of
 ``--repeats`` runs with a warm file cache (one unmeasured run first).
 
+Each ``--runtimes`` (``onnx``: the export's model.onnx in ONNX Runtime; ``tensorflow``: its
+SavedModel) is measured in the same run, one after the other (``BNER_RUNTIME``).
+
     python bench/serve_startup.py --export runs/sample/export/bner [--output_json bench/results/serve_startup.json]
 """
 
@@ -47,6 +50,9 @@ def until_answered(command: list[str], env: dict, probe, timeout: float = 120.0)
         server.wait(timeout=30)
 
 
+RUNTIME = {"BNER_RUNTIME": "auto"}  # set per measured runtime in main()
+
+
 def start_to_ready(export: str) -> tuple[float, float]:
     port = free_port()
 
@@ -57,7 +63,7 @@ def start_to_ready(export: str) -> tuple[float, float]:
         return time.perf_counter() - started, rss_mb(server.pid)
 
     command = [sys.executable, "-m", "bner.serving", "--model_dir", export, "--host", "127.0.0.1", "--port", str(port)]
-    return until_answered(command, {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, ready)
+    return until_answered(command, {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **RUNTIME}, ready)
 
 
 def cold_start(export: str) -> dict:
@@ -66,7 +72,7 @@ def cold_start(export: str) -> dict:
 
     port = free_port()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MODEL_DIR": export, "PORT": str(port), "BNER_HOST": "127.0.0.1",
-           "WEB_CONCURRENCY": "1"}
+           "WEB_CONCURRENCY": "1", **RUNTIME}
     body = json.dumps({"text": "Angela Merkel flew to Paris on Monday to meet officials of the European Commission ."}).encode()
 
     def recognize() -> float:
@@ -95,11 +101,9 @@ def main() -> None:
     parser.add_argument("--export", required=True, help="an export version folder or a folder of versions")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--label", default="current", help="a name for this code state in the JSON")
+    parser.add_argument("--runtimes", nargs="+", default=["onnx", "tensorflow"], choices=["onnx", "tensorflow", "auto"])
     parser.add_argument("--output_json", default=os.path.join(HERE, "results", "serve_startup.json"))
     args = parser.parse_args()
-    start_to_ready(args.export)  # warm the file cache
-    runs = [start_to_ready(args.export) for _ in range(args.repeats)]
-    colds = [cold_start(args.export) for _ in range(args.repeats)]
     imports = {m: statistics.median(import_seconds(m) for _ in range(args.repeats)) for m in ("bner", "bner.serving.app")}
     result = {
         "benchmark": "server start to ready, RSS, import time",
@@ -107,13 +111,21 @@ def main() -> None:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "export": args.export,
         "cpus": os.cpu_count(),
-        "start_to_ready_seconds": round(statistics.median(r[0] for r in runs), 2),
-        "rss_mb_at_ready": round(statistics.median(r[1] for r in runs), 1),
-        "cold_start": {k: round(statistics.median(c[k] for c in colds), 3) for k in colds[0]},
         "import_seconds": {k: round(v, 3) for k, v in imports.items()},
-        "runs": [{"seconds": round(s, 2), "rss_mb": round(m, 1)} for s, m in runs],
-        "cold_start_runs": [{k: round(v, 3) for k, v in c.items()} for c in colds],
+        "runtimes": {},
     }
+    for runtime in args.runtimes:
+        RUNTIME["BNER_RUNTIME"] = runtime
+        start_to_ready(args.export)  # warm the file cache
+        runs = [start_to_ready(args.export) for _ in range(args.repeats)]
+        colds = [cold_start(args.export) for _ in range(args.repeats)]
+        result["runtimes"][runtime] = {
+            "start_to_ready_seconds": round(statistics.median(r[0] for r in runs), 2),
+            "rss_mb_at_ready": round(statistics.median(r[1] for r in runs), 1),
+            "cold_start": {k: round(statistics.median(c[k] for c in colds), 3) for k in colds[0]},
+            "runs": [{"seconds": round(s, 2), "rss_mb": round(m, 1)} for s, m in runs],
+            "cold_start_runs": [{k: round(v, 3) for k, v in c.items()} for c in colds],
+        }
     write_result(result, args.output_json)
 
 

@@ -99,7 +99,8 @@ def output_json(record: prediction.Record, result) -> str:
     return prediction.json_line(data)
 
 
-def tagger_handler(model: str, batch_size: int, max_batch_size: int, decoding: str = "constrained", consistent: bool = True):
+def tagger_handler(model: str, batch_size: int, max_batch_size: int, decoding: str = "constrained", consistent: bool = True,
+                   runtime: str = "auto"):
     """A Beam ``ModelHandler`` over ``bner.load`` (Beam's TensorFlow handler needs a Keras model)."""
     beam = _beam()  # noqa: F841 — fails with the install hint before the imports below
     from apache_beam.ml.inference.base import ModelHandler, PredictionResult
@@ -108,12 +109,13 @@ def tagger_handler(model: str, batch_size: int, max_batch_size: int, decoding: s
         def __init__(self):
             super().__init__()
             self._model, self._batch_size, self._max_batch_size = model, batch_size, max_batch_size
-            self._decoding, self._consistent = decoding, consistent
+            self._decoding, self._consistent, self._runtime = decoding, consistent, runtime
 
         def load_model(self):
             import bner
 
-            return bner.load(self._model, batch_size=self._batch_size, decoding=self._decoding, consistent=self._consistent)
+            return bner.load(self._model, batch_size=self._batch_size, decoding=self._decoding, consistent=self._consistent,
+                             runtime=self._runtime)
 
         def run_inference(self, batch: Sequence[tuple[prediction.Record, ...]], tagger, inference_args=None):
             results = tag_units(tagger, batch, self._batch_size)
@@ -130,10 +132,11 @@ def tagger_handler(model: str, batch_size: int, max_batch_size: int, decoding: s
 
 
 def build_pipeline(pipeline, model: str, inputs: Sequence[str], output: str, fmt: str = "auto", batch_size: int = 32,
-                   max_batch_size: int = 256, decoding: str = "constrained", consistent: bool = True):
+                   max_batch_size: int = 256, decoding: str = "constrained", consistent: bool = True, runtime: str = "auto"):
     """Add the labelling steps to ``pipeline``: read → tag → write, with a dead-letter output.
 
-    ``decoding`` and ``consistent`` are :func:`bner.load`'s."""
+    ``decoding``, ``consistent`` and ``runtime`` are :func:`bner.load`'s (``auto``: ONNX Runtime where the
+    export has model.onnx, so workers need no TensorFlow)."""
     beam = _beam()
     from apache_beam.io import fileio
     from apache_beam.ml.inference.base import RunInference
@@ -165,7 +168,7 @@ def build_pipeline(pipeline, model: str, inputs: Sequence[str], output: str, fmt
         | "Open" >> fileio.ReadMatches()
     )
     read = files | "Read" >> beam.ParDo(ReadRecords()).with_outputs(DEAD_LETTER, main="records")
-    tagged, failures = read.records | "Tag" >> RunInference(tagger_handler(model, batch_size, max_batch_size, decoding, consistent)).with_exception_handling()
+    tagged, failures = read.records | "Tag" >> RunInference(tagger_handler(model, batch_size, max_batch_size, decoding, consistent, runtime)).with_exception_handling()
     lines = tagged | "Format" >> beam.FlatMap(
         lambda result: [output_json(record, r) for record, r in zip(result.example, result.inference, strict=True)])
     lines | "Write" >> beam.io.WriteToText(output, file_name_suffix=".jsonl")
@@ -207,14 +210,14 @@ def local_runner(name: str):
 
 def run(model: str, inputs: Sequence[str], output: str, fmt: str = "auto", runner: str | None = None, num_workers: int = 1,
         batch_size: int = 32, extra_options: Sequence[str] = (), decoding: str = "constrained", consistent: bool = True,
-        **cloud) -> None:
+        runtime: str = "auto", **cloud) -> None:
     """Build and run the pipeline to the end (the Python API of ``python -m bner.batch_predict``)."""
     beam = _beam()
     args = argparse.Namespace(runner=runner, num_workers=num_workers, project=cloud.get("project"),
                               region=cloud.get("region"), temp_location=cloud.get("temp_location"))
     options = pipeline_options(args, extra_options)
     with beam.Pipeline(runner=local_runner(runner), options=options) as pipeline:
-        build_pipeline(pipeline, model, inputs, output, fmt, batch_size, decoding=decoding, consistent=consistent)
+        build_pipeline(pipeline, model, inputs, output, fmt, batch_size, decoding=decoding, consistent=consistent, runtime=runtime)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -235,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.num_workers < 1 or args.batch_size < 1:
             raise ConfigError("--num_workers and --batch_size must be at least 1")
         run(args.model, args.inputs, args.output, args.format, args.runner, args.num_workers, args.batch_size, extra,
-            decoding=args.decoding, consistent=args.consistent, project=args.project, region=args.region, temp_location=args.temp_location)
+            decoding=args.decoding, consistent=args.consistent, runtime=args.runtime, project=args.project, region=args.region, temp_location=args.temp_location)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

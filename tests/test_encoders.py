@@ -156,14 +156,15 @@ def test_each_family_trains_exports_loads_and_tags(family, tmp_path):
     assert metadata.encoder.family == found.config.family and metadata.special_tokens == found.special_tokens
     texts = ["Angela Merkel flew to Paris on Monday .", "naïve  café 😀\u3000in   Zürich, 東京", "a sentence " * 20]
     from_export, from_model = bner.load(result.export_path), bner.load(result.model_dir)
-    assert from_export.backend.name != from_model.backend.name  # the SavedModel, and the Keras network
+    saved_model = bner.load(result.export_path, runtime="tensorflow")
+    assert (from_export.backend.name, saved_model.backend.name, from_model.backend.name) == ("onnx", "in-process", "keras")
     predicted = from_export.predict(texts)
-    assert predicted == from_model.predict(texts)
+    assert predicted == from_model.predict(texts) == saved_model.predict(texts)
     for text, entities in zip(texts, predicted):  # offsets are the raw text's, whatever the pieces
         assert all(text[e.start:e.end] == e.text for e in entities)
     words = [["Angela", "Merkel", "flew"], ["x"] * 30]  # the second is longer than a window
     tagged = from_export.tag(words)
-    assert tagged == from_model.tag(words) and [len(tags) for tags in tagged] == [3, 30]
+    assert tagged == from_model.tag(words) == saved_model.tag(words) and [len(tags) for tags in tagged] == [3, 30]
     if family in ("deberta-v3", "distilbert"):  # no segment embeddings: TF Serving's signature still takes all three inputs
         from tests.tf_serving import running_prediction_service
 

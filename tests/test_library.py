@@ -79,8 +79,11 @@ def test_load_any_model_path_and_tag(run):
         entities = tagger("Anna Kowalski visited Lisbon .")
         assert [(e.text, e.type, e.start, e.end) for e in entities] == [("Anna Kowalski", "PER", 0, 13), ("Lisbon", "LOC", 22, 28)]
         assert 0 < entities[0].score <= 1
-    assert bner.load(str(out)).backend.name == "in-process"  # a run folder's export, not its Keras weights
+    assert bner.load(str(out)).backend.name == "onnx"  # a run folder's export (its model.onnx), not its Keras weights
+    assert bner.load(str(out), runtime="tensorflow").backend.name == "in-process"  # the export's SavedModel
     assert bner.load(str(out / "model")).backend.name == "keras"
+    with pytest.raises(ValueError, match="no model.onnx"):
+        bner.load(str(out / "model"), runtime="onnx")
 
 
 def test_tagger_predicts_groups_tags_and_evaluates(run, tmp_path):
@@ -141,6 +144,55 @@ def test_serving_and_loading_an_export_import_no_keras_and_print_no_tensorflow_l
     assert done.stderr == "", done.stderr
 
 
+LIGHT_INSTALL = """
+import json, sys
+import bner
+from fastapi.testclient import TestClient
+from bner.cli.main import main
+from bner.serving.app import create_app
+from bner.serving.settings import ServingSettings
+
+export, text_file, conll, out = sys.argv[1:5]
+tagger = bner.load(export)
+entities = [(e.text, e.type, e.start, e.end) for e in tagger("Anna Kowalski visited Lisbon .")]
+assert main(["predict", export, text_file, "--output", out]) == 0
+assert main(["evaluate", export, conll, "--json"]) == 0
+client = TestClient(create_app(ServingSettings(model_dir=export)))
+answer = client.post("/api/ner/recognize", json={"text": "Anna Kowalski visited Lisbon ."}).json()
+model = client.get("/api/ner/model").json()
+heavy = sorted(m for m in ("tensorflow", "keras", "keras_hub", "tf2onnx") if m in sys.modules)
+print(json.dumps({"backend": tagger.backend.name, "entities": entities, "served": answer, "runtime": model["runtime"], "heavy": heavy}))
+"""
+
+
+def test_the_light_install_loads_predicts_evaluates_and_serves_an_export_without_tensorflow(run, tmp_path):
+    """`pip install bner` without [train]: TensorFlow, Keras, KerasHub and tf2onnx cannot even be found."""
+    import sysconfig
+
+    _, result, root, _ = run
+    site, folder = sysconfig.get_paths()["purelib"], tmp_path / "site"
+    folder.mkdir()
+    blocked = ("tensorflow", "tf_keras", "tensorboard", "keras", "tf2onnx")
+    for name in os.listdir(site):
+        if name.lower().startswith(blocked) or name.endswith(".pth"):
+            continue
+        os.symlink(os.path.join(site, name), folder / name)
+    (tmp_path / "in.txt").write_text("Anna Kowalski visited Lisbon .\nBoris works for Acme .\n")
+    project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", LIGHT_INSTALL, result.export_path, str(tmp_path / "in.txt"),
+         str(root / "data" / "test.conll"), str(tmp_path / "out.jsonl")],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": f"{project}{os.pathsep}{folder}"}, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    facts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert facts["backend"] == "onnx" and facts["runtime"] == "onnx" and facts["heavy"] == []
+    assert facts["entities"] == [["Anna Kowalski", "PER", 0, 13], ["Lisbon", "LOC", 22, 28]]
+    assert [e["text"] for e in facts["served"]["entities"]] == ["Anna Kowalski", "Lisbon"]
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 2
+    assert '"f1"' in done.stdout
+
+
 TRAIN_QUIETLY = """
 import sys, bner
 try:
@@ -192,10 +244,21 @@ def edit_metadata(**values):
     return change
 
 
+def garbage_onnx_with_its_digest(folder):
+    import hashlib
+
+    (folder / "model.onnx").write_bytes(b"\x08\x01garbage")
+    edit_metadata(onnx={"file": "model.onnx", "opset": 17, "sha256": hashlib.sha256(b"\x08\x01garbage").hexdigest()})(folder)
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
         (lambda f: (f / "saved_model.pb").write_bytes(b"\x08\x01garbage"), "cannot load the SavedModel"),
+        (lambda f: (f / "model.onnx").write_bytes(b"\x08\x01garbage"), "SHA-256 is not the one metadata.json gives"),
+        (lambda f: (f / "model.onnx").unlink(), "file not found"),
+        (garbage_onnx_with_its_digest, "ONNX Runtime cannot load it"),
+        (edit_metadata(onnx={"file": "/etc/passwd", "opset": 17, "sha256": "0"}), "onnx must name a file inside the model folder"),
         (lambda f: (f / "metadata.json").write_text("[1, 2]"), "expected a JSON object, got list"),
         (edit_metadata(format_version="1"), "format_version must be a whole number"),
         (edit_metadata(tokenizer_file="../../../../etc/passwd"), "tokenizer_file must be a file name inside the model folder"),
@@ -207,9 +270,11 @@ def edit_metadata(**values):
 def test_a_damaged_export_fails_to_load_with_one_line(run, tmp_path, change, message):
     _, result, _, _ = run
     folder = broken_copy(result.export_path, tmp_path, change)
+    runtime = "tensorflow" if "SavedModel" in message else "auto"
     with pytest.raises(ValueError, match=message):
-        bner.load(folder)
-    served = subprocess.run([sys.executable, "-m", "bner.serving", "--model_dir", folder, "--port", "1"], capture_output=True, text=True, timeout=120)
+        bner.load(folder, runtime=runtime)
+    served = subprocess.run([sys.executable, "-m", "bner.serving", "--model_dir", folder, "--port", "1", "--runtime", runtime],
+                            capture_output=True, text=True, timeout=120)
     lines = served.stderr.strip().splitlines()
     assert served.returncode == 2 and len(lines) == 1 and message.split(" (")[0] in lines[0], served.stderr
 
@@ -241,12 +306,14 @@ def test_constrained_decoding_is_valid_equal_to_argmax_where_that_is_valid_and_t
     config, result, root, _ = run
     sentences = [s.words for s in corpus.read_conll(os.path.join(config.data.data_dir, "test.conll"))]
     exported = bner.load(result.export_path, batch_size=4)
+    saved_model = bner.load(result.export_path, batch_size=4, runtime="tensorflow")
     keras_model = bner.load(result.model_dir, batch_size=4)
     argmax = bner.load(result.export_path, batch_size=4, decoding="argmax")
     rules = decoding.transitions(tuple(exported.labels), exported.metadata.label_scheme)
     index = {label: i for i, label in enumerate(exported.labels)}
     constrained_tags = [t.tags for t in exported.tag_sentences(sentences)]
     assert constrained_tags == [t.tags for t in keras_model.tag_sentences(sentences)]  # evaluation's path = the export's
+    assert constrained_tags == [t.tags for t in saved_model.tag_sentences(sentences)]  # ONNX Runtime = the SavedModel
     for tags, plain in zip(constrained_tags, (t.tags for t in argmax.tag_sentences(sentences))):
         assert decoding.is_valid([index[t] for t in tags], rules)
         if decoding.is_valid([index[t] for t in plain], rules):

@@ -127,7 +127,7 @@ def _load(args):
     import bner
 
     return bner.load(args.model, batch_size=args.batch_size, max_seq_length=args.max_seq_length,
-                     decoding=args.decoding, consistent=args.consistent)
+                     decoding=args.decoding, consistent=args.consistent, runtime=args.runtime)
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,6 +9,11 @@ The serving signature ``serving_default`` takes int32 ``input_ids``, ``attention
 and ``token_type_ids`` of shape ``[batch, length]`` (any batch, any length up to the
 encoder's maximum) and returns per-piece ``label_ids`` (int32), ``scores`` (float32,
 the probability of the chosen label) and ``logits``.
+
+Beside it, ``model.onnx`` computes the same ``logits`` from the same three inputs, for ONNX
+Runtime (bner's light install serves it without TensorFlow). It is converted by tf2onnx from
+the same network built with operators ONNX has (erf-based GELU: TensorFlow's uses erfc, which
+ONNX lacks); ``metadata.json`` names it with its opset and SHA-256.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from bner.folders import model_folder
 from bner.folders.model_card import CARD_FILE
 from bner.folders.model_card import render as render_card
 from bner.model.metadata import INPUTS, METADATA_FILE, SIGNATURE, TOKENIZER_FILE, read_metadata, write_metadata
+
+ONNX_FILE = "model.onnx"
+ONNX_OPSET = 17  # ONNX Runtime 1.14 and later run it
 
 
 def is_export(folder: str) -> bool:
@@ -91,10 +99,37 @@ def export_tagger(model_dir: str, export_dir: str, model_name: str, version: int
     # metadata.json is published last: readers count a version only once it is there.
     with io.staged_directory(final, publish_last=("saved_model.pb", METADATA_FILE)) as staging:
         tf.saved_model.save(module, staging, signatures={SIGNATURE: module.serve})
+        exported = dataclasses.replace(exported, onnx=write_onnx(model_dir, metadata, staging))
         tokenizer.save(os.path.join(staging, TOKENIZER_FILE))
         write_metadata(exported, staging)
         io.write_text(os.path.join(staging, CARD_FILE), render_card(exported, final))
     return final
+
+
+def write_onnx(model_dir: str, metadata, folder: str) -> dict:
+    """Write ``model.onnx`` (float32 logits) into ``folder``; what metadata.json says of it."""
+    import keras
+    import tensorflow as tf
+    import tf2onnx
+
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy("float32")
+    try:
+        network = model_folder.load_network(model_dir, metadata, portable=True)
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name=n) for n in INPUTS])
+    def logits(input_ids, attention_mask, token_type_ids):
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        return {"logits": network(inputs, training=False)}
+
+    proto, _ = tf2onnx.convert.from_function(logits, input_signature=logits.input_signature, opset=ONNX_OPSET)
+    data = proto.SerializeToString()
+    with open(os.path.join(folder, ONNX_FILE), "wb") as f:
+        f.write(data)
+    return {"file": ONNX_FILE, "opset": ONNX_OPSET, "sha256": hashlib.sha256(data).hexdigest(), "inputs": list(INPUTS),
+            "outputs": ["logits"], "precision": "float32"}
 
 
 def serving_module(model):

@@ -77,6 +77,13 @@ def _usage(metadata: TaggerMetadata, folder: str, export: dict) -> str:
             "of shape [batch, length]; outputs per-piece `label_ids`, `scores` and `logits`. "
             "Tokenisation and label decoding are in `tokenizer.json` and `metadata.json` beside it.\n",
         ]
+    if metadata.onnx:
+        lines += [
+            f"`{metadata.onnx['file']}` (ONNX opset {metadata.onnx['opset']}, {metadata.onnx.get('precision', 'float32')}) computes "
+            "the same `logits` from the same inputs for ONNX Runtime: `bner.load` and `bner serve` run it by default where "
+            "`onnxruntime` is installed, with no TensorFlow (`--runtime tensorflow` runs the SavedModel instead). Its SHA-256 "
+            "is in `metadata.json`.\n",
+        ]
     return "\n".join(lines)
 
 

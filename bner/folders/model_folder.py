@@ -36,7 +36,8 @@ def load(folder: str) -> tuple[keras.Model, TaggerMetadata, tokenizers.Tokenizer
     return load_network(folder, metadata), metadata, features.read_tokenizer(io.join(folder, metadata.tokenizer_file), metadata.special_tokens)
 
 
-def load_network(folder: str, metadata: TaggerMetadata) -> keras.Model:
+def load_network(folder: str, metadata: TaggerMetadata, portable: bool = False) -> keras.Model:
+    """The saved network; ``portable`` builds it with operators ONNX has (for an export's model.onnx)."""
     from bner.model.network import build_tagger
 
     if metadata.network_layout != NETWORK_LAYOUT:
@@ -45,7 +46,7 @@ def load_network(folder: str, metadata: TaggerMetadata) -> keras.Model:
             f"{metadata.network_layout}), which bner no longer builds; its exports still serve. Train it again to evaluate or "
             "export it"
         )
-    model = build_tagger(metadata.encoder, len(metadata.labels))
+    model = build_tagger(metadata.encoder, len(metadata.labels), portable=portable)
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, WEIGHTS_FILE)
         with open(local, "wb") as f:

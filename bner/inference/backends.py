@@ -1,4 +1,4 @@
-"""Where the model runs: a Keras model, the exported SavedModel in this process, or TensorFlow Serving over gRPC.
+"""Where the model runs: a Keras model, the export's ONNX model or SavedModel in this process, or TensorFlow Serving over gRPC.
 
 A backend turns a batch of int32 model inputs (``input_ids``, ``attention_mask``,
 ``token_type_ids``: ``[batch, length]``) into per-piece label probabilities
@@ -10,6 +10,7 @@ the same entities. None of them imports Keras unless it runs a Keras model.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 
@@ -20,6 +21,9 @@ from bner.model.metadata import INPUTS, SIGNATURE
 
 log = logging.getLogger(__name__)
 OUTPUTS = ("logits",)
+RUNTIMES = ("auto", "onnx", "tensorflow")
+RUNTIME_HELP = ("what runs an export in this process: onnx (its model.onnx, ONNX Runtime), tensorflow (its SavedModel), "
+                "or auto (onnx where the export has model.onnx and onnxruntime is installed, else tensorflow)")
 
 
 class BackendUnavailable(RuntimeError):
@@ -59,6 +63,51 @@ class KerasBackend:
     def piece_probabilities(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         started = time.perf_counter()
         logits = self.model.predict_on_batch(inputs)
+        self.model_seconds += time.perf_counter() - started
+        return probabilities_of(logits)
+
+
+class OnnxBackend:
+    """The export's ``model.onnx``, run by ONNX Runtime in this process: no TensorFlow, no Keras.
+
+    The file is checked against the SHA-256 that metadata.json gives before ONNX Runtime
+    reads it, so a damaged or swapped file fails at load, never later.
+    """
+
+    name = "onnx"
+    static_shapes = False  # the graph takes any batch and length
+
+    def __init__(self, version_folder: str, facts: dict, threads: int | None = None):
+        import onnxruntime
+
+        path = io.join(version_folder, facts["file"])
+        try:
+            data = io.read_bytes(path)
+        except FileNotFoundError:
+            raise ValueError(f"{path}: file not found (metadata.json names it)") from None
+        if hashlib.sha256(data).hexdigest() != facts.get("sha256"):
+            raise ValueError(f"{path}: its SHA-256 is not the one metadata.json gives (a damaged or replaced file)")
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.log_severity_level = 3  # errors only: ONNX Runtime's start-up warnings say nothing a user can act on
+        try:
+            self._session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 — ONNX Runtime raises its own exception types for a bad graph
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"{path}: ONNX Runtime cannot load it ({first[:300]})") from None
+        names = [i.name for i in self._session.get_inputs()]
+        outputs = {o.name: o for o in self._session.get_outputs()}
+        if sorted(names) != sorted(INPUTS) or "logits" not in outputs:
+            raise ValueError(f"{path}: expected inputs {', '.join(INPUTS)} and a logits output (not a bner export?)")
+        last = outputs["logits"].shape[-1]
+        self.num_labels = last if isinstance(last, int) else None
+        self.model_seconds = 0.0
+
+    def piece_probabilities(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        started = time.perf_counter()
+        feed = {k: np.ascontiguousarray(inputs[k], dtype=np.int32) for k in INPUTS}
+        logits = self._session.run(["logits"], feed)[0]
         self.model_seconds += time.perf_counter() - started
         return probabilities_of(logits)
 

@@ -27,6 +27,7 @@ def load(
     verbose: bool = False,
     decoding: str = "constrained",
     consistent: bool = True,
+    runtime: str = "auto",
 ) -> Tagger:
     """A :class:`Tagger` for ``path``: a trained-model folder, an export version folder, a folder of
     versions (the latest), a run folder (its latest export, else its model), or an export's
@@ -39,22 +40,51 @@ def load(
     ``consistent``: a name is tagged the same way throughout its document (one raw text, or a
     ``-DOCSTART-`` document of a CoNLL file), by a vote of the model's probabilities
     (:mod:`bner.inference.consistency`); ``False`` leaves each sentence as decoded.
+    ``runtime``: ``auto`` (an export's ``model.onnx`` with ONNX Runtime where both are there,
+    else TensorFlow), ``onnx`` or ``tensorflow``. Both compute the same entities.
     """
     kind, folder = locate(path)
     # An export's metadata file by any name (METADATA_FILE), else the folder's metadata.json.
     metadata = read_metadata(str(path) if str(path).endswith(".json") else folder)
     tokenizer = features.read_tokenizer(io.join(folder, metadata.tokenizer_file), metadata.special_tokens)
-    _quiet_tensorflow(verbose, without_keras=bool(host) or kind == "export")
-    if host:
-        backend = backends.TFServingBackend(
-            host, port, model_name, version, version_label, signature_name, timeout_seconds, pad_to=metadata.max_seq_length
-        )
+    chosen = choose_runtime(runtime, kind, metadata, folder, remote=bool(host))
+    if chosen == "onnx":
+        configure_environment(quiet=not verbose)
+        backend = backends.OnnxBackend(folder, metadata.onnx)
     else:
-        if kind == "export":
+        _quiet_tensorflow(verbose, without_keras=bool(host) or kind == "export")
+        if host:
+            backend = backends.TFServingBackend(
+                host, port, model_name, version, version_label, signature_name, timeout_seconds, pad_to=metadata.max_seq_length
+            )
+        elif kind == "export":
             backend = backends.SavedModelBackend(folder, signature_name)
         else:
             backend = backends.KerasBackend(_float32(lambda: model_folder.load_network(folder, metadata)))
     return Tagger(backend, metadata, tokenizer, batch_size, max_seq_length, source=folder, decoding=decoding, consistent=consistent)
+
+
+def choose_runtime(runtime: str, kind: str, metadata, folder: str, remote: bool = False) -> str:
+    """``onnx`` or ``tensorflow`` for a model: ``auto`` runs an export's model.onnx with ONNX
+    Runtime when both are there, else TensorFlow (a trained-model folder, an older export)."""
+    if runtime not in backends.RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(backends.RUNTIMES)}, got {runtime!r}")
+    if remote:
+        if runtime == "onnx":
+            raise ValueError("a model in TensorFlow Serving runs there: runtime onnx applies to a model loaded in this process")
+        return "tensorflow"
+    has_onnx = kind == "export" and bool(metadata.onnx)
+    if runtime == "onnx" and not has_onnx:
+        raise ValueError(f"{folder}: no model.onnx here (exports of bner 0.2 and later hold one; a trained-model folder does not)")
+    if runtime == "auto":
+        return "onnx" if has_onnx and onnx_runtime_installed() else "tensorflow"
+    return runtime
+
+
+def onnx_runtime_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
 
 
 def _quiet_tensorflow(verbose: bool, without_keras: bool) -> None:

@@ -122,6 +122,8 @@ class TaggerMetadata:
     split_sentences: bool = False
     tokenizer_file: str = TOKENIZER_FILE
     special_tokens: dict = dataclasses.field(default_factory=lambda: dict(BERT_SPECIAL_TOKENS))
+    # An export's ONNX model for ONNX Runtime: {"file": "model.onnx", "opset": 17, "sha256": ...}; empty when none.
+    onnx: dict = dataclasses.field(default_factory=dict)
     pretrained: dict = dataclasses.field(default_factory=dict)
     training: dict = dataclasses.field(default_factory=dict)  # how it was trained: data files, settings, machine, steps
     evaluation: dict = dataclasses.field(default_factory=dict)  # dev and test scores of this model, overall and per type
@@ -175,10 +177,16 @@ class TaggerMetadata:
         tokens = self.special_tokens
         if not (isinstance(tokens, dict) and set(tokens) == set(BERT_SPECIAL_TOKENS) and all(isinstance(v, str) and v for v in tokens.values())):
             raise ValueError(f"{source}: special_tokens must name the {', '.join(BERT_SPECIAL_TOKENS)} tokens, got {tokens!r}")
-        name = self.tokenizer_file
-        # Paths read from metadata stay inside their folder: a plain file name, nothing else.
-        if not isinstance(name, str) or not name or name != posixpath.basename(name) or name in (".", "..") or "\\" in name:
-            raise ValueError(f"{source}: tokenizer_file must be a file name inside the model folder, got {name!r}")
+        if not is_file_name(self.tokenizer_file):
+            raise ValueError(f"{source}: tokenizer_file must be a file name inside the model folder, got {self.tokenizer_file!r}")
+        if self.onnx and not (isinstance(self.onnx, dict) and is_file_name(self.onnx.get("file"))
+                              and isinstance(self.onnx.get("sha256"), str) and isinstance(self.onnx.get("opset"), int)):
+            raise ValueError(f"{source}: onnx must name a file inside the model folder with its opset and sha256, got {self.onnx!r}")
+
+
+def is_file_name(name) -> bool:
+    """Whether ``name`` is a plain file name: paths read from metadata stay inside their folder."""
+    return isinstance(name, str) and bool(name) and name == posixpath.basename(name) and name not in (".", "..") and "\\" not in name
 
 
 def write_metadata(metadata: TaggerMetadata, folder: str) -> None:

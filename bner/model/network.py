@@ -39,6 +39,15 @@ ACTIVATIONS: dict[str, Callable] = {
 }
 
 
+def gelu_erf(x):
+    """Exact GELU written with erf: what ONNX has an operator for (TensorFlow's own GELU uses erfc)."""
+    return 0.5 * x * (1.0 + keras.ops.erf(x * keras.ops.cast(_SQRT_HALF, x.dtype)))
+
+
+# The forms an exported ONNX graph computes: the same function in operators ONNX has. Used only
+# to build the network that is converted; the values agree with ACTIVATIONS to float rounding.
+PORTABLE_ACTIVATIONS: dict[str, Callable] = {"gelu": gelu_erf, "gelu_exact": gelu_erf}
+
 _TRAINING_ACTIVATIONS: dict[str, Callable] = {}
 _SQRT_HALF = 0.7071067811865476  # 1/√2
 _INV_SQRT_2PI = 0.3989422804014327  # 1/√(2π)
@@ -417,10 +426,11 @@ class BertEncoder(keras.layers.Layer):
     their embeddings, ALBERT in sharing its layers, DeBERTa in its attention.
 
     ``fast_activation`` runs the activation with its hand-written derivative on TensorFlow
-    (see :func:`training_activation`); it changes speed, not results.
+    (see :func:`training_activation`); it changes speed, not results. ``portable`` computes it
+    with operators ONNX has (:data:`PORTABLE_ACTIVATIONS`), for the network an export converts.
     """
 
-    def __init__(self, config: EncoderConfig, fast_activation: bool = False, **kwargs):
+    def __init__(self, config: EncoderConfig, fast_activation: bool = False, portable: bool = False, **kwargs):
         super().__init__(**kwargs)
         for name, act in (("hidden_act", config.hidden_act), ("conv_act", config.conv_act)):
             if act not in ACTIVATIONS:
@@ -429,6 +439,9 @@ class BertEncoder(keras.layers.Layer):
             raise ValueError(f"{config.num_layers} layers cannot share {config.layer_groups} groups evenly")
         fast = fast_activation and keras.backend.backend() == "tensorflow"
         activation = training_activation(config.hidden_act) if fast else ACTIVATIONS[config.hidden_act]
+        if portable:
+            activation = PORTABLE_ACTIVATIONS.get(config.hidden_act, ACTIVATIONS[config.hidden_act])
+        conv_activation = (PORTABLE_ACTIVATIONS if portable else ACTIVATIONS).get(config.conv_act, ACTIVATIONS[config.conv_act])
         policy = self.dtype_policy
         residual = keras.DTypePolicy("float32") if policy.compute_dtype != policy.variable_dtype else policy
         self.config = config
@@ -437,7 +450,7 @@ class BertEncoder(keras.layers.Layer):
                        for i in range(config.layer_groups or config.num_layers)]
         self.relative = None
         if config.relative_attention:
-            self.relative = RelativePositions(config, ACTIVATIONS[config.conv_act], dtype=residual, name="relative")
+            self.relative = RelativePositions(config, conv_activation, dtype=residual, name="relative")
         bert_initializer()  # KerasHub's pooler initialiser: its seed draw keeps the order (see above)
 
     def build(self, input_shape):
@@ -459,20 +472,20 @@ class BertEncoder(keras.layers.Layer):
         return x
 
 
-def build_encoder(config: EncoderConfig, fast_activation: bool = False) -> BertEncoder:
-    encoder = BertEncoder(config, fast_activation, name="encoder")
+def build_encoder(config: EncoderConfig, fast_activation: bool = False, portable: bool = False) -> BertEncoder:
+    encoder = BertEncoder(config, fast_activation, portable, name="encoder")
     encoder.build((None, None))
     return encoder
 
 
 def build_tagger(
-    config: EncoderConfig, num_labels: int, dropout: float | None = None, fast_activation: bool = False
+    config: EncoderConfig, num_labels: int, dropout: float | None = None, fast_activation: bool = False, portable: bool = False
 ) -> keras.Model:
     """Encoder + dropout + dense head: int32 ``input_ids/attention_mask/token_type_ids`` → float32 logits.
 
     ``fast_activation`` for training on TensorFlow (see :func:`training_activation`).
     """
-    encoder = build_encoder(config, fast_activation)
+    encoder = build_encoder(config, fast_activation, portable)
     inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in INPUTS}
     hidden = encoder(inputs["input_ids"], inputs["token_type_ids"], inputs["attention_mask"])
     hidden = Float32MaskDropout(config.dropout if dropout is None else dropout, name="head_dropout")(hidden)

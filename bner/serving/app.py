@@ -50,7 +50,7 @@ def make_tagger(settings: ServingSettings):
     if not model_dir:
         raise ValueError("no model: pass --model_dir (an export version folder) or set MODEL_DIR / METADATA_FILE")
     return load(model_dir, signature_name=settings.signature_name, batch_size=settings.max_batch_size,
-                decoding=settings.decoding, consistent=settings.consistent)
+                decoding=settings.decoding, consistent=settings.consistent, runtime=settings.runtime)
 
 
 # ---------------------------------------------------------------- API schema
@@ -268,6 +268,7 @@ def model_description(settings: ServingSettings, tagger) -> dict:
         "label_scheme": metadata.label_scheme,
         "base_model": os.path.basename(str(metadata.pretrained.get("source", "")).rstrip("/")) or None,
         "backend": tagger.backend.name,
+        "runtime": "onnx" if tagger.backend.name == "onnx" else "tensorflow",
         **tagger.scoring,
         # not shown for a server set to decode otherwise than the score was made (models from before
         # scores recorded their scoring keep showing theirs)

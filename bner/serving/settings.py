@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bner.config import boolean
+from bner.inference.backends import RUNTIME_HELP, RUNTIMES
 from bner.inference.decoding import CONSISTENT_HELP, DECODING_HELP, DECODINGS
 from bner.model.metadata import SIGNATURE
 
@@ -59,6 +60,7 @@ class ServingSettings:
     backend_timeout_seconds: float = setting("BNER_BACKEND_TIMEOUT", 10.0, "seconds for one TF Serving call", float, "positive")
     decoding: str = setting("BNER_DECODING", "constrained", DECODING_HELP, flag=True, choices=DECODINGS)
     consistent: bool = setting("BNER_CONSISTENT", True, CONSISTENT_HELP, boolean, flag=True)
+    runtime: str = setting("BNER_RUNTIME", "auto", RUNTIME_HELP, flag=True, choices=RUNTIMES)
     # the process
     host: str = setting("BNER_HOST", "0.0.0.0", "address to listen on", flag=True)
     port: int = setting("PORT", 8080, "HTTP port to listen on", int, "positive", flag=True)
