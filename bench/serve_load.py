@@ -542,7 +542,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--bner_python", default=sys.executable, help="python for bner's server (default: this one)")
     parser.add_argument("--bner_env", action="append", default=[], metavar="KEY=VALUE",
                         help="environment for bner's server, e.g. BNER_MAX_WAIT_MS=2 (repeatable)")
-    parser.add_argument("--systems", nargs="+", choices=["bner", "hf"], default=["bner", "hf"], help="what to run, in order")
+    parser.add_argument("--systems", nargs="+", choices=["bner", "bner-tensorflow", "hf"], default=["bner", "hf"],
+                        help="what to run, in order (bner: the export's default runtime, ONNX Runtime where it has model.onnx; "
+                             "bner-tensorflow: its SavedModel, BNER_RUNTIME=tensorflow)")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per client count")
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds before each measurement")
@@ -605,11 +607,11 @@ def main(argv=None) -> int:
             "export": export,
             "export_metadata": {k: metadata.get(k) for k in ("pretrained", "encoder", "max_seq_length", "lowercase")},
             "num_labels": len(metadata.get("labels", [])),
-            "backend": "in-process SavedModel",
+            "backend": "in-process: model.onnx in ONNX Runtime (bner-tensorflow: the SavedModel)",
             "BNER_MAX_BATCH_SIZE": setting("BNER_MAX_BATCH_SIZE", defaults["max_batch_size"]),
             "BNER_MAX_WAIT_MS": setting("BNER_MAX_WAIT_MS", defaults["max_wait_ms"]),
             "bner_env": bner_env_extra,
-            "versions": {name: version(name) for name in ("tensorflow", "keras", "fastapi", "uvicorn", "httpx")},
+            "versions": {name: version(name) for name in ("onnxruntime", "tensorflow", "keras", "fastapi", "uvicorn", "httpx")},
         },
         "hf": {"model_dir": os.path.abspath(args.hf_model_dir) if args.hf_model_dir else None, "labels_from": hf_labels_from,
                "python": args.hf_python},
@@ -622,6 +624,11 @@ def main(argv=None) -> int:
         port = free_port()
         servers["bner"] = Server("bner", [args.bner_python, "-m", "bner.serving", "--model_dir", export, "--host", "127.0.0.1",
                                           "--port", str(port)], bner_env, port, "/api/ner/ready", log_dir)
+    if "bner-tensorflow" in args.systems:
+        port = free_port()
+        servers["bner-tensorflow"] = Server(
+            "bner-tensorflow", [args.bner_python, "-m", "bner.serving", "--model_dir", export, "--host", "127.0.0.1",
+                                "--port", str(port)], {**bner_env, "BNER_RUNTIME": "tensorflow"}, port, "/api/ner/ready", log_dir)
     if "hf" in args.systems:
         port = free_port()
         cmd = [args.hf_python, str(REPO / "bench" / "hf_serving_app.py"), "--model_dir", args.hf_model_dir,
@@ -654,6 +661,8 @@ def main(argv=None) -> int:
     report["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     report["finished_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     report["comparison"] = compare(report["systems"].get("bner"), report["systems"].get("hf"))
+    # ONNX Runtime against the same export's SavedModel, both served by bner
+    report["comparison_onnx_over_tensorflow"] = compare(report["systems"].get("bner"), report["systems"].get("bner-tensorflow"))
     if interrupted:
         report["interrupted"] = True
     print_table(report["systems"], report["comparison"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import os
 import platform
 import re
@@ -31,6 +32,24 @@ def use_onednn() -> None:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
+def require_training() -> None:
+    """Refuse, in one line, what needs ``bner[train]`` (training, export, TensorFlow runtimes) where it is not installed.
+
+    The base install loads, serves, predicts and evaluates exports with ONNX Runtime only.
+    """
+    import importlib.util
+
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    missing = [m for m in dict.fromkeys(("keras", backend)) if importlib.util.find_spec(m) is None]
+    if missing:
+        from bner.config import ConfigError
+
+        raise ConfigError(
+            f"{' and '.join(missing)} not installed: training, export and the TensorFlow runtimes need "
+            "pip install \"bner[train]\" (this install loads, serves, predicts and evaluates exports with ONNX Runtime)"
+        )
+
+
 def import_tensorflow_quietly(without_keras: bool = False) -> None:
     """Import TensorFlow and start its devices with native stderr captured.
 
@@ -44,6 +63,11 @@ def import_tensorflow_quietly(without_keras: bool = False) -> None:
     """
     if "tensorflow" in sys.modules or os.environ.get("KERAS_BACKEND") not in (None, "tensorflow"):
         return
+    if importlib.util.find_spec("tensorflow") is None:
+        from bner.config import ConfigError
+
+        raise ConfigError('TensorFlow is not installed: training, export and the TensorFlow runtimes need pip install "bner[train]" '
+                          "(this install loads, serves, predicts and evaluates exports with ONNX Runtime)")
     with _keras_absent() if without_keras and "keras" not in sys.modules else contextlib.nullcontext():
         _import_tensorflow()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 
 import numpy as np
@@ -81,21 +82,22 @@ class OnnxBackend:
         import onnxruntime
 
         path = io.join(version_folder, facts["file"])
-        try:
-            data = io.read_bytes(path)
-        except FileNotFoundError:
-            raise ValueError(f"{path}: file not found (metadata.json names it)") from None
-        if hashlib.sha256(data).hexdigest() != facts.get("sha256"):
-            raise ValueError(f"{path}: its SHA-256 is not the one metadata.json gives (a damaged or replaced file)")
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3  # errors only: ONNX Runtime's start-up warnings say nothing a user can act on
-        try:
-            self._session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 — ONNX Runtime raises its own exception types for a bad graph
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ValueError(f"{path}: ONNX Runtime cannot load it ({first[:300]})") from None
+        # ONNX Runtime reads the file itself: given the bytes instead, the process keeps a second
+        # copy of the weights (the sample model: 292 MB resident against 169 MB).
+        with io.local_copy(path) as local:
+            if not os.path.isfile(local):
+                raise ValueError(f"{path}: file not found (metadata.json names it)")
+            if file_sha256(local) != facts.get("sha256"):
+                raise ValueError(f"{path}: its SHA-256 is not the one metadata.json gives (a damaged or replaced file)")
+            try:
+                self._session = onnxruntime.InferenceSession(local, options, providers=["CPUExecutionProvider"])
+            except Exception as e:  # noqa: BLE001 — ONNX Runtime raises its own exception types for a bad graph
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ValueError(f"{path}: ONNX Runtime cannot load it ({first[:300]})") from None
         names = [i.name for i in self._session.get_inputs()]
         outputs = {o.name: o for o in self._session.get_outputs()}
         if sorted(names) != sorted(INPUTS) or "logits" not in outputs:
@@ -110,6 +112,14 @@ class OnnxBackend:
         logits = self._session.run(["logits"], feed)[0]
         self.model_seconds += time.perf_counter() - started
         return probabilities_of(logits)
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class SavedModelBackend:

@@ -11,7 +11,7 @@ import socket
 import sys
 
 from bner.config import boolean
-from bner.environment import configure_environment, import_tensorflow_quietly
+from bner.environment import configure_environment
 from bner.serving.connections import uvicorn_options
 from bner.serving.settings import ServingSettings, fields, shown_default
 
@@ -39,7 +39,6 @@ def settings_from_args(args: argparse.Namespace) -> ServingSettings:
 def app_factory():
     """uvicorn's factory for worker processes: settings travel in the environment."""
     configure_environment()
-    import_tensorflow_quietly(without_keras=True)
     from bner.serving.app import create_app
 
     return create_app(ServingSettings.from_env())
@@ -98,8 +97,7 @@ def main(argv=None, prog: str = "bner-serve") -> int:
     except OSError as e:
         print(f"error: {settings.host}:{settings.port}: {e.strerror or e}", file=sys.stderr)
         return 2
-    import_tensorflow_quietly(without_keras=True)  # serving runs a SavedModel: TensorFlow, no Keras
-    from bner.serving.app import create_app
+    from bner.serving.app import create_app  # the loader imports TensorFlow (quietly, no Keras) only for its runtimes
 
     try:
         app = create_app(settings)

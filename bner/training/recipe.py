@@ -261,8 +261,9 @@ def train(config: TrainConfig, callbacks: Sequence = (), overwrite_output_dir: b
     ``callbacks`` are Keras callbacks the loop calls besides bner's own (see :mod:`bner.training.loop`);
     ``say`` receives the lines a user sees (``print`` by default).
     """
-    from bner.environment import configure_environment, import_tensorflow_quietly
+    from bner.environment import configure_environment, import_tensorflow_quietly, require_training
 
+    require_training()
     config.check()
     configure_environment()  # as the command line: TensorFlow's C++ start-up lines stay hidden
     import_tensorflow_quietly()
@@ -494,7 +495,7 @@ def export_model(config: TrainConfig, say) -> str | None:
         subprocess.run([sys.executable, *command], env={**os.environ, "KERAS_BACKEND": "tensorflow"}, check=True)
         return exports.latest_export(io.join(export_dir, config.output.model_name))
     path = exports.export_tagger(model_dir, export_dir, config.output.model_name)
-    say(f"exported SavedModel to {path}")
+    say(f"exported the SavedModel and model.onnx to {path}")
     return path
 
 
