@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import shutil
 import sys
@@ -32,6 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import wnut17  # noqa: E402  (its bner and Hugging Face halves)
+from common import write_result  # noqa: E402
 
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "encoders")
 
@@ -93,11 +93,7 @@ def main() -> None:
             line += f" | HF {h['pieces_per_second']:8.0f} pieces/s, test F1 {100 * h['test']['f1']:.2f}"
         print(line, flush=True)
     results["load_average_after"] = os.getloadavg()
-    os.makedirs(os.path.dirname(args.output_json), exist_ok=True)
-    with open(args.output_json + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
-    os.replace(args.output_json + ".tmp", args.output_json)
-    print(f"wrote {args.output_json}")
+    write_result(results, args.output_json)
 
 
 if __name__ == "__main__":
