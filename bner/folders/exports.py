@@ -64,16 +64,18 @@ def model_digest(model_dir: str) -> str:
 
 
 def existing_export(model_dir: str, export_dir: str, model_name: str) -> str | None:
-    """The latest version already exported from exactly this model, if there is one."""
+    """The latest version already exported from exactly this model, if there is one (and it has its ONNX model:
+    an export written before bner wrote model.onnx is exported again)."""
     found = versions(io.join(export_dir, model_name))
     if not found:
         return None
     latest = io.join(export_dir, model_name, str(found[-1]))
     try:
-        exported = read_metadata(latest).training.get("export", {}).get("model_sha256")
+        metadata = read_metadata(latest)
     except ValueError:
         return None
-    return latest if exported == model_digest(model_dir) else None
+    exported = metadata.training.get("export", {}).get("model_sha256")
+    return latest if exported == model_digest(model_dir) and metadata.onnx else None
 
 
 def export_tagger(model_dir: str, export_dir: str, model_name: str, version: int | None = None) -> str:
