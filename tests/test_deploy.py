@@ -389,7 +389,8 @@ def test_client_dockerfile_contract():
     assert _exec_form(keywords["CMD"]) == ["bner-serve"]
 
     runs = [args for stage in stages for keyword, args in stage if keyword == "RUN"]
-    assert any(re.search(r'pip install --no-cache-dir (\.|"/src\[gcs,tfserving\]")', r) for r in runs)
+    assert any(re.search(r'pip install --no-cache-dir (\.|"/src\[\$\{EXTRAS\}\]")', r) for r in runs)
+    assert "ARG EXTRAS=gcs,tfserving" in DOCKERFILE.read_text(encoding="utf-8")  # the default image still speaks to TF Serving; EXTRAS=gcs is the slim one
     assert not any(re.search(r"pip install[^&;|]*\btorch", r) for r in runs), "the client image must not install torch"
     copies = [args for stage in stages for keyword, args in stage if keyword == "COPY"]
     assert not any(".pkl" in c for c in copies), "ship metadata.json, never the pickle"

@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""ONNX Runtime against TensorFlow on real test sets: the same entities, and what int8 would cost.
+
+For each ``--export`` and its ``--data`` CoNLL file, every sentence is tagged three ways through
+``bner.load``'s shared tokenizer, windows, decoding and consistency: the export's SavedModel
+(TensorFlow), its ``model.onnx`` (ONNX Runtime, float32) and, with ``--int8``, a copy whose
+model.onnx is quantised dynamically (``onnxruntime.quantization.quantize_dynamic``, int8
+weights, made in a temporary folder). It reports the sentences whose tags differ from
+TensorFlow's, entity F1 (conlleval's) of each, and the seconds each took, one after the other
+in one process.
+
+    python bench/runtime_equality.py --int8 \\
+        --export runs/wnut17/export/bner/1 --data ../shared/data/wnut17/test.conll \\
+        --export runs/ncbi/export/bner/1 --data ../shared/data/ncbi_disease/test.conll
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from common import write_result  # noqa: E402
+
+
+def quantised_copy(export: str, folder: str) -> str:
+    """A copy of the export whose model.onnx has int8 weights (and metadata.json its new digest)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target = os.path.join(folder, "int8")
+    shutil.copytree(export, target)
+    metadata_path = os.path.join(target, "metadata.json")
+    with open(metadata_path, encoding="utf-8") as f:
+        metadata = json.load(f)
+    model = os.path.join(target, metadata["onnx"]["file"])
+    quantize_dynamic(model, model + ".int8", weight_type=QuantType.QInt8)
+    os.replace(model + ".int8", model)
+    with open(model, "rb") as f:
+        metadata["onnx"] = {**metadata["onnx"], "sha256": hashlib.sha256(f.read()).hexdigest(), "precision": "int8 weights (dynamic)"}
+    with open(metadata_path, "w", encoding="utf-8") as f:
+        json.dump(metadata, f)
+    return target
+
+
+def compare(export: str, data: str, int8: bool) -> dict:
+    import bner
+    from bner.data import corpus
+
+    sentences = corpus.read_conll(data)
+    work = tempfile.mkdtemp(prefix="bner-runtimes-")
+    try:
+        ways = {"tensorflow": (export, "tensorflow"), "onnx": (export, "onnx")}
+        if int8:
+            ways["onnx_int8"] = (quantised_copy(export, work), "onnx")
+        results, reference = {}, None
+        for name, (path, runtime) in ways.items():
+            tagger = bner.load(path, runtime=runtime)
+            tagger.evaluation(sentences[:8])  # warm-up, unmeasured
+            started = time.perf_counter()
+            scores, predicted = tagger.evaluation(sentences)
+            seconds = time.perf_counter() - started
+            reference = reference if reference is not None else predicted
+            differing = sum(p != r for p, r in zip(predicted, reference))
+            f1 = scores.as_dict()["f1"]
+            results[name] = {"f1": round(100 * f1, 2), "sentences_differing_from_tensorflow": differing,
+                             "seconds": round(seconds, 2), "sentences_per_second": round(len(sentences) / seconds, 1)}
+            print(f"{os.path.basename(os.path.dirname(data))} {name:11s} F1 {100 * f1:6.2f}  differing sentences {differing:4d}"
+                  f"  {len(sentences) / seconds:7.1f} sentences/s", flush=True)
+        if int8:
+            results["int8_f1_change"] = round(results["onnx_int8"]["f1"] - results["onnx"]["f1"], 2)
+            results["int8_size_mb"] = round(os.path.getsize(os.path.join(ways["onnx_int8"][0], "model.onnx")) / 2**20, 1)
+        results["fp32_size_mb"] = round(os.path.getsize(os.path.join(export, "model.onnx")) / 2**20, 1)
+        return {"export": export, "data": data, "sentences": len(sentences), **results}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--export", action="append", required=True, help="an export version folder (repeat, one per --data)")
+    parser.add_argument("--data", action="append", required=True, help="its CoNLL test file")
+    parser.add_argument("--int8", action="store_true", help="also a dynamically quantised copy of model.onnx")
+    parser.add_argument("--output_json", default=os.path.join(HERE, "results", "runtime_equality.json"))
+    args = parser.parse_args()
+    if len(args.export) != len(args.data):
+        parser.error("give one --data for each --export")
+    from bner.environment import machine_facts
+
+    result = {
+        "benchmark": "entities of ONNX Runtime (float32, int8) against TensorFlow, same exports and test files",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_facts(),
+        "load_average_before": os.getloadavg(),
+        "runs": [compare(e, d, args.int8) for e, d in zip(args.export, args.data)],
+    }
+    write_result(result, args.output_json)
+
+
+if __name__ == "__main__":
+    main()
