@@ -274,3 +274,20 @@ def test_lowercasing_a_tokenizer_that_keeps_case_is_refused(tmp_path):
                                        do_lower_case=True)
     with pytest.raises(ConfigError, match="WordPiece"):
         recipe.prepare(config)
+
+
+@pytest.mark.parametrize("name", ["roberta-base", "FacebookAI/xlm-roberta-base", "microsoft/deberta-v3-base"])
+def test_a_hub_name_says_how_to_download_it_at_once(name):
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(pretrained.PretrainedError) as raised:
+        pretrained.locate_pretrained(name)
+    message = str(raised.value)
+    assert time.perf_counter() - started < 1 and "\n" not in message
+    assert message.startswith(f"{name}: no such folder") and f"hf download {name} " in message
+
+
+def test_a_missing_folder_is_called_missing(tmp_path):
+    with pytest.raises(pretrained.PretrainedError, match="no such folder$"):
+        pretrained.locate_pretrained(str(tmp_path / "nowhere"))

@@ -472,6 +472,17 @@ def resolve_preset(name: str, cache_dir: str | None = None) -> str:
         raise PretrainedError(f"{name}: not a local folder, and no KerasHub preset of that name could be loaded ({e})") from None
 
 
+def missing_model_message(name: str) -> str:
+    """What to do about a --pretrained_model that is not a folder: most often a Hugging Face Hub name."""
+    hub_name = re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) and not name.startswith((".", "/"))
+    if hub_name:
+        local = "models/" + name.rsplit("/", 1)[-1]
+        return (f"{name}: no such folder. bner reads Hugging Face models from a folder; "
+                f"download it first (pip install huggingface_hub): hf download {name} config.json model.safetensors "
+                f"tokenizer.json tokenizer_config.json --local-dir {local}, then --pretrained_model={local}")
+    return f"{name}: no such folder"
+
+
 def detect_format(folder: str) -> str:
     """``huggingface`` or ``keras_hub`` for a model folder, from its files."""
     if io.exists(io.join(folder, "config.json")):
@@ -494,8 +505,11 @@ def locate_pretrained(
 ) -> Pretrained:
     """The pretrained encoder named by the flags: a model folder, or the original trio."""
     if model_dir:
-        if not io.exists(model_dir) and (model_dir.startswith("kaggle://") or "/" not in model_dir):
-            model_dir = resolve_preset(model_dir, cache_dir)
+        if not io.exists(model_dir):
+            if model_dir.startswith("kaggle://") or re.fullmatch(r"[a-z0-9]+(_[a-z0-9]+)+", model_dir):
+                model_dir = resolve_preset(model_dir, cache_dir)  # KerasHub preset names: bert_base_en_uncased
+            else:
+                raise PretrainedError(missing_model_message(model_dir))
         fmt = detect_format(model_dir)
         if fmt == "huggingface":
             pretrained = huggingface_folder(model_dir)
