@@ -32,15 +32,14 @@ def use_onednn() -> None:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
-def require_training() -> None:
+def require_training(modules: tuple[str, ...] | None = None) -> None:
     """Refuse, in one line, what needs ``bner[train]`` (training, export, TensorFlow runtimes) where it is not installed.
 
-    The base install loads, serves, predicts and evaluates exports with ONNX Runtime only.
+    ``modules``: what must be importable (default: Keras and its backend). The base install
+    loads, serves, predicts and evaluates exports with ONNX Runtime only.
     """
-    import importlib.util
-
-    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-    missing = [m for m in dict.fromkeys(("keras", backend)) if importlib.util.find_spec(m) is None]
+    modules = modules or ("keras", os.environ.get("KERAS_BACKEND", "tensorflow"))
+    missing = [m for m in dict.fromkeys(modules) if importlib.util.find_spec(m) is None]
     if missing:
         from bner.config import ConfigError
 
@@ -63,11 +62,7 @@ def import_tensorflow_quietly(without_keras: bool = False) -> None:
     """
     if "tensorflow" in sys.modules or os.environ.get("KERAS_BACKEND") not in (None, "tensorflow"):
         return
-    if importlib.util.find_spec("tensorflow") is None:
-        from bner.config import ConfigError
-
-        raise ConfigError('TensorFlow is not installed: training, export and the TensorFlow runtimes need pip install "bner[train]" '
-                          "(this install loads, serves, predicts and evaluates exports with ONNX Runtime)")
+    require_training(("tensorflow",))
     with _keras_absent() if without_keras and "keras" not in sys.modules else contextlib.nullcontext():
         _import_tensorflow()
 

@@ -78,13 +78,11 @@ class OnnxBackend:
     name = "onnx"
     static_shapes = False  # the graph takes any batch and length
 
-    def __init__(self, version_folder: str, facts: dict, threads: int | None = None):
+    def __init__(self, version_folder: str, facts: dict):
         import onnxruntime
 
         path = io.join(version_folder, facts["file"])
         options = onnxruntime.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
         options.log_severity_level = 3  # errors only: ONNX Runtime's start-up warnings say nothing a user can act on
         # ONNX Runtime reads the file itself: given the bytes instead, the process keeps a second
         # copy of the weights (the sample model: 292 MB resident against 169 MB).

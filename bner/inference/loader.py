@@ -75,7 +75,8 @@ def choose_runtime(runtime: str, kind: str, metadata, folder: str, remote: bool 
         return "tensorflow"
     has_onnx = kind == "export" and bool(metadata.onnx)
     if runtime == "onnx" and not has_onnx:
-        raise ValueError(f"{folder}: no model.onnx here (exports of bner 0.2 and later hold one; a trained-model folder does not)")
+        raise ValueError(f"{folder}: no model.onnx here (a trained-model folder, or an export written before exports held one: "
+                         "bner export writes a new version that does)")
     if runtime == "auto":
         return "onnx" if has_onnx and onnx_runtime_installed() else "tensorflow"
     return runtime

@@ -25,16 +25,14 @@ SIGNATURE = "serving_default"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-# Encoder families bner builds (Hugging Face's model_type names). RoBERTa and XLM-RoBERTa share
-# one architecture; DeBERTa-v3 checkpoints say "deberta-v2".
-FAMILIES = ("bert", "roberta", "xlm-roberta", "deberta-v2", "distilbert", "electra", "albert")
+# Encoder families bner builds, by Hugging Face's model_type, and what a person reads for each.
+# RoBERTa and XLM-RoBERTa share one architecture; DeBERTa-v3 checkpoints say "deberta-v2".
+FAMILY_NAMES = {"bert": "BERT", "roberta": "RoBERTa", "xlm-roberta": "XLM-RoBERTa", "deberta-v2": "DeBERTa-v2/v3",
+                "distilbert": "DistilBERT", "electra": "ELECTRA", "albert": "ALBERT"}
+FAMILIES = tuple(FAMILY_NAMES)
 
 # Activations bner's encoder implements, by their Hugging Face names (bner.model.network).
 ACTIVATION_NAMES = ("gelu", "gelu_exact", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_tanh", "relu", "tanh")
-
-# How each family is called where a person reads it.
-FAMILY_NAMES = {"bert": "BERT", "roberta": "RoBERTa", "xlm-roberta": "XLM-RoBERTa", "deberta-v2": "DeBERTa-v2/v3",
-                "distilbert": "DistilBERT", "electra": "ELECTRA", "albert": "ALBERT"}
 
 # What a model's word pieces around a window are called: BERT's (bner.data.features.SPECIAL), unless
 # the pretrained tokenizer says otherwise.
