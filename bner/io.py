@@ -70,6 +70,21 @@ def same_file(a: str, b: str) -> bool:
     return str(a).rstrip("/") == str(b).rstrip("/")
 
 
+def within(folder: str, name: str) -> str:
+    """``folder``/``name``, refused when it is a link that leads out of ``folder``.
+
+    Model folders come from users and buckets: a tokenizer.json that links to /etc/passwd
+    or another tenant's files must not be read as if it belonged to the model. (Object
+    stores have no links; their paths are only joined.)
+    """
+    path = join(folder, name)
+    if is_local(path):
+        root = os.path.realpath(folder)
+        if os.path.commonpath([root, os.path.realpath(path)]) != root:
+            raise ValueError(f"{path}: a link to a file outside the model folder; copy the file into the folder instead")
+    return path
+
+
 def exists(path: str) -> bool:
     if is_local(path):
         return os.path.exists(path)

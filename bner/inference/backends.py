@@ -81,9 +81,11 @@ class OnnxBackend:
     def __init__(self, version_folder: str, facts: dict):
         import onnxruntime
 
-        path = io.join(version_folder, facts["file"])
+        path = io.within(version_folder, facts["file"])
         options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3  # errors only: ONNX Runtime's start-up warnings say nothing a user can act on
+        # Fatal only: its start-up warnings say nothing a user can act on, and an error in a run
+        # reaches the caller as an exception, which bner reports in its own words, once.
+        options.log_severity_level = 4
         # ONNX Runtime reads the file itself: given the bytes instead, the process keeps a second
         # copy of the weights (the sample model: 292 MB resident against 169 MB).
         with io.local_copy(path) as local:
@@ -96,10 +98,14 @@ class OnnxBackend:
             except Exception as e:  # noqa: BLE001 — ONNX Runtime raises its own exception types for a bad graph
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise ValueError(f"{path}: ONNX Runtime cannot load it ({first[:300]})") from None
-        names = [i.name for i in self._session.get_inputs()]
+        inputs = {i.name: i for i in self._session.get_inputs()}
         outputs = {o.name: o for o in self._session.get_outputs()}
-        if sorted(names) != sorted(INPUTS) or "logits" not in outputs:
+        if sorted(inputs) != sorted(INPUTS) or "logits" not in outputs:
             raise ValueError(f"{path}: expected inputs {', '.join(INPUTS)} and a logits output (not a bner export?)")
+        odd = [f"{name} is {i.type}" for name, i in inputs.items() if i.type != "tensor(int32)" or len(i.shape) != 2]
+        if odd or len(outputs["logits"].shape) != 3:
+            problem = odd[0] if odd else f"logits have {len(outputs['logits'].shape)} dimensions"
+            raise ValueError(f"{path}: expected int32 [batch, pieces] inputs and [batch, pieces, labels] logits, but {problem}")
         last = outputs["logits"].shape[-1]
         self.num_labels = last if isinstance(last, int) else None
         self.model_seconds = 0.0
@@ -145,11 +151,23 @@ class SavedModelBackend:
         logits = self._signature.structured_outputs.get("logits")
         if logits is None:
             raise ValueError(f"{version_folder}: the signature {signature_name!r} has no logits output (not a bner export?)")
+        inputs = self._signature.structured_input_signature[1]
+        if sorted(inputs) != sorted(INPUTS):
+            raise ValueError(f"{version_folder}: the signature {signature_name!r} takes {', '.join(sorted(inputs)) or 'nothing'}, "
+                             f"not {', '.join(INPUTS)} (not a bner export?)")
+        odd = [f"{name} is {spec.dtype.name}" for name, spec in inputs.items() if spec.dtype != tf.int32 or spec.shape.rank != 2]
+        if odd or logits.shape.rank != 3:
+            problem = odd[0] if odd else f"logits have {logits.shape.rank} dimensions"
+            raise ValueError(f"{version_folder}: expected int32 [batch, pieces] inputs and [batch, pieces, labels] logits, "
+                             f"but {problem}")
         self.num_labels = int(logits.shape[-1]) if logits.shape[-1] is not None else None
+        self.model_seconds = 0.0
 
     def piece_probabilities(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        out = self._signature(**{k: self._tf.constant(inputs[k]) for k in INPUTS})
-        return probabilities_of(out["logits"].numpy())
+        started = time.perf_counter()
+        logits = self._signature(**{k: self._tf.constant(inputs[k]) for k in INPUTS})["logits"].numpy()
+        self.model_seconds += time.perf_counter() - started
+        return probabilities_of(logits)
 
 
 class TFServingBackend:

@@ -9,7 +9,7 @@ from bner.folders import model_folder
 from bner.folders.locate import locate
 from bner.inference import backends
 from bner.inference.tagger import Tagger
-from bner.model.metadata import SIGNATURE, read_metadata
+from bner.model.metadata import METADATA_FILE, SIGNATURE, read_metadata
 
 
 def load(
@@ -45,8 +45,8 @@ def load(
     """
     kind, folder = locate(path)
     # An export's metadata file by any name (METADATA_FILE), else the folder's metadata.json.
-    metadata = read_metadata(str(path) if str(path).endswith(".json") else folder)
-    tokenizer = features.read_tokenizer(io.join(folder, metadata.tokenizer_file), metadata.special_tokens)
+    metadata = read_metadata(str(path) if str(path).endswith(".json") else io.within(folder, METADATA_FILE))
+    tokenizer = features.read_tokenizer(io.within(folder, metadata.tokenizer_file), metadata.special_tokens)
     chosen = choose_runtime(runtime, kind, metadata, folder, remote=bool(host))
     if chosen == "onnx":
         configure_environment(quiet=not verbose)
@@ -61,7 +61,12 @@ def load(
             backend = backends.SavedModelBackend(folder, signature_name)
         else:
             backend = backends.KerasBackend(_float32(lambda: model_folder.load_network(folder, metadata)))
-    return Tagger(backend, metadata, tokenizer, batch_size, max_seq_length, source=folder, decoding=decoding, consistent=consistent)
+    tagger = Tagger(backend, metadata, tokenizer, batch_size, max_seq_length, source=folder, decoding=decoding, consistent=consistent)
+    if not host:
+        # One full-length call now: a model that cannot answer (too few positions, wrong output
+        # shape, NaN weights) is refused at load, in one line, not after it has tagged a file with nothing.
+        tagger.check(full_length=True)
+    return tagger
 
 
 def choose_runtime(runtime: str, kind: str, metadata, folder: str, remote: bool = False) -> str:

@@ -21,6 +21,7 @@ import tokenizers
 from bner.data import batches, corpus, features, text
 from bner.inference import consistency
 from bner.inference import decoding as scheme_decoding
+from bner.inference.backends import BackendUnavailable
 from bner.inference.evaluate import score
 from bner.model.metadata import TaggerMetadata
 
@@ -276,14 +277,29 @@ class Tagger:
 
     # ------------------------------------------------------------ health
 
-    def check(self) -> None:
-        """One real model call on a short input; raises what the backend raises."""
-        ids = np.array([[self.preprocessor.special_id(n) for n in ("cls", "sep")]], np.int32)
+    def check(self, full_length: bool = False) -> None:
+        """One real model call; raises what the backend raises, or ValueError for an answer it cannot use.
+
+        The input is ``[CLS] [SEP]``, or with ``full_length`` (before a server says it is up) as
+        long as the longest window, ``max_seq_length`` pieces: a model whose positions are fewer
+        than its metadata claims then fails here, not on the first long text.
+        """
+        pieces = self.preprocessor.max_seq_length if full_length else 2
+        ids = np.full((1, pieces), self.preprocessor.special_id("sep"), np.int32)
+        ids[0, 0] = self.preprocessor.special_id("cls")
         mask = np.ones_like(ids)
-        probabilities = self.backend.piece_probabilities({"input_ids": ids, "attention_mask": mask, "token_type_ids": 0 * mask})
-        if np.asarray(probabilities).shape[-1] != len(self.labels):
-            raise ValueError(f"{self.source}: the model answers {np.asarray(probabilities).shape[-1]} labels, "
-                             f"metadata.json lists {len(self.labels)}")
+        try:
+            probabilities = np.asarray(self.backend.piece_probabilities({"input_ids": ids, "attention_mask": mask, "token_type_ids": 0 * mask}))
+        except BackendUnavailable:
+            raise
+        except Exception as e:  # noqa: BLE001 — each runtime raises its own types for a model that cannot run this input
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise ValueError(f"{self.source}: the model fails on a [1, {pieces}]-piece input ({first})") from None
+        if probabilities.shape != (1, pieces, len(self.labels)):
+            raise ValueError(f"{self.source}: for a [1, {pieces}] input the model answers {list(probabilities.shape)}, "
+                             f"not [1, {pieces}, {len(self.labels)}] (the {len(self.labels)} labels metadata.json lists)")
+        if not np.isfinite(probabilities).all():
+            raise ValueError(f"{self.source}: the model answers NaN or infinite values (damaged weights?)")
 
 
 def run_steps(steps: Generator):

@@ -39,6 +39,10 @@ ACTIVATION_NAMES = ("gelu", "gelu_exact", "gelu_new", "gelu_pytorch_tanh", "gelu
 BERT_SPECIAL_TOKENS = {"cls": "[CLS]", "sep": "[SEP]", "pad": "[PAD]", "unk": "[UNK]"}
 
 
+_TYPE_WORDS = {"int": "a whole number", "float": "a number", "str": "a string", "bool": "true or false",
+               "tuple[str, ...]": "a list of strings"}
+
+
 @dataclasses.dataclass(frozen=True)
 class EncoderConfig:
     """The shape of a transformer encoder, as read from a pretrained checkpoint's config.
@@ -74,7 +78,23 @@ class EncoderConfig:
     conv_act: str = "tanh"
 
     def __post_init__(self):
+        # Types are checked here, where a config enters (a checkpoint's config.json, an export's
+        # metadata.json): a "512" or a null would otherwise fail deep inside the network, or at the first request.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type == "tuple[str, ...]":
+                ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+            else:
+                kind = {"int": int, "float": (int, float), "str": str, "bool": bool}[f.type]
+                ok = isinstance(value, kind) and (f.type == "bool" or not isinstance(value, bool))
+            if not ok:
+                raise ValueError(f"encoder.{f.name} must be {_TYPE_WORDS[f.type]}, got {value!r:.80}")
         object.__setattr__(self, "pos_att_type", tuple(self.pos_att_type))
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"encoder.{name} must be at least 1, got {getattr(self, name)}")
+        if self.hidden_act not in ACTIVATION_NAMES:
+            raise ValueError(f"encoder.hidden_act {self.hidden_act!r} is not one bner implements ({', '.join(ACTIVATION_NAMES)})")
 
     @property
     def max_positions(self) -> int:
@@ -99,6 +119,8 @@ class EncoderConfig:
 
     @classmethod
     def from_json(cls, data: dict) -> EncoderConfig:
+        if not isinstance(data, dict):
+            raise ValueError(f"encoder must be a JSON object, got {type(data).__name__}")
         config = cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
         if config.family not in FAMILIES:
             raise ValueError(f"encoder family {config.family!r} is not one bner builds ({', '.join(FAMILIES)})")
@@ -154,6 +176,8 @@ class TaggerMetadata:
             values.setdefault("split_sentences", bool(values.get("context_words")))
             try:
                 values["encoder"] = EncoderConfig.from_json(data["encoder"])
+            except TypeError as e:  # a required field missing
+                raise ValueError(f"{source}: encoder: {e}") from None
             except ValueError as e:
                 raise ValueError(f"{source}: {e}") from None
             metadata = cls(**values)
@@ -166,12 +190,28 @@ class TaggerMetadata:
         """Refuse values a model folder cannot mean: they would fail later, far from the cause."""
         if not (isinstance(self.labels, list) and self.labels and all(isinstance(x, str) for x in self.labels)):
             raise ValueError(f"{source}: labels must be a non-empty list of tags")
+        # The schemes decoding and writing tags know (bner.inference.decoding, bner.data.corpus).
+        if self.label_scheme not in ("IOB2", "IOBES"):
+            raise ValueError(f"{source}: label_scheme must be IOB2 or IOBES, got {self.label_scheme!r:.80}")
+        if self.data_scheme not in ("IOB1", "IOB2", "IOBES"):
+            raise ValueError(f"{source}: data_scheme must be IOB1, IOB2 or IOBES, got {self.data_scheme!r:.80}")
+        prefixes = "BIES" if self.label_scheme == "IOBES" else "BI"
+        odd = [x for x in self.labels if x != "O" and not (len(x) > 2 and x[0] in prefixes and x[1] == "-")]
+        if self.labels[0] != "O" or odd or len(set(self.labels)) != len(self.labels):
+            problem = f"{odd[0]!r:.80} is not a {self.label_scheme} tag" if odd else "O must come first, once, and no tag twice"
+            raise ValueError(f"{source}: labels: {problem}")
+        for name in ("lowercase", "strip_accents"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{source}: {name} must be true or false, got {getattr(self, name)!r:.80}")
         if not isinstance(self.context_words, int) or self.context_words < 0:
             raise ValueError(f"{source}: context_words must be a whole number of at least 0, got {self.context_words!r}")
         if not isinstance(self.split_sentences, bool):
             raise ValueError(f"{source}: split_sentences must be true or false, got {self.split_sentences!r}")
         if not isinstance(self.max_seq_length, int) or self.max_seq_length < 3:
-            raise ValueError(f"{source}: max_seq_length must be a whole number of at least 3, got {self.max_seq_length!r}")
+            raise ValueError(f"{source}: max_seq_length must be a whole number of at least 3, got {self.max_seq_length!r:.80}")
+        if self.encoder.absolute_positions and self.max_seq_length > self.encoder.max_positions:
+            raise ValueError(f"{source}: max_seq_length {self.max_seq_length} is longer than the encoder's "
+                             f"{self.encoder.max_positions} positions")
         tokens = self.special_tokens
         if not (isinstance(tokens, dict) and set(tokens) == set(BERT_SPECIAL_TOKENS) and all(isinstance(v, str) and v for v in tokens.values())):
             raise ValueError(f"{source}: special_tokens must name the {', '.join(BERT_SPECIAL_TOKENS)} tokens, got {tokens!r}")
@@ -191,14 +231,22 @@ def write_metadata(metadata: TaggerMetadata, folder: str) -> None:
     io.write_text(io.join(folder, METADATA_FILE), json.dumps(metadata.to_json(), indent=2, ensure_ascii=False) + "\n")
 
 
+MAX_METADATA_CHARS = 16 * 2**20  # labels, settings and scores take kilobytes
+
+
 def read_metadata(path: str) -> TaggerMetadata:
     """Metadata from a ``metadata.json`` file or the folder holding one."""
     if not path.endswith(".json"):
         path = io.join(path, METADATA_FILE)
     try:
-        data = json.loads(io.read_text(path))
+        text = io.read_text(path)
+        if len(text) > MAX_METADATA_CHARS:
+            raise ValueError(f"{path}: {len(text)} characters, more than a metadata file holds ({MAX_METADATA_CHARS})")
+        data = json.loads(text)
     except FileNotFoundError:
         raise ValueError(f"{path}: file not found") from None
+    except RecursionError:
+        raise ValueError(f"{path}: nested too deeply to be bner metadata") from None
     except UnicodeDecodeError:
         raise ValueError(f"{path}: expected UTF-8 JSON text") from None
     except json.JSONDecodeError as e:
