@@ -228,9 +228,10 @@ def test_decoding_and_consistency_are_settings_and_the_model_endpoint_says_which
 
 def test_worker_processes_get_the_decoding_settings(export, monkeypatch):
     from bner.serving import __main__ as serve
+    from bner.serving.settings import fields
 
-    for name in ("MODEL_DIR", "BNER_DECODING", "BNER_CONSISTENT"):
-        monkeypatch.setenv(name, "")  # restored after the test; main() sets them for its workers
+    for f in fields():  # main() exports every setting for its workers; each is restored after the test
+        monkeypatch.setenv(f.metadata["env"], "")  # (empty reads as unset)
     started = []
     monkeypatch.setattr(serve, "run_workers", lambda host, port, workers: started.append(ServingSettings.from_env()))
     assert serve.main(["--model_dir", export[2], "--workers", "2", "--decoding", "argmax", "--consistent", "false"]) == 0
@@ -446,6 +447,26 @@ def test_idle_slow_and_stalled_connections_are_closed(server):
             sock.close()
 
 
+def test_aborted_downloads_are_not_server_errors(server):
+    """Clients that pipeline requests for the Swagger bundle and hang up are no internal errors."""
+    import socket
+    import time
+
+    def errors() -> str:
+        text = httpx.get(f"http://127.0.0.1:{server}/metrics", timeout=5).text
+        return "\n".join(line for line in text.splitlines() if line.startswith('bner_errors_total{kind="internal"}'))
+
+    before = errors()
+    for _ in range(10):
+        sock = socket.create_connection(("127.0.0.1", server))
+        sock.sendall(b"GET /docs/assets/swagger-ui-bundle.js HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+        sock.recv(1000)
+        sock.close()
+    time.sleep(1)
+    assert errors() == before
+    assert httpx.get(f"http://127.0.0.1:{server}/api/ner/health", timeout=5).status_code == 200
+
+
 def test_worker_processes_start_and_keep_the_settings_and_the_header_deadline(export):
     """--workers 2: uvicorn sends its config to each worker process, so everything in it must travel."""
     import socket
@@ -515,6 +536,72 @@ def test_a_large_request_does_not_starve_small_ones():
     assert finished == ["small", "large"]
     # It arrived after about ten of the large request's calls and ran at the next turn.
     assert calls.count("large") == 50 and calls.index("small") <= 15
+
+
+def test_a_request_of_a_few_calls_is_not_held_behind_every_heavy_one():
+    """Eight heavy requests in flight: a request of five calls still finishes within about twice
+    its own calls, since the lightest group gets a call every turn beside the oldest."""
+    import time
+
+    from bner.serving.batching import MicroBatcher
+
+    calls = []
+
+    def process(texts):
+        for _ in range(5 if texts == ["medium"] else 40):
+            time.sleep(0.002)
+            calls.append(texts[0])
+            yield
+        return texts
+
+    batcher = MicroBatcher(process, max_batch_size=1, max_wait_ms=0, call_pieces=100)
+
+    async def scenario():
+        heavy = [asyncio.ensure_future(batcher.submit([f"heavy{i}"], cost=5000)) for i in range(8)]
+        await asyncio.sleep(0.05)
+        arrived = len(calls)
+        assert await batcher.submit(["medium"], cost=500) == ["medium"]
+        done = len(calls)
+        await asyncio.gather(*heavy)
+        return arrived, done
+
+    try:
+        arrived, done = asyncio.run(scenario())
+    finally:
+        batcher.close()
+    assert calls.count("medium") == 5 and done - arrived <= 2 * 5 + 2, calls[arrived:done]
+
+
+def test_the_queue_is_bounded_in_word_pieces():
+    """Past max_queued_pieces waiting, a request gets 503; alone, one within the per-request budget is always taken."""
+    import threading
+
+    from bner.serving.batching import MicroBatcher, Overloaded
+
+    gate = threading.Event()
+
+    def process(texts):
+        gate.wait(10)
+        return texts
+        yield
+
+    batcher = MicroBatcher(process, max_batch_size=1, max_wait_ms=0, max_queued_pieces=1000)
+
+    async def scenario():
+        first = asyncio.ensure_future(batcher.submit(["a"], cost=1000))
+        await asyncio.sleep(0.05)
+        with pytest.raises(Overloaded, match="word pieces are waiting"):
+            await batcher.submit(["b"], cost=10)
+        gate.set()
+        await first
+        return await batcher.submit(["c"], cost=1000)
+
+    try:
+        assert asyncio.run(scenario()) == ["c"]
+    finally:
+        batcher.close()
+    with pytest.raises(ValueError, match="BNER_MAX_QUEUED_PIECES=100: must be at least BNER_MAX_PIECES"):
+        ServingSettings.from_env({"BNER_MAX_QUEUED_PIECES": "100"})
 
 
 JSON_VALUES = st.recursive(
@@ -623,7 +710,7 @@ def test_headers_deadline_holds_with_either_http_parser(parser):
 
     import uvicorn
 
-    from bner.serving.connections import protocol_with_header_timeout
+    from bner.serving.connections import protocol_with_limits
 
     if parser == "httptools":
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
@@ -637,7 +724,7 @@ def test_headers_deadline_holds_with_either_http_parser(parser):
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off",
-                                           http=protocol_with_header_timeout(0.5, base)))
+                                           http=protocol_with_limits(0.5, base=base)))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -669,6 +756,58 @@ def test_headers_deadline_holds_with_either_http_parser(parser):
         thread.join(timeout=10)
 
 
+def test_an_unread_answer_is_dropped_and_probes_pass_the_connection_cap():
+    """A client that never reads holds its connection only ``write_timeout`` seconds; with the
+    connection cap full of idle sockets, other paths get 503 and the probes still answer."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from bner.serving.connections import protocol_with_limits
+
+    big = b"x" * 50_000_000  # far past the socket buffers of both ends
+
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            body = big if scope["path"] == "/big" else b"ok"
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off",
+                                           limit_concurrency=3, http=protocol_with_limits(10.0, write_timeout=0.5)))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 10
+        while not server.started:
+            assert time.time() < deadline
+            time.sleep(0.05)
+        reader = socket.create_connection(("127.0.0.1", port))
+        reader.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(2)  # never reading meanwhile
+        reader.settimeout(5)
+        received = 0
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := reader.recv(1 << 20):
+                received += len(chunk)
+        assert received < len(big)  # dropped before the whole answer went
+        reader.close()
+
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]  # the cap, held by sockets that send nothing
+        time.sleep(0.2)
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 503
+        assert httpx.get(f"http://127.0.0.1:{port}/api/ner/health", timeout=5).status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/api/ner/ready?x=1", timeout=5).status_code == 200
+        for s in idle:
+            s.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
 def test_every_setting_is_declared_once_and_documented_from_that_table():
     from bner.serving import settings as table
 
@@ -691,6 +830,31 @@ def test_a_422_never_echoes_a_huge_field_name(tagger):
     with client_for(tagger) as client:
         response = client.post("/api/ner/recognize", json={"text": "a", "x" * 100_000: 1})
     assert response.status_code == 422 and len(response.content) < 500
+
+
+def test_sighup_stops_the_server_with_a_line_that_says_so(export):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    # One process: with worker processes, uvicorn's supervisor takes SIGHUP as "restart the workers".
+    process = subprocess.Popen([sys.executable, "-m", "bner.serving", "--model_dir", export[2], "--host", "127.0.0.1", "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "WEB_CONCURRENCY": "1"})
+    try:
+        deadline = time.time() + 120
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{port}/api/ner/health", timeout=5).status_code == 200:
+                    break
+            assert process.poll() is None and time.time() < deadline
+            time.sleep(0.3)
+        process.send_signal(signal.SIGHUP)
+        _, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert "SIGHUP: stopping after the requests in flight" in err and "Traceback" not in err
 
 
 def test_a_port_in_use_is_reported_before_the_model_loads(export):

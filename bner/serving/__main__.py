@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import sys
 
@@ -105,7 +106,17 @@ def main(argv=None, prog: str = "bner-serve") -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"bner: serving {settings.model_name} ({app.state.tagger.backend.name}) on http://{settings.host}:{settings.port}", flush=True)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", **uvicorn_options(settings))).run(sockets=[listener])
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **uvicorn_options(settings)))
+
+    def stop(signum, frame):
+        # SIGHUP (a closed terminal, some supervisors) would end the process without a word; it
+        # stops the server as SIGTERM does: requests in flight are answered first.
+        print(f"bner: {signal.Signals(signum).name}: stopping after the requests in flight", file=sys.stderr, flush=True)
+        server.handle_exit(signal.SIGTERM, frame)
+
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, stop)
+    server.run(sockets=[listener])  # after a signal, uvicorn raises it again once stopped: the exit status says which
     return 0
 
 

@@ -146,13 +146,14 @@ class Metrics:
 def create_app(settings: ServingSettings, tagger=None) -> FastAPI:
     """The service; ``tagger`` (a :class:`bner.inference.tagger.Tagger`) is loaded as ``settings`` say when not given."""
     settings.check()
-    tagger = tagger or make_tagger(settings)
-    if tagger.backend.name != "tf-serving":
-        tagger.check()  # one real inference before the server says it is up (TF Serving may start later)
+    if tagger is None:
+        tagger = make_tagger(settings)  # bner.load makes one full-length model call before it returns
+    elif tagger.backend.name != "tf-serving":  # (TF Serving may start after the client)
+        tagger.check(full_length=True)
     metrics = Metrics()
     batcher = MicroBatcher(
         tagger.tag_texts_in_steps, settings.max_batch_size, settings.max_wait_ms, metrics.observe_batch, settings.max_queued_texts,
-        call_pieces=settings.max_batch_size * tagger.preprocessor.max_seq_length,
+        call_pieces=settings.max_batch_size * tagger.preprocessor.max_seq_length, max_queued_pieces=settings.max_queued_pieces,
     )
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -4,11 +4,16 @@ Requests put their texts on a queue; one worker thread takes what has arrived (u
 ``max_batch_size`` texts, waiting at most ``max_wait_ms`` for more after the first) and
 tags them together. Tagging runs in steps, one model call each
 (:meth:`bner.inference.tagger.Tagger.tag_texts_in_steps`), and the worker takes turns between the
-groups in progress, newest first: while a maximum-size request works through its
-hundreds of windows, a one-sentence request that arrives meanwhile finishes within a few
-model calls, while the oldest group in progress still gets a call every turn. A request
-whose client has gone (its future cancelled) is dropped before its next model call. When a shared group fails, each of its requests is run again alone, so
-only the one that caused the failure gets the error.
+groups in progress. Each turn, new small work gets its call at once, then the oldest group in
+progress gets one call and the group with the least work (in word pieces) another. So a
+request's wait is bounded by its own work, not by how much heavy work is in flight: a request
+of k model calls is done within about 2k calls plus the one under way, however many
+maximum-size requests work through their hundreds of windows beside it, and the oldest of
+those still advances every turn. Admission is by work too: the queue holds at most
+``max_queued_pieces`` word pieces (and ``max_queued_texts`` texts), beyond which requests get
+503, so a backlog drains in bounded time at shutdown. A request whose client has gone (its
+future cancelled) is dropped before its next model call. When a shared group fails, each of
+its requests is run again alone, so only the one that caused the failure gets the error.
 """
 
 from __future__ import annotations
@@ -41,12 +46,16 @@ class _Group:
     started: float
 
     @property
+    def cost(self) -> int:
+        return sum(job.cost for job in self.jobs)
+
+    @property
     def abandoned(self) -> bool:
         return all(job.future.done() for job in self.jobs)
 
 
 class Overloaded(RuntimeError):
-    """Too many texts wait for the model: the client should retry later (503)."""
+    """Too much work waits for the model: the client should retry later (503)."""
 
 
 class MicroBatcher:
@@ -58,6 +67,7 @@ class MicroBatcher:
         on_batch: Callable[[int, float], None] | None = None,
         max_queued_texts: int = 4096,
         call_pieces: int = 2048,
+        max_queued_pieces: int | None = None,
     ):
         self.process_in_steps = process_in_steps
         # A request that needs more than about one model call's pieces is tagged in a group of
@@ -67,7 +77,9 @@ class MicroBatcher:
         self.max_wait = max_wait_ms / 1000.0
         self.on_batch = on_batch
         self.max_queued_texts = max_queued_texts
+        self.max_queued_pieces = max_queued_pieces
         self._queued = 0  # texts submitted and not yet answered
+        self._queued_pieces = 0  # their word pieces
         self._busy = False  # whether the last take found company (then the next one waits for it)
         self._lock = threading.Lock()
         self._queue: queue.Queue[_Job | None] = queue.Queue()
@@ -78,7 +90,11 @@ class MicroBatcher:
         with self._lock:
             if self._queued + len(texts) > self.max_queued_texts:
                 raise Overloaded(f"{self._queued} texts are waiting for the model; try again shortly")
+            # Past the limit only when others wait: a request within the per-request budget is always taken alone.
+            if self.max_queued_pieces is not None and self._queued_pieces and self._queued_pieces + cost > self.max_queued_pieces:
+                raise Overloaded(f"{self._queued_pieces} word pieces are waiting for the model; try again shortly")
             self._queued += len(texts)
+            self._queued_pieces += cost
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.put(_Job(list(texts), future, loop, cost))
@@ -87,6 +103,7 @@ class MicroBatcher:
         finally:
             with self._lock:
                 self._queued -= len(texts)
+                self._queued_pieces -= cost
 
     def close(self) -> None:
         self._queue.put(None)
@@ -107,9 +124,17 @@ class MicroBatcher:
                 self._step(self._start(small), active)
             active.extend(self._start([job]) for job in jobs or () if job.cost > self.call_pieces)
             if active:
-                group = active.popleft()
-                if not group.abandoned:
-                    self._step(group, active)
+                # The oldest group advances every turn; the lightest one too, so work that needs a
+                # few calls is not held behind every heavy request in flight.
+                oldest = active.popleft()
+                lightest = min(active, key=lambda g: g.cost, default=None)
+                if lightest is not None and lightest.cost < oldest.cost:
+                    active.remove(lightest)
+                else:
+                    lightest = None
+                for group in (oldest, lightest):
+                    if group is not None and not group.abandoned:
+                        self._step(group, active)
 
     def _take(self, wait: bool) -> list[_Job] | None:
         """Jobs that have arrived (None: stop). When idle, wait for one, then ``max_wait`` for company.

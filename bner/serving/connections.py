@@ -1,4 +1,4 @@
-"""Connection limits uvicorn lacks: a deadline and a size limit for each request's headers.
+"""Connection limits uvicorn lacks: deadlines for headers and for unread answers, and probes past the connection cap.
 
 uvicorn closes a kept-alive connection that stays idle after a response, but a
 connection that opens and never sends (or sends its headers a byte at a time, as a
@@ -8,6 +8,15 @@ byte (or from the connection's start) to complete its headers, then closes the
 connection. Its C parser also takes headers of any size (megabytes held per connection,
 before any key is checked): past ``MAX_HEADER_BYTES`` (and the read they began in) the
 request gets 431 and the connection closes. Body deadlines and size limits are :mod:`bner.serving.guard`'s.
+
+A client that sends requests and never reads the answers (pipelined requests for the 1.5 MB
+Swagger bundle, say) fills the socket buffers, megabytes a connection, and holds the
+connection for good. When an answer has waited ``write_timeout`` seconds for the client to
+read any of it (asyncio has paused writing all that time), the connection is dropped.
+
+``BNER_MAX_CONNECTIONS`` (uvicorn's ``limit_concurrency``) answers 503 to every request past
+the cap; liveness and readiness probes are answered all the same, so a flood of idle sockets
+cannot get a healthy pod restarted.
 
 It extends uvicorn's httptools protocol (its C parser, part of uvicorn's standard production
 stack, which bner installs) and falls back to the pure-Python h11 protocol where httptools is
@@ -31,12 +40,18 @@ MAX_HEADER_BYTES = 64 * 1024  # the request line and headers; browsers and proxi
 TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
 
-class HeaderDeadline:
+PROBES = (b"/api/ner/health", b"/api/ner/ready")
+
+
+class ConnectionLimits:
     """Mixed into uvicorn's HTTP protocol: closes a connection whose request headers take longer
-    than ``header_timeout`` seconds, and answers 431 to headers over ``MAX_HEADER_BYTES``."""
+    than ``header_timeout`` seconds, answers 431 to headers over ``MAX_HEADER_BYTES``, drops one
+    whose answer goes unread for ``write_timeout`` seconds, and lets probes past the connection cap."""
 
     header_timeout: float  # set by each protocol class below
+    write_timeout: float
     _header_timer: asyncio.TimerHandle | None = None
+    _write_timer: asyncio.TimerHandle | None = None
     _in_headers: bool = False  # the C parser has begun a request and not finished its headers
     _header_bytes: int = 0
 
@@ -67,11 +82,45 @@ class HeaderDeadline:
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
-        super().on_headers_complete()
+        cap = self.limit_concurrency
+        if cap is not None and self.url.split(b"?", 1)[0] in PROBES:
+            self.limit_concurrency = None  # read by uvicorn's on_headers_complete for this request only
+        try:
+            super().on_headers_complete()
+        finally:
+            self.limit_concurrency = cap
+        # uvicorn marks only the newest request of a connection as disconnected when the client
+        # goes; with pipelined requests, an older one still answering would then write to a closed
+        # socket and be logged as a server error. Every request still open here is marked instead.
+        self._open_cycles = [c for c in getattr(self, "_open_cycles", ()) if not c.response_complete] + [self.cycle]
+
+    def pause_writing(self) -> None:  # asyncio: the write buffer is over its high-water mark
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(self.write_timeout, self._reads_too_slow)
+
+    def resume_writing(self) -> None:  # the client read enough of it
+        self._cancel_write_timer()
+        super().resume_writing()
 
     def connection_lost(self, exc) -> None:
         self._disarm()
+        self._cancel_write_timer()
         super().connection_lost(exc)
+        for cycle in getattr(self, "_open_cycles", ()):
+            if cycle is not None and not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.message_event.set()
+
+    def _cancel_write_timer(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _reads_too_slow(self) -> None:
+        self._write_timer = None
+        if not self.transport.is_closing() or self.transport.get_write_buffer_size():
+            self.transport.abort()  # close() would wait, buffer and all, for a reader that never comes
 
     def _between_requests(self) -> bool:
         return self.cycle is None or self.cycle.response_complete
@@ -91,35 +140,40 @@ class HeaderDeadline:
             self.transport.close()
 
 
-def protocol_with_header_timeout(header_timeout: float, base: type = BaseProtocol) -> type:
+def protocol_with_limits(header_timeout: float, write_timeout: float = 30.0, base: type = BaseProtocol) -> type:
     """The protocol for a server in this process (a class made here cannot be sent to worker processes)."""
-    return type("HeaderTimeoutProtocol", (HeaderDeadline, base), {"header_timeout": header_timeout})
+    return type("LimitedProtocol", (ConnectionLimits, base), {"header_timeout": header_timeout, "write_timeout": write_timeout})
 
 
-class EnvironmentHeaderTimeoutProtocol(HeaderDeadline, BaseProtocol):
+class EnvironmentLimitedProtocol(ConnectionLimits, BaseProtocol):
     """The protocol for worker processes, which uvicorn starts by pickling its config: they import
-    this class by name (``WORKER_PROTOCOL``) and read the deadline from the environment the
-    settings come from (BNER_HEADER_TIMEOUT)."""
+    this class by name (``WORKER_PROTOCOL``) and read the deadlines from the environment the
+    settings come from (BNER_HEADER_TIMEOUT, BNER_WRITE_TIMEOUT)."""
 
     @property
     def header_timeout(self) -> float:
-        return _environment_header_timeout()
+        return _environment_settings().header_timeout
+
+    @property
+    def write_timeout(self) -> float:
+        return _environment_settings().write_timeout
 
 
-WORKER_PROTOCOL = f"{__name__}:{EnvironmentHeaderTimeoutProtocol.__name__}"
+WORKER_PROTOCOL = f"{__name__}:{EnvironmentLimitedProtocol.__name__}"
 
 
 @functools.cache
-def _environment_header_timeout() -> float:
-    return ServingSettings.from_env().header_timeout
+def _environment_settings() -> ServingSettings:
+    return ServingSettings.from_env()
 
 
 def uvicorn_options(settings: ServingSettings, worker_processes: bool = False) -> dict:
     """The connection limits, as uvicorn.Config's options (``worker_processes``: for uvicorn's
     multi-process mode, which sends them to each worker, so the protocol goes by name)."""
     return {
-        "http": WORKER_PROTOCOL if worker_processes else protocol_with_header_timeout(settings.header_timeout),
+        "http": WORKER_PROTOCOL if worker_processes else protocol_with_limits(settings.header_timeout, settings.write_timeout),
         "timeout_keep_alive": settings.keep_alive,
         "limit_concurrency": settings.max_connections,
+        "timeout_graceful_shutdown": settings.shutdown_timeout,
     }
 

@@ -79,11 +79,17 @@ class ServingSettings:
     # overload (503) and connections
     max_queued_texts: int = setting("BNER_MAX_QUEUED_TEXTS", 4096, "texts waiting for the model; beyond, 503 with "
                                     "Retry-After", int, "positive")
+    max_queued_pieces: int = setting("BNER_MAX_QUEUED_PIECES", 65_536, "word pieces waiting for the model, the work "
+                                     "queued; beyond, 503 with Retry-After (at least BNER_MAX_PIECES)", int, "positive")
     max_connections: int = setting("BNER_MAX_CONNECTIONS", 1024, "open connections, idle ones included; beyond, 503 on "
-                                   "every path, /api/ner/health too: set it well above real traffic", int, "positive")
+                                   "every path but the probes (/api/ner/health, /api/ner/ready)", int, "positive")
     header_timeout: float = setting("BNER_HEADER_TIMEOUT", 10.0, "seconds for a request's headers, then the connection "
                                     "closes (headers past 64 KiB get 431)", float, "positive")
     body_timeout: float = setting("BNER_BODY_TIMEOUT", 30.0, "seconds for a request's body (408)", float, "positive")
+    write_timeout: float = setting("BNER_WRITE_TIMEOUT", 30.0, "seconds an answer may wait for the client to read any "
+                                   "of it, then the connection is dropped", float, "positive")
+    shutdown_timeout: float = setting("BNER_SHUTDOWN_TIMEOUT", 20.0, "seconds after SIGTERM for requests in flight, "
+                                      "then the rest are cut off (Kubernetes allows 25 after our 5 s preStop)", float, "positive")
     keep_alive: float = setting("BNER_KEEP_ALIVE", 5.0, "idle seconds before a kept-alive connection closes", float, "positive")
     # access
     api_key: str | None = setting("BNER_API_KEY", None, "when set, recognize needs a matching X-API-Key header "
@@ -123,6 +129,9 @@ class ServingSettings:
                 raise ValueError(f"{env}={value}: must be 0 or more")
             if f.metadata["choices"] and value not in f.metadata["choices"]:
                 raise ValueError(f"{env}={value!r}: expected one of {', '.join(f.metadata['choices'])}")
+        if self.max_queued_pieces < self.max_pieces:
+            raise ValueError(f"BNER_MAX_QUEUED_PIECES={self.max_queued_pieces}: must be at least BNER_MAX_PIECES={self.max_pieces}, "
+                             "or a request within its budget could never be taken")
 
     def environment(self) -> dict[str, str]:
         """The settings as environment variables, for worker processes: ``from_env`` reads back these settings."""
