@@ -142,6 +142,27 @@ def test_a_line_that_cannot_be_read_goes_to_the_errors_file_and_the_run_goes_on(
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")] == []
 
 
+@pytest.mark.parametrize("fmt, name", [("text", "in.txt"), ("jsonl", "in.jsonl"), ("conll", "in.conll")])
+def test_a_line_over_the_limit_is_reported_not_read_and_the_rest_is_labelled(tmp_path, fmt, name):
+    long_line = {"text": "Ann " * 5000, "jsonl": json.dumps({"text": "Ann " * 5000}), "conll": "A" * 20000}[fmt]
+    short = {"text": ["Ann", "Bo"], "jsonl": [json.dumps({"text": "Ann"}), json.dumps({"text": "Bo"})], "conll": ["Ann\n", "Bo"]}[fmt]
+    (tmp_path / name).write_text(f"{short[0]}\n{long_line}\n{short[1]}\n", encoding="utf-8")
+    done = prediction.predict_file(CapitalTagger(), str(tmp_path / name), str(tmp_path / "out"), fmt=fmt, chunk_size=1,
+                                   max_line_bytes=1000)
+    assert done.count == 2 and done.errors == 1
+    [problem] = [json.loads(x) for x in (tmp_path / "out.errors.jsonl").read_text(encoding="utf-8").splitlines()]
+    line = 3 if fmt == "conll" else 2
+    assert problem["line"] == line and "over the limit of 1000 (--max_line_bytes)" in problem["error"]
+
+
+def test_lines_are_read_in_pieces_no_longer_than_the_limit():
+    import io as std_io
+
+    handle = std_io.BytesIO(b"ab\n" + b"x" * 50 + b"\n" + b"c" * 10 + b"\r\nlast")
+    assert list(prediction.bounded_lines(handle, 10)) == [b"ab\n", 51, b"c" * 10 + b"\r\n", b"last"]
+    assert list(prediction.bounded_lines([b"ab\n", b"x" * 50 + b"\n"], 10)) == [b"ab\n", 51]
+
+
 def test_no_errors_file_when_every_line_is_read(tmp_path):
     (tmp_path / "in.txt").write_text("Ann met Bo\n", encoding="utf-8")
     done = prediction.predict_file(CapitalTagger(), str(tmp_path / "in.txt"), str(tmp_path / "out.jsonl"))

@@ -16,6 +16,7 @@ import sys
 from bner.cli.options import add_decoding_options, flag_type
 from bner.config import SECTIONS, ConfigError, TrainConfig
 from bner.environment import configure_environment, import_tensorflow_quietly
+from bner.inference.prediction import MAX_LINE_BYTES
 
 GROUP_TITLES = {
     "data": "data",
@@ -79,6 +80,13 @@ def evaluate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be at least 1")
+    return value
+
+
 def predict_command(args: argparse.Namespace) -> int:
     from bner.cli.steps import check_model_window
     from bner.inference import prediction
@@ -91,7 +99,7 @@ def predict_command(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     progress = args.progress if args.progress is not None else args.output != "-"
     done = prediction.predict_file(tagger, args.input, args.output, args.format, args.batch_size, progress=progress,
-                                   errors=args.errors)
+                                   errors=args.errors, max_line_bytes=args.max_line_bytes)
     if done.written != "standard output":
         print(f"wrote predictions for {done.count} texts or sentences of {args.input} to {done.written}", file=sys.stderr)
     if done.errors:
@@ -161,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
                                           "(default: <output>.errors.jsonl, or standard error when writing to standard output)")
     predict.add_argument("--progress", type=flag_type(bool), nargs="?", const=True, metavar="true|false",
                          help="progress bar with texts/s on standard error (default: on when writing to a file)")
+    predict.add_argument("--max_line_bytes", type=positive_int, default=MAX_LINE_BYTES,
+                         help="a longer line is not labelled but reported in the errors file, and never held in memory whole; "
+                              f"tagging takes about 0.4 GB per MB of the longest line allowed (default {MAX_LINE_BYTES:,})")
     predict.set_defaults(handler=predict_command)
     tune = verbs.add_parser("search", help="grid or random search over training settings, chosen on dev F1")
     tune.add_argument("spec", help="a YAML or JSON file: base settings, parameters and their values, algorithm, max_trials, metric")

@@ -293,6 +293,8 @@ class Preprocessor:
             lefts = tokenize(self.tokenizer, [c[0] for c in contexts], room, unk)
             rights = tokenize(self.tokenizer, [c[1] for c in contexts], room, unk)
         for index, sentence in enumerate(tokenized):
+            # Converted once a sentence, not once a window: a sentence of a million words has thousands.
+            sentence_labels = None if label_ids is None else np.asarray(label_ids[index], dtype=np.int32)
             for window in plan_windows(sentence, room, overlap, index):
                 first_piece = int(sentence.word_starts[window.start])
                 last_piece = sentence.word_end(window.end - 1)
@@ -306,8 +308,8 @@ class Preprocessor:
                 owned = np.arange(window.own_start, window.own_end)
                 positions = sentence.word_starts[owned] - first_piece + offset
                 labels = np.full(len(ids), IGNORE, dtype=np.int32)
-                if label_ids is not None:
-                    labels[positions] = np.asarray(label_ids[index], dtype=np.int32)[owned]
+                if sentence_labels is not None:
+                    labels[positions] = sentence_labels[owned]
                 examples.append(Example(window, ids, labels, positions))
         return examples
 

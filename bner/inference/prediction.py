@@ -129,28 +129,57 @@ def read_records(lines: Iterable[str], source: str, fmt: str) -> Iterator[Record
         raise corpus.CorpusError(f"{source}: expected UTF-8 text ({e.reason})") from None
 
 
-def read_units(lines: Iterable[bytes], source: str, fmt: str) -> Iterator[tuple[str, object]]:
+# Tagging a line takes about 0.4 GB per MB of it (its words, pieces, windows and probabilities);
+# a longer line is refused on its own, so memory is bounded by this setting (docs/formats.md),
+# not by the longest line of a file.
+MAX_LINE_BYTES = 500_000
+
+
+def bounded_lines(lines, limit: int) -> Iterator[bytes | int]:
+    """Each line's bytes, or for a line over ``limit`` bytes its length (read in pieces, never held whole).
+
+    ``lines`` is a binary file (read with ``readline(size)``) or any iterable of lines.
+    """
+    readline = getattr(lines, "readline", None)
+    if readline is None:
+        yield from (raw if len(raw.rstrip(b"\r\n")) <= limit else len(raw) for raw in lines)
+        return
+    while raw := readline(limit + 2):  # the line and its line break
+        if len(raw.rstrip(b"\r\n")) <= limit and (raw.endswith(b"\n") or len(raw) <= limit):
+            yield raw
+            continue
+        size = len(raw)
+        while not raw.endswith(b"\n") and (raw := readline(1 << 20)):
+            size += len(raw)
+        yield size
+
+
+def read_units(lines: Iterable[bytes], source: str, fmt: str, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[str, object]]:
     """``("record", Record)`` for each readable unit of a file, ``("error", dict)`` for each line that is not.
 
-    Lines are decoded one by one, so a stray byte costs its line, not the file.
+    Lines are decoded one by one, so a stray byte costs its line, not the file; a line over
+    ``max_line_bytes`` is an error of its own, never read into memory whole.
     """
 
-    def decoded() -> Iterator[tuple[int, str | None, bytes]]:
-        for number, raw in enumerate(lines, start=1):
+    def decoded() -> Iterator[tuple[int, str | None, bytes, str]]:
+        for number, raw in enumerate(bounded_lines(lines, max_line_bytes), start=1):
+            if isinstance(raw, int):
+                yield number, None, b"", f"a line of {raw} bytes, over the limit of {max_line_bytes} (--max_line_bytes)"
+                continue
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             try:
-                yield number, raw.decode("utf-8"), raw
+                yield number, raw.decode("utf-8"), raw, ""
             except UnicodeDecodeError:
-                yield number, None, raw
+                yield number, None, raw, "expected UTF-8 text"
 
     if fmt == "conll":
         problems: list[dict] = []
 
         def good_lines():
-            for number, line, raw in decoded():
+            for number, line, raw, reason in decoded():
                 if line is None:
-                    problems.append(error_record(source, number, "expected UTF-8 text", raw))
+                    problems.append(error_record(source, number, reason, raw))
                     yield ""  # keeps the numbering; a blank line ends the sentence
                 else:
                     yield line
@@ -162,10 +191,10 @@ def read_units(lines: Iterable[bytes], source: str, fmt: str) -> Iterator[tuple[
         for problem in problems:
             yield "error", problem
         return
-    for number, line, raw in decoded():
+    for number, line, raw, reason in decoded():
         where = f"{source}:{number}"
         if line is None:
-            yield "error", error_record(source, number, "expected UTF-8 text", raw)
+            yield "error", error_record(source, number, reason, raw)
             continue
         try:
             record = jsonl_record(line, where) if fmt == "jsonl" else text_record(line, where)
@@ -304,13 +333,15 @@ def predict_file(
     progress: bool = False,
     chunk_size: int | None = None,
     errors: str | None = None,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> Prediction:
     """Label ``path`` (``-``: standard input) into ``output`` (``-``/None: standard output), chunk by chunk.
 
     A line that cannot be read (not UTF-8, not a JSON object with a ``text`` string) is not
     labelled and does not stop the run: it goes to ``errors`` (default: ``<output>.errors.jsonl``
     beside a named output, else standard error) with its file, line and reason, as the Beam
-    pipeline writes its dead letters.
+    pipeline writes its dead letters. So does a line over ``max_line_bytes``, which is never
+    held in memory whole.
     """
     fmt = input_format(path, fmt)
     check_output(path, output)
@@ -329,7 +360,7 @@ def predict_file(
         lines = stack.enter_context(open_input(path))
         out = stack.enter_context(open_output(output))
         problems = ErrorSink(errors, stack)
-        records = (value for kind, value in read_units(lines, source, fmt) if kind == "record" or problems.add(value))
+        records = (value for kind, value in read_units(lines, source, fmt, max_line_bytes) if kind == "record" or problems.add(value))
         document = 0
         for chunk in chunks(records, size):
             out.writelines(tag_chunk(tagger, chunk, batch_size, document))
