@@ -8,13 +8,12 @@
 #     docker build -t bner-client \
 #       --build-arg METADATA=runs/sample/export/bner/1 --build-arg MODEL_NAME=bner .
 #
-#   CPU deployment (the model runs inside this container):
-#     docker build -t bner-client-cpu \
+#   CPU deployment (the export's model.onnx runs inside this container, in ONNX Runtime; no
+#   TensorFlow: Python packages of about 260 MB instead of about 2.5 GB):
+#     docker build -t bner-client-slim --build-arg EXTRAS=gcs \
 #       --build-arg METADATA=runs/sample/export/bner/1 \
 #       --build-arg MODEL_DIR=runs/sample/export/bner/1 --build-arg MODEL_NAME=bner .
-#
-#   Slim CPU image, no TensorFlow (the export's model.onnx runs in ONNX Runtime; Python
-#   packages of about 260 MB instead of about 2.5 GB): add --build-arg EXTRAS=gcs to the CPU build.
+#   (without EXTRAS=gcs the image keeps TensorFlow, for BNER_RUNTIME=tensorflow.)
 #
 # METADATA names the export's metadata.json or the export version folder holding it;
 # tokenizer.json is taken from the same folder. MODEL_DIR (optional) names an export

@@ -557,6 +557,6 @@ def test_cloud_run_service_scales_to_zero_and_probes_bner():
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 60  # room for a cold start
     assert container["securityContext"]["runAsUser"] != 0
-    assert container["image"].startswith("REGION-docker.pkg.dev/PROJECT_ID/bner/bner-client-cpu:")
+    assert container["image"].startswith("REGION-docker.pkg.dev/PROJECT_ID/bner/bner-client-slim:")
     # The CPU image this spec runs is the one docs/deploy.md builds.
-    assert "bner-client-cpu" in (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    assert "bner-client-slim" in (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
