@@ -12,9 +12,18 @@ queue, counted apart), memory growth under 10 %.
 
     python bench/soak.py --export runs/sample/export/bner [--seconds 600 --clients 32]
 
-Then the starvation check: four clients send single sentences for ``--starvation_seconds``,
-alone and then beside one client that sends only maximum-size texts (about 32,000 word
-pieces each); it reports the single sentences' p50 and p99 both ways.
+Beside the clients, ``--slow_readers`` connections ask, pipelined, for the 1.5 MB Swagger
+bundle and never read the answers; each is reopened when the server drops it (its write
+timeout), and the drops are counted. /api/ner/health is probed every half second throughout.
+
+Clients retry a 503 after its Retry-After, as a well-behaved client does.
+
+Then the starvation check: four clients send single sentences and one a paragraph of 40
+sentences (several model calls) for ``--starvation_seconds``, alone, beside one client that sends only maximum-size texts (about 32,000 word pieces each),
+and beside ``--heavy_clients`` clients that each send 20,000 dots (under the word-piece budget,
+one sentence per dot); it reports the single sentences' p50 and p99 each way. Last, the
+shutdown check: SIGTERM while four such dot requests are in flight, and the seconds until the
+process has exited (Kubernetes allows 25 after our manifests' 5 s preStop).
 """
 
 from __future__ import annotations
@@ -58,6 +67,10 @@ INVALID = [
 def request(rng: random.Random, mix: str = "soak") -> tuple[str, bytes]:
     if mix == "small":
         return "normal", json.dumps({"text": rng.choice(SENTENCES)}).encode()
+    if mix == "forty":  # a paragraph of 40 sentences: several model calls
+        return "forty sentences", json.dumps({"text": " ".join(rng.choice(SENTENCES) for _ in range(40))}).encode()
+    if mix == "dots":
+        return "dots", json.dumps({"text": "." * 20_000}).encode()
     if mix == "largest":
         # As large as the default limits allow: about 32,000 word pieces in one text.
         text = " ".join(rng.choice(SENTENCES) for _ in range(1_900))[:99_000]
@@ -72,7 +85,8 @@ def request(rng: random.Random, mix: str = "soak") -> tuple[str, bytes]:
     return f"invalid: {name}", body
 
 
-async def client(port: int, seed: int, stop: float, statuses, latencies, mix: str = "soak") -> None:
+async def client(port: int, seed: int, stop: float, statuses, latencies, mix: str = "soak", by_kind=None) -> None:
+    """Closed-loop requests of ``mix``; a 503 is retried after its Retry-After, as a well-behaved client does."""
     import httpx
 
     rng = random.Random(seed)
@@ -88,6 +102,10 @@ async def client(port: int, seed: int, stop: float, statuses, latencies, mix: st
             statuses[kind][status] += 1
             if kind == "normal" and status == "200":
                 latencies.append(time.perf_counter() - started)
+            if by_kind is not None and status == "200":
+                by_kind[kind].append(time.perf_counter() - started)
+            if status == "503":
+                await asyncio.sleep(min(float(reply.headers.get("retry-after", 1)), 5.0))
 
 
 async def liveness(port: int, stop: float, latencies: list[float]) -> None:
@@ -102,29 +120,83 @@ async def liveness(port: int, stop: float, latencies: list[float]) -> None:
             await asyncio.sleep(0.5)
 
 
-async def soak(port: int, clients: int, seconds: float, seed: int, large_clients: int | None = None, health=None):
-    """``clients`` on the soak mix; with ``large_clients`` given (the starvation check), those
-    send only the largest texts and the others only single sentences."""
+async def slow_reader(port: int, stop: float, drops: list[int]) -> None:
+    """Pipelined requests for the Swagger bundle, never read; reconnects when the server drops the connection."""
+    request = b"GET /docs/assets/swagger-ui-bundle.js HTTP/1.1\r\nHost: x\r\n\r\n" * 8
+    while time.perf_counter() < stop:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.5)
+            continue
+        try:
+            # Never read; keep asking (a write is also how a reset connection is noticed) until
+            # the server gives up on us or the soak ends.
+            while time.perf_counter() < stop and not writer.transport.is_closing():
+                writer.write(request)
+                await asyncio.sleep(1.0)
+            if writer.transport.is_closing():
+                drops[0] += 1
+        except OSError:
+            drops[0] += 1
+        finally:
+            writer.close()
+
+
+async def soak(port: int, clients: int, seconds: float, seed: int, heavy: tuple[str, int] | None = None, health=None,
+               slow_readers: int = 0, drops: list[int] | None = None, small_only: bool = False):
+    """``clients`` on the soak mix; in the starvation check (``small_only``), single sentences only,
+    beside ``heavy`` (mix, count) clients that send only that mix."""
     statuses = collections.defaultdict(collections.Counter)
     latencies: list[float] = []
+    by_kind = collections.defaultdict(list)
     stop = time.perf_counter() + seconds
-    mixes = ["largest"] * (large_clients or 0) + ["soak" if large_clients is None else "small"] * clients
+    mixes = [heavy[0]] * heavy[1] if heavy else []
+    mixes += ["small" if small_only else "soak"] * clients + (["forty"] if small_only else [])
     probes = [liveness(port, stop, health)] if health is not None else []
-    await asyncio.gather(*(client(port, seed + i, stop, statuses, latencies, mix) for i, mix in enumerate(mixes)), *probes)
+    probes += [slow_reader(port, stop, drops) for _ in range(slow_readers)]
+    await asyncio.gather(*(client(port, seed + i, stop, statuses, latencies, mix, by_kind) for i, mix in enumerate(mixes)), *probes)
+    if small_only:
+        return statuses, latencies, by_kind
     return statuses, latencies
 
 
-def starvation(port: int, seconds: float, seed: int) -> dict:
-    """Single sentences from 4 clients, alone and while one client sends maximum-size texts."""
+def starvation(port: int, seconds: float, seed: int, heavy_clients: int) -> dict:
+    """Single sentences from 4 clients, alone, beside one maximum-size client, and beside ``heavy_clients`` dot clients."""
     out = {}
-    for large in (0, 1):
-        statuses, latencies = asyncio.run(soak(port, 4, seconds, seed, large_clients=large))
-        out["with one maximum-size client" if large else "alone"] = {
+    for name, heavy in (("alone", None), ("with one maximum-size client", ("largest", 1)),
+                        (f"with {heavy_clients} clients of 20,000 dots", ("dots", heavy_clients))):
+        statuses, latencies, by_kind = asyncio.run(soak(port, 4, seconds, seed, heavy=heavy, small_only=True))
+        out[name] = {
+            "forty_sentence_latency_ms": {q: milliseconds(by_kind["forty sentences"], p) for q, p in (("p50", 50), ("p99", 99))},
+            "heavy_requests_answered": sum(len(v) for k, v in by_kind.items() if k in ("dots", "largest")),
             "single_sentence_latency_ms": {q: milliseconds(latencies, p) for q, p in (("p50", 50), ("p99", 99))},
             "single_sentences_answered": len(latencies),
             "statuses": {k: dict(v) for k, v in statuses.items()},
         }
     return out
+
+
+def shutdown_seconds(port: int, server: subprocess.Popen, in_flight: int = 4) -> float:
+    """Seconds from SIGTERM to exit while ``in_flight`` requests of 20,000 dots are being tagged."""
+    import threading
+
+    import httpx
+
+    def send():
+        try:
+            httpx.post(f"http://127.0.0.1:{port}/api/ner/recognize", json={"text": "." * 20_000}, timeout=120)
+        except httpx.HTTPError:
+            pass
+
+    senders = [threading.Thread(target=send, daemon=True) for _ in range(in_flight)]
+    for thread in senders:
+        thread.start()
+    time.sleep(1.0)
+    started = time.perf_counter()
+    server.terminate()
+    server.wait(timeout=120)
+    return round(time.perf_counter() - started, 2)
 
 
 def wait_ready(port: int, server: subprocess.Popen) -> None:
@@ -150,6 +222,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--starvation_seconds", type=float, default=60, help="then the starvation check, this long each way (0: skip)")
+    parser.add_argument("--heavy_clients", type=int, default=8, help="clients of 20,000 dots in the starvation check")
+    parser.add_argument("--shutdown_check", type=int, default=1, help="1: end with the shutdown check; 0: skip it")
+    parser.add_argument("--slow_readers", type=int, default=20, help="connections that never read their answers, during the soak")
     parser.add_argument("--output_json", default=os.path.join(HERE, "results", "soak.json"))
     args = parser.parse_args()
     port = free_port()
@@ -162,10 +237,13 @@ def main() -> None:
         rss_start = rss_mb(server.pid)
         started = time.perf_counter()
         health: list[float] = []
-        statuses, latencies = asyncio.run(soak(port, args.clients, args.seconds, args.seed, health=health))
+        drops = [0]
+        statuses, latencies = asyncio.run(soak(port, args.clients, args.seconds, args.seed, health=health,
+                                               slow_readers=args.slow_readers, drops=drops))
         elapsed = time.perf_counter() - started
         rss_end = rss_mb(server.pid)
-        starved = starvation(port, args.starvation_seconds, args.seed) if args.starvation_seconds else None
+        starved = starvation(port, args.starvation_seconds, args.seed, args.heavy_clients) if args.starvation_seconds else None
+        shutdown = shutdown_seconds(port, server) if args.shutdown_check else None
     finally:
         server.terminate()
         _, stderr = server.communicate(timeout=60)
@@ -184,6 +262,9 @@ def main() -> None:
         "normal_latency_ms": {q: milliseconds(latencies, p) for q, p in (("p50", 50), ("p90", 90), ("p99", 99))},
         "normal_requests_per_second": round(len(latencies) / elapsed, 1),
         "health_latency_ms": {q: milliseconds(health, p) for q, p in (("p50", 50), ("p99", 99), ("max", 100))},
+        "slow_readers": args.slow_readers,
+        "slow_reader_connections_dropped_by_the_server": drops[0],
+        "shutdown_seconds_with_4_dot_requests_in_flight": shutdown,
         "server_5xx_other_than_503": server_errors,
         "valid_requests_not_answered_200_or_503": valid_failures,
         "rss_mb": {"after_warmup": round(rss_start, 1), "end": round(rss_end, 1), "growth_percent": round(100 * (rss_end / rss_start - 1), 1)},
