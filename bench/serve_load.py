@@ -426,6 +426,48 @@ def load_server(server: Server, args, bodies: list[bytes]) -> list[dict]:
     return results
 
 
+def library_ceiling(export: str, sentences: list[str], batch_sizes: list[int], seconds: float) -> list[dict]:
+    """What the server's work costs without the server: ``bner.load(export).predict`` in this process.
+
+    Per batch size: sentences per second of the whole library call (tokenizer, windows, model,
+    decoding, consistency) and of the model alone (the backend's own time in its model calls),
+    on the same sentences the clients send. Run with no server up, so it has the machine.
+    """
+    import bner
+
+    tagger = bner.load(export)
+    rows = []
+    for size in batch_sizes:
+        batches = [sentences[i:i + size] for i in range(0, len(sentences), size)]
+        tagger.predict(batches[0])  # warm-up
+        model_before, done, start = tagger.backend.model_seconds, 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            for batch in batches:
+                tagger.predict(batch)
+                done += len(batch)
+        elapsed, model = time.perf_counter() - start, tagger.backend.model_seconds - model_before
+        rows.append({"batch_size": size, "library_sentences_per_s": round(done / elapsed, 1),
+                     "model_only_sentences_per_s": round(done / model, 1) if model > 0 else None})
+        print(f"  library, batch {size}: {rows[-1]['library_sentences_per_s']} sentences/s "
+              f"(model alone {rows[-1]['model_only_sentences_per_s']})", flush=True)
+    return rows
+
+
+def server_share(levels: list[dict], ceiling: list[dict]) -> list[dict]:
+    """Each level's throughput against the library at the batch size nearest its mean texts per model call."""
+    rows = []
+    for level in levels:
+        size = level.get("mean_texts_per_model_call")
+        if not size or not ceiling or not level.get("throughput_rps"):
+            continue
+        nearest = min(ceiling, key=lambda row: abs(row["batch_size"] - size))
+        rows.append({"clients": level["clients"], "mean_texts_per_model_call": size, "library_batch_size": nearest["batch_size"],
+                     "share_of_library": round(level["throughput_rps"] / nearest["library_sentences_per_s"], 3),
+                     "share_of_model_only": round(level["throughput_rps"] / nearest["model_only_sentences_per_s"], 3)
+                     if nearest["model_only_sentences_per_s"] else None})
+    return rows
+
+
 def run_system(server: Server, args, bodies: list[bytes]) -> dict:
     print(f"starting {server.name}: {' '.join(server.cmd)}", flush=True)
     try:
@@ -440,6 +482,25 @@ def run_system(server: Server, args, bodies: list[bytes]) -> dict:
     except ValueError:
         ready = ready_raw.decode(errors="replace")
     return {"command": server.cmd, "startup_s": round(startup_s, 2), "ready": ready, "check": check, "levels": levels}
+
+
+def median_of_rounds(rounds: list[dict]) -> dict:
+    """One system's rounds as one result: each level's throughput and latencies are the median over
+    the rounds (the rounds' throughputs are kept beside it), the rest from the first round."""
+    import statistics
+
+    merged = json.loads(json.dumps(rounds[0]))
+    for i, level in enumerate(merged.get("levels", [])):
+        same = [r["levels"][i] for r in rounds if len(r.get("levels", [])) > i]
+        values = [lv["throughput_rps"] for lv in same if lv["throughput_rps"] is not None]
+        level["throughput_rps"] = round(statistics.median(values), 2) if values else None
+        level["rounds_throughput_rps"] = values
+        for q in ("p50", "p90", "p99", "mean"):
+            qs = [lv["latency_ms"][q] for lv in same if lv["latency_ms"][q] is not None]
+            level["latency_ms"][q] = round(statistics.median(qs), 2) if qs else None
+            level["latency_ms"][f"rounds_{q}"] = qs
+    merged["rounds"] = len(rounds)
+    return merged
 
 
 # ---------------------------------------------------------------- report
@@ -551,8 +612,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--pause", type=float, default=1.0, help="idle seconds between client counts")
     parser.add_argument("--request_timeout", type=float, default=30.0)
     parser.add_argument("--startup_timeout", type=float, default=300.0)
-    parser.add_argument("--client", choices=["httpx", "raw"], default="httpx",
-                        help="load generator's HTTP client: httpx.AsyncClient, or a minimal asyncio HTTP/1.1 client (leaner)")
+    # The load generator shares the machine with the server: httpx.AsyncClient took 0.3 of the 2 cores
+    # at 32 clients, which capped bner at 161 req/s where the raw client measured 262.
+    parser.add_argument("--client", choices=["httpx", "raw"], default="raw",
+                        help="load generator's HTTP client: a minimal asyncio HTTP/1.1 client (the default: it leaves "
+                             "the server the most CPU), or httpx.AsyncClient")
+    parser.add_argument("--ceiling_batches", type=int, nargs="*", default=[1, 4, 8, 16],
+                        help="batch sizes at which to time the library in-process and the model alone, after the "
+                             "servers (none: skip)")
+    parser.add_argument("--ceiling_seconds", type=float, default=8.0, help="seconds per ceiling batch size")
+    parser.add_argument("--rounds", type=int, default=1, help="run the systems this many times, interleaved (A B C A B C …), "
+                        "and report each level's median: on a shared machine, one run's figures move by ±20 %%")
     parser.add_argument("--max_requests", type=int, help="stop each client count after this many requests, warm-up "
                                                          "included (for smoke tests on a busy machine; not for results)")
     parser.add_argument("--conll", default=str(DEFAULT_CONLL), help="CoNLL file to take sentences from")
@@ -596,7 +666,7 @@ def main(argv=None) -> int:
         "machine": {**machine_facts(), "load_average_before": [round(x, 2) for x in os.getloadavg()]},
         "settings": {
             "clients": args.clients, "duration_s": args.duration, "warmup_s": args.warmup, "pause_s": args.pause,
-            "request_timeout_s": args.request_timeout, "load_generator": f"one asyncio process, {args.client} client, "
+            "request_timeout_s": args.request_timeout, "rounds": args.rounds, "load_generator": f"one asyncio process, {args.client} client, "
             "one connection per client (pool sized to N), closed loop, status code checked, responses not parsed",
             "sentences": {"source": source, "count": len(sentences),
                           "mean_chars": round(sum(map(len, sentences)) / len(sentences), 1),
@@ -643,21 +713,46 @@ def main(argv=None) -> int:
         servers["hf"] = Server("hf", cmd, hf_env, port, "/api/ner/health", log_dir)
 
     interrupted, failed = False, False
+    rounds: dict[str, list[dict]] = {name: [] for name in args.systems}
     try:
-        for name in args.systems:
-            try:
-                report["systems"][name] = run_system(servers[name], args, bodies)
-            except (RuntimeError, OSError, ValueError) as e:
-                failed = True
-                print(f"{name} failed: {e}", file=sys.stderr)
-                report["systems"][name] = {"error": str(e), "log": servers[name].log_path}
+        for round_number in range(args.rounds):
+            if args.rounds > 1:
+                print(f"round {round_number + 1} of {args.rounds}", flush=True)
+            for name in args.systems:
+                if name in report["systems"]:
+                    continue  # failed in an earlier round
+                try:
+                    rounds[name].append(run_system(servers[name], args, bodies))
+                except (RuntimeError, OSError, ValueError) as e:
+                    failed = True
+                    print(f"{name} failed: {e}", file=sys.stderr)
+                    report["systems"][name] = {"error": str(e), "log": servers[name].log_path}
     except KeyboardInterrupt:
         interrupted = True
         print("interrupted", file=sys.stderr)
     finally:
         for server in servers.values():
             server.stop()
+    for name, done in rounds.items():
+        if done and name not in report["systems"]:
+            report["systems"][name] = median_of_rounds(done)
 
+    if not interrupted and args.ceiling_batches and "bner" in args.systems:
+        print("the same sentences through bner.load(export).predict, no server:", flush=True)
+        import statistics
+
+        measured = [library_ceiling(export, sentences, args.ceiling_batches, args.ceiling_seconds) for _ in range(args.rounds)]
+        report["library_ceiling"] = [
+            {"batch_size": rows[0]["batch_size"],
+             **{key: statistics.median(row[key] for row in rows) for key in ("library_sentences_per_s", "model_only_sentences_per_s")},
+             "rounds_library_sentences_per_s": [row["library_sentences_per_s"] for row in rows]}
+            for rows in zip(*measured)
+        ]
+        if "levels" in report["systems"].get("bner", {}):
+            report["server_share_of_library"] = server_share(report["systems"]["bner"]["levels"], report["library_ceiling"])
+            for row in report["server_share_of_library"]:
+                print(f"  clients={row['clients']}: the server keeps {row['share_of_library']:.0%} of the library's throughput "
+                      f"at batch {row['library_batch_size']} ({row['share_of_model_only']:.0%} of the model alone)")
     report["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     report["finished_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     report["comparison"] = compare(report["systems"].get("bner"), report["systems"].get("hf"))
