@@ -808,6 +808,30 @@ def test_an_unread_answer_is_dropped_and_probes_pass_the_connection_cap():
         thread.join(timeout=10)
 
 
+def test_vertex_ai_custom_container_contract(tagger):
+    """Vertex AI's variables pick the port, the model, the health and the predict routes; instances in, predictions out."""
+    env = {"AIP_HTTP_PORT": "7080", "AIP_STORAGE_URI": "gs://bucket/model", "AIP_HEALTH_ROUTE": "/v1/health",
+           "AIP_PREDICT_ROUTE": "/v1/endpoints/1/deployedModels/2:predict"}
+    settings = ServingSettings.from_env(env)
+    assert (settings.port, settings.model_dir) == (7080, "gs://bucket/model")
+    assert ServingSettings.from_env({**env, "PORT": "9000", "MODEL_DIR": "/m"}).port == 9000  # ours win where set
+    route = env["AIP_PREDICT_ROUTE"]
+    with client_for(tagger, vertex_predict_route=route, vertex_health_route="/v1/health", api_key="k") as client:
+        assert client.get("/v1/health").status_code == 200  # a health check sends no key
+        body = {"instances": ["Anna Kowalski visited Lisbon .", {"text": "Lisbon", "id": 7}], "parameters": {"include_tokens": True}}
+        answer = client.post(route, json=body, headers={"X-API-Key": "k"})
+        assert answer.status_code == 200, answer.text
+        predictions = answer.json()["predictions"]
+        assert [p["text"] for p in predictions] == ["Anna Kowalski visited Lisbon .", "Lisbon"]
+        assert [e["text"] for e in predictions[0]["entities"]] == ["Anna Kowalski", "Lisbon"] and predictions[0]["tokens"]
+        assert client.post(route, json={"instances": [5]}, headers={"X-API-Key": "k"}).status_code == 422
+        assert client.post(route, json=body).status_code == 401
+        too_many = client.post(route, json={"instances": ["a"] * 300}, headers={"X-API-Key": "k"})
+        assert too_many.status_code == 413 and "limit" in too_many.json()["detail"]
+    with pytest.raises(ValueError, match="AIP_PREDICT_ROUTE"):
+        ServingSettings.from_env({"AIP_PREDICT_ROUTE": "predict"})
+
+
 def test_every_setting_is_declared_once_and_documented_from_that_table():
     from bner.serving import settings as table
 

@@ -78,6 +78,21 @@ REQUEST_EXAMPLES = {
 }
 
 
+class VertexInstance(BaseModel):
+    model_config = ConfigDict(extra="allow")  # other fields of an instance (an id, say) are ignored
+
+    text: str
+
+
+class VertexRequest(BaseModel):
+    """Vertex AI's prediction request: instances are texts, or objects with a "text" field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    instances: list[str | VertexInstance] = Field(description="Texts to label, as strings or {\"text\": ...} objects.")
+    parameters: dict | None = Field(None, description='{"include_tokens": true} also returns the words with their tags.')
+
+
 class ErrorOut(BaseModel):
     detail: str = Field(description="What was wrong with the request, or why it cannot be answered now.")
 
@@ -110,6 +125,11 @@ class TextResult(BaseModel):
     text: str
     entities: list[EntityOut]
     tokens: list[TokenOut] | None = None
+
+
+class VertexResponse(BaseModel):
+    predictions: list[TextResult] = Field(description="One result per instance, in order.")
+    model: str = Field(description="Model name.")
 
 
 class RecognizeResponse(BaseModel):
@@ -181,6 +201,7 @@ def create_app(settings: ServingSettings, tagger=None) -> FastAPI:
     app.add_middleware(
         RequestGuard, max_body_bytes=settings.max_body_bytes, api_key=settings.api_key, protect_all=settings.protect_all,
         metrics=metrics, routes=known_routes, body_timeout=settings.body_timeout,
+        probes=tuple(route for route in (settings.vertex_health_route,) if route),
     )
     if settings.cors_origins:
         app.add_middleware(
@@ -257,6 +278,14 @@ def add_docs(app: FastAPI) -> None:
         )
 
 
+def base_model_name(source: str) -> str | None:
+    """The pretrained model's name from its folder: ``bert-base-cased``, or ``minilm`` for ``.cache/minilm/model``."""
+    parts = [p for p in source.replace("\\", "/").rstrip("/").split("/") if p not in ("", ".")]
+    while len(parts) > 1 and parts[-1].lower() in ("model", "models", "checkpoint", "hf", "huggingface"):
+        parts.pop()
+    return parts[-1] if parts else None
+
+
 def model_description(settings: ServingSettings, tagger) -> dict:
     """What the page and clients show about the model: name, version, types, scores."""
     metadata = tagger.metadata
@@ -267,7 +296,7 @@ def model_description(settings: ServingSettings, tagger) -> dict:
         "version": export.get("version"),
         "entity_types": tagger.entity_types,
         "label_scheme": metadata.label_scheme,
-        "base_model": os.path.basename(str(metadata.pretrained.get("source", "")).rstrip("/")) or None,
+        "base_model": base_model_name(str(metadata.pretrained.get("source", ""))),
         "backend": tagger.backend.name,
         "runtime": "onnx" if tagger.backend.name == "onnx" else "tensorflow",
         **tagger.scoring,
@@ -304,6 +333,8 @@ def add_probes_and_metrics(app: FastAPI, settings: ServingSettings, tagger, metr
 
     for path, probe in (("/api/ner/health", health), ("/api/ner/ready", ready)):  # load balancers probe with HEAD
         app.add_api_route(path, probe, methods=["HEAD"], include_in_schema=False)
+    if settings.vertex_health_route:  # Vertex AI sends traffic once this answers 200: ready, not merely alive
+        app.add_api_route(settings.vertex_health_route, ready, methods=["GET", "HEAD"], include_in_schema=False)
 
     @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     async def prometheus_metrics():
@@ -352,10 +383,8 @@ def add_recognize(app: FastAPI, settings: ServingSettings, tagger, batcher: Micr
         metrics.errors.labels("too_large").inc()
         return JSONResponse({"detail": detail}, status_code=413)
 
-    @app.post("/api/ner/recognize", response_model=RecognizeResponse, response_model_exclude_none=True,
-              summary="Find the named entities in one text or several", responses=ERROR_RESPONSES)
-    async def recognize(body: Annotated[RecognizeRequest, Body(openapi_examples=REQUEST_EXAMPLES)], request: Request):
-        texts = [body.text] if body.text is not None else body.texts
+    async def tag(texts: list[str], include_tokens: bool, request: Request) -> list[dict] | Response:
+        """Each text's result (``TextResult``'s fields), or the error answer: the limits, then the batcher."""
         if len(texts) > settings.max_texts:
             return too_large(f"{len(texts)} texts in one request; the limit is {settings.max_texts}")
         for i, t in enumerate(texts):
@@ -375,13 +404,29 @@ def add_recognize(app: FastAPI, settings: ServingSettings, tagger, batcher: Micr
         results = []
         for t in tagged:
             result = {"text": t.text, "entities": [e.as_dict() for e in t.entities]}
-            if body.include_tokens:
+            if include_tokens:
                 result["tokens"] = [
                     {"text": w.text, "start": w.start, "end": w.end, "tag": tag, "score": round(float(score), 4)}
                     for w, tag, score in zip(t.words, t.tagged.tags, t.tagged.scores)
                 ]
             results.append(result)
+        return results
+
+    @app.post("/api/ner/recognize", response_model=RecognizeResponse, response_model_exclude_none=True,
+              summary="Find the named entities in one text or several", responses=ERROR_RESPONSES)
+    async def recognize(body: Annotated[RecognizeRequest, Body(openapi_examples=REQUEST_EXAMPLES)], request: Request):
+        results = await tag([body.text] if body.text is not None else body.texts, body.include_tokens, request)
+        if isinstance(results, Response):
+            return results
         response = {"model": settings.model_name, "results": results}
         if body.text is not None:
             response["entities"] = results[0]["entities"]
         return response
+
+    if settings.vertex_predict_route:
+        @app.post(settings.vertex_predict_route, response_model=VertexResponse, response_model_exclude_none=True,
+                  summary="Vertex AI prediction: one result per instance", responses=ERROR_RESPONSES)
+        async def vertex_predict(body: VertexRequest, request: Request):
+            texts = [i if isinstance(i, str) else i.text for i in body.instances]
+            results = await tag(texts, bool((body.parameters or {}).get("include_tokens", False)), request)
+            return results if isinstance(results, Response) else {"predictions": results, "model": settings.model_name}

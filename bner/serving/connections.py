@@ -50,6 +50,7 @@ class ConnectionLimits:
 
     header_timeout: float  # set by each protocol class below
     write_timeout: float
+    probes: tuple[bytes, ...] = PROBES
     _header_timer: asyncio.TimerHandle | None = None
     _write_timer: asyncio.TimerHandle | None = None
     _in_headers: bool = False  # the C parser has begun a request and not finished its headers
@@ -83,7 +84,7 @@ class ConnectionLimits:
     def on_headers_complete(self) -> None:
         self._in_headers = False
         cap = self.limit_concurrency
-        if cap is not None and self.url.split(b"?", 1)[0] in PROBES:
+        if cap is not None and self.url.split(b"?", 1)[0] in self.probes:
             self.limit_concurrency = None  # read by uvicorn's on_headers_complete for this request only
         try:
             super().on_headers_complete()
@@ -140,9 +141,11 @@ class ConnectionLimits:
             self.transport.close()
 
 
-def protocol_with_limits(header_timeout: float, write_timeout: float = 30.0, base: type = BaseProtocol) -> type:
+def protocol_with_limits(header_timeout: float, write_timeout: float = 30.0, base: type = BaseProtocol,
+                         probes: tuple[bytes, ...] = PROBES) -> type:
     """The protocol for a server in this process (a class made here cannot be sent to worker processes)."""
-    return type("LimitedProtocol", (ConnectionLimits, base), {"header_timeout": header_timeout, "write_timeout": write_timeout})
+    return type("LimitedProtocol", (ConnectionLimits, base),
+                {"header_timeout": header_timeout, "write_timeout": write_timeout, "probes": probes})
 
 
 class EnvironmentLimitedProtocol(ConnectionLimits, BaseProtocol):
@@ -158,6 +161,10 @@ class EnvironmentLimitedProtocol(ConnectionLimits, BaseProtocol):
     def write_timeout(self) -> float:
         return _environment_settings().write_timeout
 
+    @property
+    def probes(self) -> tuple[bytes, ...]:
+        return probe_paths(_environment_settings())
+
 
 WORKER_PROTOCOL = f"{__name__}:{EnvironmentLimitedProtocol.__name__}"
 
@@ -167,11 +174,18 @@ def _environment_settings() -> ServingSettings:
     return ServingSettings.from_env()
 
 
+def probe_paths(settings: ServingSettings) -> tuple[bytes, ...]:
+    """The paths answered past the connection cap: ours, and Vertex AI's health route where it sets one."""
+    extra = settings.vertex_health_route
+    return PROBES + ((extra.encode("utf-8", "replace"),) if extra else ())
+
+
 def uvicorn_options(settings: ServingSettings, worker_processes: bool = False) -> dict:
     """The connection limits, as uvicorn.Config's options (``worker_processes``: for uvicorn's
     multi-process mode, which sends them to each worker, so the protocol goes by name)."""
     return {
-        "http": WORKER_PROTOCOL if worker_processes else protocol_with_limits(settings.header_timeout, settings.write_timeout),
+        "http": WORKER_PROTOCOL if worker_processes else protocol_with_limits(settings.header_timeout, settings.write_timeout,
+                                                                             probes=probe_paths(settings)),
         "timeout_keep_alive": settings.keep_alive,
         "limit_concurrency": settings.max_connections,
         "timeout_graceful_shutdown": settings.shutdown_timeout,

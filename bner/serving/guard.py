@@ -42,15 +42,17 @@ class RequestGuard:
         metrics,
         routes: Callable[[], set[str]],
         body_timeout: float = 30.0,
+        probes: tuple[str, ...] = (),
     ):
         self.body_timeout = body_timeout
         self.app, self.max_body_bytes, self.metrics, self.routes = app, max_body_bytes, metrics, routes
         # Compared as UTF-8 bytes: a non-ASCII key (or header) is just other bytes, not an error.
         self.key = api_key.encode("utf-8") if api_key else None
         self.protect_all = protect_all
+        self.probes = (HEALTH, *probes)  # never behind the key: the platform's health checks send none
 
     def needs_key(self, path: str) -> bool:
-        if self.key is None or path == HEALTH:
+        if self.key is None or path in self.probes:
             return False
         return self.protect_all or (path not in OPEN_WITHOUT_PROTECT_ALL and not path.startswith(DOCS_ASSETS))
 

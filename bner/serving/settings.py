@@ -47,7 +47,7 @@ class ServingSettings:
 
     # the model
     model_dir: str | None = setting("MODEL_DIR", None, "export version folder (…/export/<model_name>/<version>), or a run "
-                                    "or model folder bner.load takes, for the in-process backend", flag=True)
+                                    "or model folder bner.load takes, for the in-process backend (unset: Vertex AI's AIP_STORAGE_URI, if set)", flag=True)
     metadata_file: str | None = setting("METADATA_FILE", None, "the export's metadata.json (tokenizer.json beside it), "
                                         "for the TF Serving backend", flag=True)
     host_name: str | None = setting("HOST_NAME", None, "TensorFlow Serving host: when set, the model runs there (gRPC) "
@@ -63,7 +63,7 @@ class ServingSettings:
     runtime: str = setting("BNER_RUNTIME", "auto", RUNTIME_HELP, flag=True, choices=RUNTIMES)
     # the process
     host: str = setting("BNER_HOST", "0.0.0.0", "address to listen on", flag=True)
-    port: int = setting("PORT", 8080, "HTTP port to listen on", int, "positive", flag=True)
+    port: int = setting("PORT", 8080, "HTTP port to listen on (unset: Vertex AI's AIP_HTTP_PORT, if set)", int, "positive", flag=True)
     workers: int = setting("WEB_CONCURRENCY", 1, "uvicorn worker processes, each with its own model and /metrics "
                            "counters (the images run one a pod)", int, "positive", flag=True)
     # batching
@@ -96,6 +96,11 @@ class ServingSettings:
                                   "(checked before the body is read)")
     protect_all: bool = setting("BNER_PROTECT_ALL", False, "the key also guards /metrics, /api/ner/ready, /api/ner/model, "
                                 "/docs and / (never /api/ner/health); read strictly: a typo stops the server", boolean)
+    # Vertex AI endpoints (custom-container contract): set by Vertex AI, read as given
+    vertex_predict_route: str | None = setting("AIP_PREDICT_ROUTE", None, "Vertex AI: the path that takes "
+                                               '{"instances": [...]} and answers {"predictions": [...]}')
+    vertex_health_route: str | None = setting("AIP_HEALTH_ROUTE", None, "Vertex AI: the health check's path "
+                                              "(200 once the model answers, as /api/ner/ready)")
     cors_origins: tuple[str, ...] = setting("BNER_CORS_ORIGINS", (), "comma-separated origins allowed by CORS; unset: "
                                             "CORS off", origins, shown="unset")
 
@@ -103,6 +108,9 @@ class ServingSettings:
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> ServingSettings:
         """Settings from environment variables (``os.environ`` by default), then ``overrides`` that are not None."""
         env = os.environ if env is None else env
+        # Vertex AI names the port and the model's Cloud Storage folder in its own variables.
+        env = {**env, **{ours: env[theirs] for ours, theirs in (("PORT", "AIP_HTTP_PORT"), ("MODEL_DIR", "AIP_STORAGE_URI"))
+                         if env.get(theirs) and not env.get(ours)}}
         values = {}
         for f in fields():
             text = env.get(f.metadata["env"])
@@ -129,6 +137,9 @@ class ServingSettings:
                 raise ValueError(f"{env}={value}: must be 0 or more")
             if f.metadata["choices"] and value not in f.metadata["choices"]:
                 raise ValueError(f"{env}={value!r}: expected one of {', '.join(f.metadata['choices'])}")
+        for env, route in (("AIP_PREDICT_ROUTE", self.vertex_predict_route), ("AIP_HEALTH_ROUTE", self.vertex_health_route)):
+            if route is not None and not (route.startswith("/") and len(route) > 1 and " " not in route):
+                raise ValueError(f"{env}={route!r}: expected a path such as /v1/endpoints/1/deployedModels/2:predict")
         if self.max_queued_pieces < self.max_pieces:
             raise ValueError(f"BNER_MAX_QUEUED_PIECES={self.max_queued_pieces}: must be at least BNER_MAX_PIECES={self.max_pieces}, "
                              "or a request within its budget could never be taken")
