@@ -24,6 +24,7 @@ from bner import io
 SAMPLE_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "sample")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 TAG_SCHEMES = ("auto", "IOB1", "IOB2", "IOBES")
+DEVICES = ("auto", "cpu", "gpu")
 
 
 class ConfigError(ValueError):
@@ -60,7 +61,7 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimizationConfig:
-    learning_rate: float = setting(5e-5, "Peak learning rate of AdamW.", result=True)
+    learning_rate: float | None = setting(None, "Peak learning rate of AdamW. Default: 1e-4 for encoders narrower than 768 (MiniLM and other small ones: 5e-5 left them untrained in 2-3 epochs, docs/search.md), else 5e-5 (BERT-base's usual).", result=True, kind=float)
     num_train_epochs: float = setting(3.0, "Number of training epochs (may be fractional).", result=True)
     warmup_proportion: float = setting(0.1, "Proportion of training steps with linear learning-rate warm-up.", result=True)
     train_batch_size: int = setting(32, "Total batch size for training (across all replicas).", result=True)
@@ -84,6 +85,7 @@ class LoopConfig:
 @dataclasses.dataclass(frozen=True)
 class HardwareConfig:
     precision: str = setting("auto", "Training precision; auto uses bfloat16 where the CPU/GPU/TPU computes it natively.", result=True, choices=PRECISIONS)
+    device: str = setting("auto", "What to train on: auto (every GPU TensorFlow sees, else the CPU), gpu (fail at once, in one line, when there is none) or cpu (hide the GPUs). TPUs: --use_tpu.", choices=DEVICES)
     use_tpu: bool = setting(False, "Train on a Cloud TPU.", result=True)
     tpu_name: str | None = setting(None, "Name or grpc:// address of the Cloud TPU to use with --use_tpu.", kind=str)
     tpu_zone: str | None = setting(None, "GCE zone of the Cloud TPU. If not given, looked up from metadata.", kind=str)
@@ -200,6 +202,8 @@ class TrainConfig:
                     "save_checkpoints_steps": loop.save_checkpoints_steps, "max_checkpoints": loop.max_checkpoints,
                     "num_tpu_cores": self.hardware.num_tpu_cores, "iterations_per_loop": self.hardware.iterations_per_loop}
         for name, value in positive.items():
+            if value is None and name == "learning_rate":
+                continue  # chosen from the encoder's size (training.recipe.default_learning_rate)
             if not value > 0:
                 raise ConfigError(f"--{name}={value}: must be greater than 0")
         for name, value in {"early_stopping_patience": o.early_stopping_patience, "weight_decay": o.weight_decay, "adam_epsilon": o.adam_epsilon, "max_grad_norm": o.max_grad_norm}.items():
@@ -224,7 +228,7 @@ class TrainConfig:
             )
         if m.hidden_act is not None and m.hidden_act not in ACTIVATION_NAMES:
             raise ConfigError(f"--hidden_act={m.hidden_act}: expected one of {', '.join(ACTIVATION_NAMES)}")
-        for name, choices in (("tag_scheme", TAG_SCHEMES), ("precision", PRECISIONS)):
+        for name, choices in (("tag_scheme", TAG_SCHEMES), ("precision", PRECISIONS), ("device", DEVICES)):
             value = self.flat()[name]
             if value not in choices:
                 raise ConfigError(f"--{name}={value}: expected one of {', '.join(choices)}")

@@ -133,6 +133,72 @@ def test_tpu_flags_resolve_the_tpu_and_honour_num_tpu_cores():
         hardware.select_strategy(dataclasses.replace(settings, num_tpu_cores=16), tpu_runtime=FakeTpuRuntime())
 
 
+def test_an_unreachable_tpu_is_one_line_that_says_what_to_pass():
+    class Unreachable(FakeTpuRuntime):
+        def initialize(self, resolver):
+            raise RuntimeError("Could not connect to TPU 'local'\n" + "  traceback line\n" * 50)
+
+    with pytest.raises(ValueError, match=r"^cannot reach the TPU local: Could not connect to TPU 'local'\. On a Cloud TPU VM") as caught:
+        hardware.select_strategy(hardware.TpuSettings(use_tpu=True, tpu_name="local"), tpu_runtime=Unreachable())
+    assert "\n" not in str(caught.value)
+
+
+def test_device_gpu_fails_in_one_line_without_one(monkeypatch):
+    import tensorflow as tf
+
+    from bner.config import ConfigError, TrainConfig
+
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
+    with pytest.raises(ConfigError, match=r"^--device=gpu: TensorFlow sees no GPU .*tensorflow\[and-cuda\]"):
+        hardware.use_device("gpu")
+    hardware.use_device("auto")
+    with pytest.raises(ConfigError, match="--device=tpu: expected one of auto, cpu, gpu"):
+        TrainConfig.from_settings(device="tpu").check()
+
+
+def test_the_start_up_line_names_the_device_and_slow_precision_is_warned_about(monkeypatch):
+    monkeypatch.setattr(hardware, "accelerator_kinds", lambda: [])
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert hardware.device_description() == "CPU (no GPU found)"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert "tensorflow[and-cuda]" in hardware.device_description()
+    assert hardware.device_description(on_tpu=True, replicas=8) == "TPU (8 cores)"
+    assert "slower than float32" in hardware.precision_warning("mixed_float16")
+    assert hardware.precision_warning("float32") is None
+    monkeypatch.setattr(hardware, "accelerator_kinds", lambda: ["NVIDIA L4", "NVIDIA L4"])
+    assert hardware.device_description() == "2 × NVIDIA L4" and hardware.precision_warning("mixed_float16") is None
+
+
+def test_a_run_that_learned_nothing_says_what_to_try_and_ties_keep_the_later_epoch():
+    from bner.config import TrainConfig
+    from bner.folders.model_card import _training
+    from bner.inference.evaluate import Counts, Scores
+    from bner.training.callbacks import DevEvaluation
+    from bner.training.recipe import default_learning_rate, learned_nothing
+
+    config = TrainConfig.from_settings(learning_rate=5e-5, num_train_epochs=2)
+    nothing = [{"dev_f1": 0.0, "dev_predicted_entities": 3}, {"dev_f1": 0.0, "dev_predicted_entities": 0}]
+    line = learned_nothing(nothing, config)
+    assert line.startswith("the model predicts no entities on dev (F1 0.00 after each of 2 epoch(s))")
+    assert "--learning_rate, now 5e-05" in line and "--num_train_epochs, now 2" in line
+    assert learned_nothing([{"dev_f1": 0.0}, {"dev_f1": 0.1}], config) is None and learned_nothing([], config) is None
+    card = _training({"steps": 10, "epochs": 2, "best_dev_f1": 0.0, "best_step": 10, "warnings": [line]})
+    assert f"**Warning:** {line}" in card
+
+    f1s = iter([0.5, 0.5, 0.4])
+    state = types.SimpleNamespace(best_dev_f1=-1.0, best_step=-1, epochs_without_improvement=0, step=0, stopped_early=False)
+    callback = DevEvaluation(lambda: Scores(Counts(2, 2, 1) if next(f1s) == 0.5 else Counts(2, 2, 0), {}, 1, 1))
+    callback.set_params({"state": state, "steps": 100})
+    for step in (10, 20, 30):
+        callback.on_epoch_end(0, {"step": step})
+    assert state.best_step == 20  # the tie at step 20 went to the later model; step 30 was worse
+
+    small, base = EncoderConfig(30522, 384, 6, 12, 1536), EncoderConfig(30522, 768, 12, 12, 3072)
+    assert (default_learning_rate(small), default_learning_rate(base)) == (1e-4, 5e-5)
+    assert TrainConfig().optimization.learning_rate is None
+    TrainConfig().check()  # None: chosen from the encoder
+
+
 def test_steps_per_execution_groups_same_shape_batches_within_checkpoints():
     rng = np.random.default_rng(0)
     examples = [

@@ -153,11 +153,12 @@ def _training(training: dict) -> str:
     kept = (f" The model kept is the one with the best dev F1 ({_pct(best)}, step {training.get('best_step')})."
             if best is not None else " No dev file: the model is the last step's.")
     versions = training.get("versions", {})
+    warnings = "".join(f"\n**Warning:** {w}\n" for w in training.get("warnings", []))
     lines = [
         "## Training\n",
         f"{training['steps']} steps ({epochs} epochs) in {training.get('train_seconds', 0):.0f} s of optimizer steps, "
         f"{training.get('precision', 'float32')} on {training.get('backend', 'tensorflow')}, "
-        f"{training.get('replicas', 1)} replica(s).{stopped}{kept}\n",
+        f"{training.get('replicas', 1)} replica(s).{stopped}{kept}\n{warnings}",
         f"Hardware: {hardware}.",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".\n" if versions else "",
     ]

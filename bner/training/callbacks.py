@@ -93,10 +93,13 @@ class DevEvaluation(keras.callbacks.Callback):
             logs["dev_forward_seconds"] = round(self.model_seconds() - forward, 2)
         logs["dev_f1"] = scores.f1
         logs["dev_f1_per_type"] = {t: c.f1 for t, c in scores.per_type.items()}
+        logs["dev_predicted_entities"] = scores.overall.predicted
         if scores.f1 > state.best_dev_f1:
             state.best_dev_f1, state.best_step = scores.f1, int(logs["step"])
             state.epochs_without_improvement = 0
         else:
+            if scores.f1 == state.best_dev_f1:
+                state.best_step = int(logs["step"])  # on a tie the later model, trained longer, is kept
             state.epochs_without_improvement += 1
             if self.patience and state.epochs_without_improvement >= self.patience and state.step < self.params["steps"]:
                 state.stopped_early = True

@@ -44,6 +44,54 @@ def accelerator_kinds() -> list[str]:
         return []
 
 
+def use_device(device: str) -> None:
+    """Apply ``--device`` before anything touches a device: ``gpu`` fails in one line without one, ``cpu`` hides them."""
+    if device == "auto":
+        return
+    from bner.config import ConfigError
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if device == "cpu":
+            raise ConfigError("--device=cpu under JAX: set JAX_PLATFORMS=cpu in the environment instead")
+        if jax.default_backend() != "gpu":
+            raise ConfigError("--device=gpu: JAX sees no GPU (install jax[cuda12] where an NVIDIA driver runs; nvidia-smi shows it)")
+        return
+    import tensorflow as tf
+
+    if device == "cpu":
+        tf.config.set_visible_devices([], "GPU")
+    elif not tf.config.list_physical_devices("GPU"):
+        hint = "CUDA_VISIBLE_DEVICES hides them all; " if os.environ.get("CUDA_VISIBLE_DEVICES", "").strip() in ("-1",) else ""
+        raise ConfigError(f"--device=gpu: TensorFlow sees no GPU ({hint}on Linux with an NVIDIA driver: "
+                          "pip install 'tensorflow[and-cuda]'; nvidia-smi shows whether the driver sees one)")
+
+
+def device_description(on_tpu: bool = False, replicas: int = 1) -> str:
+    """What the run computes on, for its start-up line: "CPU (no GPU found)", "1 × NVIDIA H100 ...", "TPU (8 cores)"."""
+    if on_tpu:
+        return f"TPU ({replicas} cores)"
+    kinds = collections.Counter(accelerator_kinds())
+    if kinds:
+        return ", ".join(f"{n} × {kind}" for kind, n in kinds.items())
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "").strip() not in ("", "-1"):
+        return ("CPU (no GPU found, though CUDA_VISIBLE_DEVICES is set: install TensorFlow's CUDA build, "
+                "pip install 'tensorflow[and-cuda]')")
+    return "CPU (no GPU found)"
+
+
+def precision_warning(precision: str) -> str | None:
+    """A line when the precision asked for is slow on the device the run has (None when it suits it)."""
+    if precision == "float32" or accelerator_kinds():
+        return None
+    if precision == "mixed_float16":
+        return "--precision=mixed_float16 on a CPU: float16 is emulated there and slower than float32; use auto or float32"
+    if precision == "mixed_bfloat16" and keras.backend.backend() == "tensorflow" and not cpu_has_bf16():
+        return "--precision=mixed_bfloat16 on a CPU without bfloat16 instructions: slower than float32; use auto or float32"
+    return None
+
+
 def _keras_devices():
     if keras.backend.backend() == "jax":
         import jax
@@ -114,8 +162,14 @@ class TpuRuntime:
 def tpu_strategy(tpu: TpuSettings, runtime: TpuRuntime | None = None):
     """TPUStrategy on the TPU the flags name, over ``num_tpu_cores`` of its cores."""
     runtime = runtime or TpuRuntime()
-    resolver = runtime.resolve(tpu.tpu_name or tpu.master, tpu.tpu_zone, tpu.gcp_project)
-    topology = runtime.initialize(resolver)
+    name = tpu.tpu_name or tpu.master
+    try:
+        resolver = runtime.resolve(name, tpu.tpu_zone, tpu.gcp_project)
+        topology = runtime.initialize(resolver)
+    except Exception as e:  # noqa: BLE001 — TensorFlow raises many types (NotFoundError, ValueError, RuntimeError) here
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot reach the TPU {name or '(found from the environment)'}: {first}. On a Cloud TPU VM pass "
+                         "--tpu_name=local; elsewhere the TPU's name with --tpu_zone and --gcp_project") from None
     available = topology.num_tasks * topology.num_tpus_per_task
     if not 0 < tpu.num_tpu_cores <= available:
         raise ValueError(f"--num_tpu_cores={tpu.num_tpu_cores}, but the TPU has {available} cores")
