@@ -141,3 +141,19 @@ def test_a_few_stray_iobes_tags_do_not_make_a_corpus_iobes():
     mixed = iobes + [corpus.Sentence(("d", "e"), ("O", "I-ORG"), line=700)]
     assert corpus.scheme_evidence(mixed).inconsistency("t").startswith("1 entity starts with I- after O or another type, where IOBES")
     assert "(first at t:701)" in corpus.scheme_evidence(mixed).inconsistency("t")
+
+
+def test_errors_say_how_to_fix_the_encoding_and_the_column_order(tmp_path):
+    latin = tmp_path / "latin.conll"
+    latin.write_bytes("Café\tO\nZürich\tB-LOC\n\n".encode("cp1252"))
+    with pytest.raises(corpus.CorpusError, match=r"latin\.conll:1: expected UTF-8 text .*Windows-1252.*iconv -f WINDOWS-1252 -t UTF-8"):
+        corpus.read_conll(str(latin))
+    swapped = tmp_path / "swapped.conll"
+    swapped.write_text("B-PER\tAngela\nI-PER\tMerkel\nO\tflew\n\n", encoding="utf-8")
+    with pytest.raises(corpus.CorpusError, match="the first column holds the tags here"):
+        corpus.read_conll(str(swapped))
+    odd = tmp_path / "odd.conll"
+    odd.write_text("Angela\tPERSON\n\n", encoding="utf-8")
+    with pytest.raises(corpus.CorpusError) as caught:
+        corpus.read_conll(str(odd))
+    assert "first column holds the tags" not in str(caught.value)

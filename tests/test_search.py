@@ -52,6 +52,8 @@ def test_spec_files_read_as_yaml_or_json(tmp_path):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     example = search.SearchSpec.read(os.path.join(repo, "examples", "search_wnut17.yaml"))
     assert len(example.trials()) == 4 and example.metric == "dev_f1"
+    sample = search.SearchSpec.read(os.path.join(repo, "examples", "search_sample.yaml"))
+    assert len(sample.trials()) == 2 and os.path.isfile(os.path.join(repo, sample.base["data_dir"], "train.conll"))
 
 
 def spec_with(data):

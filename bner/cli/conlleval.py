@@ -6,22 +6,24 @@ two columns, blank lines between sentences.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
 
+from bner.arguments import Parser
+from bner.config import boolean
 from bner.data import corpus
 from bner.inference import evaluate
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m bner.evaluate",
         description="Entity-level precision/recall/F1 exactly as conlleval computes them.",
     )
     parser.add_argument("file", help="one token a line: word ... gold-tag predicted-tag; blank lines between sentences")
-    parser.add_argument("--json", action="store_true", help="print the scores as JSON instead of conlleval's report")
+    parser.add_argument("--json", type=boolean, nargs="?", const=True, default=False, metavar="true|false",
+                        help="print the scores as JSON instead of conlleval's report (default: false)")
     args = parser.parse_args(argv)
     try:
         gold, predicted = evaluate.read_predictions(args.file)

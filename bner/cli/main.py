@@ -13,8 +13,10 @@ import signal
 import subprocess
 import sys
 
+from bner.arguments import Parser
 from bner.cli.options import add_decoding_options, flag_type
-from bner.config import SECTIONS, ConfigError, TrainConfig
+from bner.config import SECTIONS, ConfigError, TrainConfig, boolean
+from bner.data.corpus import CorpusError
 from bner.environment import configure_environment, import_tensorflow_quietly
 from bner.inference.prediction import MAX_LINE_BYTES
 
@@ -44,7 +46,8 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
             )
     extra = parser.add_argument_group("run")
     extra.add_argument("--config", help="a run.json to replay; options given beside it override its values")
-    extra.add_argument("--overwrite_output_dir", action="store_true", help="start over in an output folder that holds another run")
+    extra.add_argument("--overwrite_output_dir", type=boolean, nargs="?", const=True, default=False, metavar="true|false",
+                       help="start over in an output folder that holds another run (default: false)")
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -73,11 +76,36 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if args.output_dir:
         evaluate.check_results_name(args.output_dir, args.name)
     tagger = _load(args)
-    scores = tagger.evaluate(args.data, args.batch_size)
+    try:
+        scores = tagger.evaluate(args.data, args.batch_size)
+    except CorpusError as e:
+        if not looks_tagged(args.data):
+            raise CorpusError(f"{e}. Evaluation needs CoNLL with gold tags (a word and its tag a line, a blank line "
+                              "between sentences); to label plain text, use bner predict") from None
+        raise
+    unknown = sorted(t for t, counts in scores.per_type.items() if counts.gold and t not in tagger.entity_types)
+    if unknown:
+        print(f"warning: {args.data} has entity types this model does not predict: {', '.join(unknown)} (they all count "
+              f"as missed; the model's types: {', '.join(tagger.entity_types)})", file=sys.stderr)
     if args.output_dir:
         evaluate.write_results(scores, args.output_dir, args.name, tagger.scoring)
     print(json.dumps(scores.as_dict(), indent=2) if args.json else evaluate.format_report(scores), end="\n" if args.json else "")
     return 0
+
+
+def looks_tagged(path: str, lines: int = 20) -> bool:
+    """Whether a file's first non-blank lines end in tags (O, B-X, I-PER, ...), as CoNLL lines do."""
+    import re
+
+    from bner import io
+
+    try:
+        with io.open_file(path, "r", encoding="utf-8", errors="replace") as handle:
+            rows = [line.split() for line, _ in zip((x for x in handle if x.strip()), range(lines))]
+    except OSError:
+        return True  # nothing to add to the reader's own message
+    tagged = [row for row in rows if re.fullmatch(r"O|[BIES]-\S+|[BIES]_\S+", row[-1]) and not row[0].startswith("-DOCSTART-")]
+    return not rows or len(tagged) * 2 >= len([r for r in rows if not r[0].startswith("-DOCSTART-")])
 
 
 def positive_int(text: str) -> int:
@@ -119,12 +147,14 @@ def search_command(args: argparse.Namespace) -> int:
 
 
 def export_command(args: argparse.Namespace) -> int:
-    from bner.folders import model_folder, run_folder
+    from bner.folders.locate import run_of
     from bner.training.recipe import export_model
 
-    if not model_folder.is_model_folder(run_folder.model_dir(args.run_dir)):
-        raise ConfigError(f"{run_folder.model_dir(args.run_dir)}: no trained model to export")
-    config = TrainConfig.from_settings(output_dir=args.run_dir, export_dir=args.export_dir, model_name=args.model_name)
+    try:
+        run_dir = run_of(args.run_dir)  # the run, its model folder, or one of its exports
+    except FileNotFoundError as e:
+        raise ConfigError(str(e)) from None
+    config = TrainConfig.from_settings(output_dir=run_dir, export_dir=args.export_dir, model_name=args.model_name)
     config.check()
     import_tensorflow_quietly()
     export_model(config, print)
@@ -140,13 +170,14 @@ def _load(args):
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="an export (version folder or folder of versions), a trained-model folder or a run folder")
-    parser.add_argument("--batch_size", type=int, default=32, help="texts or sentences per model call (default 32)")
+    parser.add_argument("--batch_size", "--eval_batch_size", "--predict_batch_size", dest="batch_size", type=int, default=32,
+                        help="texts or sentences per model call (default: 32; the training flags' names are aliases)")
     parser.add_argument("--max_seq_length", type=int, help="window length in word pieces (default: the model's)")
     add_decoding_options(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bner", description="BERT named-entity recognition: train, evaluate, predict, search, export, serve.")
+    parser = Parser(prog="bner", description="BERT named-entity recognition: train, evaluate, predict, search, export, serve.")
     verbs = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict,search,export,serve}")
     train = verbs.add_parser("train", help="fine-tune a pretrained BERT on CoNLL files, score it and export it")
     add_train_options(train)
@@ -155,8 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     _model_arguments(evaluate)
     evaluate.add_argument("data", help="a CoNLL file with gold tags")
     evaluate.add_argument("--output_dir", help="also write <name>.txt and <name>.json there")
-    evaluate.add_argument("--name", default="eval_results", help="file name stem of the written results (default eval_results)")
-    evaluate.add_argument("--json", action="store_true", help="print JSON instead of conlleval's report")
+    evaluate.add_argument("--name", default="eval_results", help="file name stem of the written results (default: eval_results)")
+    evaluate.add_argument("--json", type=boolean, nargs="?", const=True, default=False, metavar="true|false",
+                          help="print JSON instead of conlleval's report (default: false)")
     evaluate.set_defaults(handler=evaluate_command)
     predict = verbs.add_parser("predict", help="label CoNLL, JSONL or plain-text files (or standard input) of any size")
     _model_arguments(predict)
@@ -164,14 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(JSONL out, entities added); local or gs://; - reads standard input")
     predict.add_argument("--format", default="auto", choices=["auto", "text", "jsonl", "conll"],
                          help="input format (default: by extension; standard input is text)")
-    predict.add_argument("--output", default="-", help="where to write (default: standard output); a file appears only when complete")
+    predict.add_argument("--output", "--predict_output", dest="output", default="-", help="where to write (default: standard output); a file appears only when complete")
     predict.add_argument("--errors", help="JSONL of the lines that could not be read, with file, line and reason "
                                           "(default: <output>.errors.jsonl, or standard error when writing to standard output)")
     predict.add_argument("--progress", type=flag_type(bool), nargs="?", const=True, metavar="true|false",
                          help="progress bar with texts/s on standard error (default: on when writing to a file)")
     predict.add_argument("--max_line_bytes", type=positive_int, default=MAX_LINE_BYTES,
                          help="a longer line is not labelled but reported in the errors file, and never held in memory whole; "
-                              f"tagging takes about 0.4 GB per MB of the longest line allowed (default {MAX_LINE_BYTES:,})")
+                              f"tagging takes about 0.6 GB per MB of the longest line allowed (default: {MAX_LINE_BYTES:,})")
     predict.set_defaults(handler=predict_command)
     tune = verbs.add_parser("search", help="grid or random search over training settings, chosen on dev F1")
     tune.add_argument("spec", help="a YAML or JSON file: base settings, parameters and their values, algorithm, max_trials, metric")
@@ -179,8 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.set_defaults(handler=search_command)
     export = verbs.add_parser("export", help="export a run's trained model as a versioned SavedModel")
     export.add_argument("run_dir", help="the run's --output_dir")
-    export.add_argument("--export_dir", help="default: <run_dir>/export")
-    export.add_argument("--model_name", default="bner", help="model name in the export path (default bner)")
+    export.add_argument("--export_dir", help="where exports go (default: <run_dir>/export)")
+    export.add_argument("--model_name", default="bner", help="model name in the export path (default: bner)")
     export.set_defaults(handler=export_command)
     serve = verbs.add_parser("serve", help="serve an export over HTTP (all of bner-serve's options)", add_help=False)
     serve.set_defaults(handler=None)

@@ -16,7 +16,7 @@ def flag_type(kind: type):
 
 def add_decoding_options(parser: argparse.ArgumentParser) -> None:
     """``--decoding``, ``--consistent`` and ``--runtime``, as :func:`bner.load` takes them (the defaults are its own)."""
-    parser.add_argument("--runtime", choices=RUNTIMES, default="auto", help=f"{RUNTIME_HELP} (default auto)")
-    parser.add_argument("--decoding", choices=DECODINGS, default="constrained", help=f"{DECODING_HELP} (default constrained)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="auto", help=f"{RUNTIME_HELP} (default: auto)")
+    parser.add_argument("--decoding", choices=DECODINGS, default="constrained", help=f"{DECODING_HELP} (default: constrained)")
     parser.add_argument("--consistent", type=boolean, nargs="?", const=True, metavar="true|false", default=True,
-                        help=f"{CONSISTENT_HELP} (default true)")
+                        help=f"{CONSISTENT_HELP} (default: true)")

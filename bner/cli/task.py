@@ -1,9 +1,11 @@
-"""bner's main job: ``python -m bner.ner.task`` trains, evaluates, predicts and exports.
+"""bner's main job: python -m bner.ner.task trains, evaluates, predicts and exports.
 
 The flags of the original TensorFlow 1 project keep their names, defaults and meaning
-(:mod:`bner.cli.flags`); ``--helpfull`` lists them all. This module is a shell: flags →
-:class:`bner.TrainConfig` → :func:`bner.train` and :mod:`bner.cli.steps`. Flags and paths
-are checked before TensorFlow is imported, so a mistake fails in well under a second.
+(bner/cli/flags.py); the learning rate's default follows the encoder's width: 5e-5, the
+original's, for base-size encoders, 1e-4 for narrower ones. --help lists every flag, and
+--learning-rate reads as --learning_rate. Flags and paths are checked before TensorFlow is
+imported, so a mistake fails in well under a second. (This module is a shell: flags →
+bner.TrainConfig → bner.train and bner/cli/steps.py.)
 """
 
 from __future__ import annotations
@@ -125,6 +127,9 @@ def main(argv) -> int:
 
 
 def run() -> None:
+    from bner.arguments import underscored
+
+    sys.argv = [sys.argv[0], *(underscored(a) for a in sys.argv[1:])]  # --learning-rate, as bner's other command lines take it
     app.run(main)
 
 

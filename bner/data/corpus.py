@@ -124,11 +124,23 @@ def parse_conll(text: str, source: str = "<string>", require_tags: bool = True) 
     for document, first_line, rows in conll_rows(text, source, 2 if require_tags else 1, same_columns=require_tags):
         if require_tags:
             for number, fields in rows:
-                check_tag(fields[-1], f"{source}:{number}")
+                try:
+                    check_tag(fields[-1], f"{source}:{number}")
+                except CorpusError as e:
+                    if all(is_tag(f[0]) for _, f in rows) and not all(is_tag(f[-1]) for _, f in rows):
+                        raise CorpusError(f"{e}: the first column holds the tags here, and bner reads the word from the "
+                                          "first column and the tag from the last; swap the columns, e.g. "
+                                          f"awk '{{print $NF, $1}}' (blank lines stay blank)") from None
+                    raise
         words = tuple(fields[0] for _, fields in rows)
         tags = tuple(fields[-1] for _, fields in rows) if require_tags else (OUTSIDE,) * len(rows)
         sentences.append(Sentence(words, tags, document, first_line))
     return sentences
+
+
+def is_tag(field: str) -> bool:
+    prefix, dash, entity_type = field.partition("-")
+    return field == OUTSIDE or (prefix in ("B", "I", "E", "S") and bool(dash) and bool(entity_type))
 
 
 def check_tag(tag: str, where: str) -> None:
@@ -142,14 +154,27 @@ def check_tag(tag: str, where: str) -> None:
         )
 
 
+def encoding_hint(raw: bytes, path: str | None = None) -> str:
+    """What bytes that are not UTF-8 probably are, and the iconv line that converts them ("" when unsure)."""
+    target = f"'{path}' > '{path}.utf8'" if path and path != "-" else "< in > out"
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return f"; it looks like UTF-16: convert it with iconv -f UTF-16 -t UTF-8 {target}"
+    try:
+        raw.decode("cp1252")
+    except UnicodeDecodeError:
+        return ""
+    return f"; it reads as Windows-1252 (Latin-1): convert it with iconv -f WINDOWS-1252 -t UTF-8 {target}"
+
+
 def read_conll(path: str, require_tags: bool = True) -> list[Sentence]:
     try:
         text = io.read_text(path)
     except FileNotFoundError:
         raise CorpusError(f"{path}: file not found") from None
     except UnicodeDecodeError as e:
-        line = text_line_of_byte(io.read_bytes(path), e.start)
-        raise CorpusError(f"{path}:{line}: expected UTF-8 text ({e.reason})") from None
+        raw = io.read_bytes(path)
+        line = text_line_of_byte(raw, e.start)
+        raise CorpusError(f"{path}:{line}: expected UTF-8 text ({e.reason}){encoding_hint(raw, path)}") from None
     sentences = parse_conll(text, source=str(path), require_tags=require_tags)
     if not sentences:
         raise CorpusError(f"{path}: no sentences found (expected one token a line, blank lines between sentences)")

@@ -48,7 +48,7 @@ def versions(model_base: str) -> list[int]:
 
 
 def _numbered(model_base: str) -> list[int]:
-    if not io.exists(model_base):
+    if not io.exists(model_base) or (io.is_local(model_base) and not os.path.isdir(model_base)):
         return []
     return sorted(int(n) for n in io.listdir(model_base) if re.fullmatch(r"\d+", n))
 

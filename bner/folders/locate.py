@@ -15,6 +15,31 @@ EXPECTED = ("expected an export version with saved_model.pb and metadata.json, a
             "a trained-model folder with model.weights.h5, or a run folder holding one of those")
 
 
+def run_of(path: str) -> str:
+    """The run folder ``path`` belongs to: the run itself, its ``model`` folder, or one of its export versions."""
+    path = str(path).rstrip("/") or "/"
+    if model_folder.is_model_folder(run_folder.model_dir(path)):
+        return path
+    candidates = []
+    if model_folder.is_model_folder(path):
+        candidates.append(os.path.dirname(path) if io.is_local(path) else path.rsplit("/", 1)[0])
+    kind, folder = ("", "")
+    try:
+        kind, folder = locate(path)
+    except FileNotFoundError:
+        pass
+    if kind == "export":  # <run>/export/<model_name>/<version>
+        up = folder
+        for _ in range(3):
+            up = os.path.dirname(up) if io.is_local(up) else up.rsplit("/", 1)[0]
+        candidates.append(up)
+    for candidate in candidates:
+        if model_folder.is_model_folder(run_folder.model_dir(candidate)):
+            return candidate
+    raise FileNotFoundError(f"{path}: not a run folder (one holding model/ and run.json), nor a trained model or export "
+                            "inside one; pass the run's --output_dir")
+
+
 def locate(path: str) -> tuple[str, str]:
     """``("export", version folder)`` or ``("model", trained-model folder)`` for ``path``.
 
@@ -31,11 +56,12 @@ def locate(path: str) -> tuple[str, str]:
         return "model", path
     if exports.versions(path):
         return "export", exports.latest_export(path)
-    run_exports = io.join(path, run_folder.EXPORTS)
-    if io.exists(run_exports):
-        for name in io.listdir(run_exports):
-            if exports.versions(io.join(run_exports, name)):
-                return "export", exports.latest_export(io.join(run_exports, name))
+    # A run folder's export folder, or the export folder itself (<export_dir>: its model names hold the versions).
+    for export_dir in (io.join(path, run_folder.EXPORTS), path):
+        if io.exists(export_dir) and (not io.is_local(export_dir) or os.path.isdir(export_dir)):
+            for name in io.listdir(export_dir):
+                if exports.versions(io.join(export_dir, name)):
+                    return "export", exports.latest_export(io.join(export_dir, name))
     if model_folder.is_model_folder(run_folder.model_dir(path)):
         return "model", run_folder.model_dir(path)
     if not io.exists(path):

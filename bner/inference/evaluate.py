@@ -169,7 +169,9 @@ def read_predictions(path: str) -> tuple[list[list[str]], list[list[str]]]:
     try:
         text = io.read_text(path)
     except UnicodeDecodeError as e:
-        raise corpus.CorpusError(f"{path}: expected UTF-8 text ({e.reason} at byte {e.start})") from None
+        raw = io.read_bytes(path)
+        raise corpus.CorpusError(f"{path}:{corpus.text_line_of_byte(raw, e.start)}: expected UTF-8 text ({e.reason})"
+                                 f"{corpus.encoding_hint(raw, path)}") from None
     except IsADirectoryError:
         raise corpus.CorpusError(f"{path}: is a folder; expected a file with a word, a gold and a predicted tag a line") from None
     for _, _, rows in corpus.conll_rows(text, path, min_columns=3, expected=expected, docstart_is_token=True):

@@ -129,7 +129,7 @@ def read_records(lines: Iterable[str], source: str, fmt: str) -> Iterator[Record
         raise corpus.CorpusError(f"{source}: expected UTF-8 text ({e.reason})") from None
 
 
-# Tagging a line takes about 0.4 GB per MB of it (its words, pieces, windows and probabilities);
+# Tagging a line takes about 0.6 GB per MB of it (its words, pieces, windows and probabilities);
 # a longer line is refused on its own, so memory is bounded by this setting (docs/formats.md),
 # not by the longest line of a file.
 MAX_LINE_BYTES = 500_000
@@ -171,7 +171,7 @@ def read_units(lines: Iterable[bytes], source: str, fmt: str, max_line_bytes: in
             try:
                 yield number, raw.decode("utf-8"), raw, ""
             except UnicodeDecodeError:
-                yield number, None, raw, "expected UTF-8 text"
+                yield number, None, raw, "expected UTF-8 text" + corpus.encoding_hint(raw, None if source == "<stdin>" else source)
 
     if fmt == "conll":
         problems: list[dict] = []

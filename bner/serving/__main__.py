@@ -11,6 +11,7 @@ import signal
 import socket
 import sys
 
+from bner.arguments import Parser
 from bner.config import boolean
 from bner.environment import configure_environment
 from bner.serving.connections import uvicorn_options
@@ -19,7 +20,7 @@ from bner.serving.settings import ServingSettings, fields, shown_default
 
 def parse_args(argv=None, prog: str = "bner-serve") -> argparse.Namespace:
     """The options of :class:`ServingSettings` marked as flags; a flag overrides its environment variable."""
-    parser = argparse.ArgumentParser(prog=prog, description="Serve a bner export over HTTP. Every setting, with its "
+    parser = Parser(prog=prog, description="Serve a bner export over HTTP. Every setting, with its "
                                      "environment variable: docs/deploy.md (python -m bner.serving.settings).")
     if prog == "bner serve":  # the export may come first, as a plain argument: bner serve runs/x/export/bner/1
         parser.usage = "bner serve [MODEL_DIR] [options]"
@@ -29,7 +30,7 @@ def parse_args(argv=None, prog: str = "bner-serve") -> argparse.Namespace:
             continue
         switch = {"nargs": "?", "const": True, "metavar": "true|false"} if meta["kind"] is boolean else {}
         parser.add_argument(f"--{f.name}", type=meta["kind"], choices=meta["choices"], default=None, **switch,
-                            help=f"{meta['help']} (default {shown_default(f)}); env {meta['env']}")
+                            help=f"{meta['help']} (default: {shown_default(f)}); env {meta['env']}")
     return parser.parse_args(argv)
 
 
