@@ -79,9 +79,11 @@ def within(folder: str, name: str) -> str:
     """
     path = join(folder, name)
     if is_local(path):
-        root = os.path.realpath(folder)
-        if os.path.commonpath([root, os.path.realpath(path)]) != root:
-            raise ValueError(f"{path}: a link to a file outside the model folder; copy the file into the folder instead")
+        strip = lambda p: str(p)[len("file://"):] if str(p).startswith("file://") else str(p)  # noqa: E731
+        root = os.path.realpath(strip(folder))
+        if os.path.commonpath([root, os.path.realpath(strip(path))]) != root:
+            raise ValueError(f"{path}: leads outside the model folder (a link, or a name with a path in it); "
+                             "copy the file into the folder instead")
     return path
 
 

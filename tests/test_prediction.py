@@ -162,6 +162,21 @@ def test_lines_are_read_in_pieces_no_longer_than_the_limit():
     assert list(prediction.bounded_lines(handle, 10)) == [b"ab\n", 51, b"c" * 10 + b"\r\n", b"last"]
     assert list(prediction.bounded_lines([b"ab\n", b"x" * 50 + b"\n"], 10)) == [b"ab\n", 51]
 
+    # A remote file (gs://) is an fsspec file, whose readline takes no size.
+    import fsspec
+    from fsspec.spec import AbstractBufferedFile
+
+    class Remote(AbstractBufferedFile):
+        def __init__(self, data):
+            self.data = data
+            super().__init__(fs=fsspec.filesystem("memory"), path="x", mode="rb", size=len(data), block_size=5)
+
+        def _fetch_range(self, start, end):
+            return self.data[start:end]
+
+    remote = Remote(b"ab\n" + b"x" * 50 + b"\nlast")
+    assert list(prediction.bounded_lines(remote, 10)) == [b"ab\n", 51, b"last"]
+
 
 def test_no_errors_file_when_every_line_is_read(tmp_path):
     (tmp_path / "in.txt").write_text("Ann met Bo\n", encoding="utf-8")

@@ -199,6 +199,17 @@ def test_a_run_that_learned_nothing_says_what_to_try_and_ties_keep_the_later_epo
     TrainConfig().check()  # None: chosen from the encoder
 
 
+def test_the_default_learning_rate_resumes_a_run_recorded_with_a_number():
+    from bner.config import TrainConfig
+    from bner.folders import run_folder
+
+    recorded = {"config": TrainConfig.from_settings(learning_rate=5e-5).to_json()}
+    resumed = run_folder.with_recorded_learning_rate(TrainConfig(), recorded)
+    assert resumed.optimization.learning_rate == 5e-5 and not TrainConfig.from_json(recorded).differences(resumed)
+    explicit = TrainConfig.from_settings(learning_rate=1e-4)
+    assert run_folder.with_recorded_learning_rate(explicit, recorded) is explicit
+
+
 def test_steps_per_execution_groups_same_shape_batches_within_checkpoints():
     rng = np.random.default_rng(0)
     examples = [

@@ -11,7 +11,6 @@ import sys
 from collections.abc import Sequence
 
 from bner.arguments import Parser
-from bner.config import boolean
 from bner.data import corpus
 from bner.inference import evaluate
 
@@ -22,8 +21,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Entity-level precision/recall/F1 exactly as conlleval computes them.",
     )
     parser.add_argument("file", help="one token a line: word ... gold-tag predicted-tag; blank lines between sentences")
-    parser.add_argument("--json", type=boolean, nargs="?", const=True, default=False, metavar="true|false",
-                        help="print the scores as JSON instead of conlleval's report (default: false)")
+    # A switch: an optional true|false value would take the next argument (the file) as its value.
+    parser.add_argument("--json", action="store_true", help="print the scores as JSON instead of conlleval's report")
     args = parser.parse_args(argv)
     try:
         gold, predicted = evaluate.read_predictions(args.file)

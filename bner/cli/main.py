@@ -187,8 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("data", help="a CoNLL file with gold tags")
     evaluate.add_argument("--output_dir", help="also write <name>.txt and <name>.json there")
     evaluate.add_argument("--name", default="eval_results", help="file name stem of the written results (default: eval_results)")
-    evaluate.add_argument("--json", type=boolean, nargs="?", const=True, default=False, metavar="true|false",
-                          help="print JSON instead of conlleval's report (default: false)")
+    # A switch: an optional true|false value would take the next argument (the model) as its value.
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of conlleval's report")
     evaluate.set_defaults(handler=evaluate_command)
     predict = verbs.add_parser("predict", help="label CoNLL, JSONL or plain-text files (or standard input) of any size")
     _model_arguments(predict)

@@ -13,6 +13,7 @@ determines the result and every data file are what they were (:func:`check_outpu
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -144,6 +145,7 @@ def check_output_dir(out: str, config: TrainConfig, digests: dict[str, str]) -> 
         raise OutputDirError(f"{out} holds a run of an older bner, whose checkpoints and model are laid out for KerasHub's "
                              "encoder: pass --overwrite_output_dir to start over (its exports still serve)")
     recorded = TrainConfig.from_json(record, io.join(out, RUN_RECORD))
+    config = with_recorded_learning_rate(config, record)
     differs = recorded.differences(config)
     before = {k: v.get("sha256") for k, v in record.get("data_files", {}).items()}
     now = digests
@@ -154,6 +156,15 @@ def check_output_dir(out: str, config: TrainConfig, digests: dict[str, str]) -> 
             "or the original values to resume it"
         )
     return record
+
+
+def with_recorded_learning_rate(config: TrainConfig, record: dict) -> TrainConfig:
+    """``config`` with its learning rate left to the default (None: chosen from the encoder) set to
+    the one the recorded run used, so the same command resumes a run recorded before that default."""
+    recorded = TrainConfig.from_json(record).optimization.learning_rate
+    if config.optimization.learning_rate is not None or recorded is None:
+        return config
+    return dataclasses.replace(config, optimization=dataclasses.replace(config.optimization, learning_rate=recorded))
 
 
 def clear_run(out: str) -> None:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
+import io as std_io
 import json
 import os
 import sys
@@ -141,6 +143,9 @@ def bounded_lines(lines, limit: int) -> Iterator[bytes | int]:
     ``lines`` is a binary file (read with ``readline(size)``) or any iterable of lines.
     """
     readline = getattr(lines, "readline", None)
+    if readline is not None and not _takes_a_size(readline):
+        lines = std_io.BufferedReader(lines)  # fsspec's remote files read whole lines only; this reads them in pieces
+        readline = lines.readline
     if readline is None:
         yield from (raw if len(raw.rstrip(b"\r\n")) <= limit else len(raw) for raw in lines)
         return
@@ -152,6 +157,14 @@ def bounded_lines(lines, limit: int) -> Iterator[bytes | int]:
         while not raw.endswith(b"\n") and (raw := readline(1 << 20)):
             size += len(raw)
         yield size
+
+
+def _takes_a_size(readline) -> bool:
+    try:
+        return "size" in inspect.signature(readline).parameters or any(
+            p.kind is p.VAR_POSITIONAL for p in inspect.signature(readline).parameters.values())
+    except (TypeError, ValueError):  # a builtin without a signature: io's own readline, which takes one
+        return True
 
 
 def read_units(lines: Iterable[bytes], source: str, fmt: str, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[str, object]]:

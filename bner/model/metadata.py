@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import posixpath
 
 from bner import io
@@ -239,6 +240,8 @@ def read_metadata(path: str) -> TaggerMetadata:
     if not path.endswith(".json"):
         path = io.join(path, METADATA_FILE)
     try:
+        if io.is_local(path) and os.path.isfile(path) and os.path.getsize(path) > 4 * MAX_METADATA_CHARS:
+            raise ValueError(f"{path}: {os.path.getsize(path)} bytes, more than a metadata file holds")
         text = io.read_text(path)
         if len(text) > MAX_METADATA_CHARS:
             raise ValueError(f"{path}: {len(text)} characters, more than a metadata file holds ({MAX_METADATA_CHARS})")

@@ -260,6 +260,8 @@ def _config_from_bert_json(data: dict, source: str, activation_names: dict[str, 
         )
     except KeyError as e:
         raise PretrainedError(f"{source}: missing field {e.args[0]!r} of a BERT config") from None
+    except (TypeError, ValueError) as e:  # a value of the wrong kind, or an activation bner lacks
+        raise PretrainedError(f"{source}: {e}") from None
 
 
 def google_checkpoint(bert_config_file: str, init_checkpoint: str | None, vocab_file: str | None) -> Pretrained:
@@ -335,9 +337,11 @@ def _config_from_huggingface(data: dict, source: str) -> EncoderConfig:
                 conv_groups=int(data.get("conv_groups", 1)),
                 conv_act=data.get("conv_act", "tanh"),
             )
+        config = dataclasses.replace(config, **extra)
+    except PretrainedError:
+        raise
     except (TypeError, ValueError) as e:
         raise PretrainedError(f"{source}: {e}") from None
-    config = dataclasses.replace(config, **extra)
     for name, act in (("hidden_act", config.hidden_act), ("conv_act", config.conv_act)):
         if act not in ACTIVATION_NAMES:
             raise PretrainedError(f"{source}: {name} {act!r} is not one bner implements ({', '.join(ACTIVATION_NAMES)})")

@@ -90,7 +90,7 @@ class VertexRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     instances: list[str | VertexInstance] = Field(description="Texts to label, as strings or {\"text\": ...} objects.")
-    parameters: dict | None = Field(None, description='{"include_tokens": true} also returns the words with their tags.')
+    parameters: dict | None = Field(None, description='{"include_tokens": true} (the JSON value true) also returns the words with their tags.')
 
 
 class ErrorOut(BaseModel):
@@ -428,5 +428,5 @@ def add_recognize(app: FastAPI, settings: ServingSettings, tagger, batcher: Micr
                   summary="Vertex AI prediction: one result per instance", responses=ERROR_RESPONSES)
         async def vertex_predict(body: VertexRequest, request: Request):
             texts = [i if isinstance(i, str) else i.text for i in body.instances]
-            results = await tag(texts, bool((body.parameters or {}).get("include_tokens", False)), request)
+            results = await tag(texts, (body.parameters or {}).get("include_tokens") is True, request)
             return results if isinstance(results, Response) else {"predictions": results, "model": settings.model_name}

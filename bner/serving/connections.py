@@ -20,7 +20,9 @@ cannot get a healthy pod restarted.
 
 It extends uvicorn's httptools protocol (its C parser, part of uvicorn's standard production
 stack, which bner installs) and falls back to the pure-Python h11 protocol where httptools is
-missing; the header deadline behaves the same on both (tested).
+missing; the header and write deadlines behave the same on both (the header one is tested on
+both). The probes' pass past the cap and the pipelined requests' disconnect need the C parser's
+callbacks, so they hold on httptools only.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class ConnectionLimits:
     probes: tuple[bytes, ...] = PROBES
     _header_timer: asyncio.TimerHandle | None = None
     _write_timer: asyncio.TimerHandle | None = None
+    _unsent: int = 0  # bytes waiting in the write buffer when the write timer was armed
     _in_headers: bool = False  # the C parser has begun a request and not finished its headers
     _header_bytes: int = 0
 
@@ -98,7 +101,11 @@ class ConnectionLimits:
     def pause_writing(self) -> None:  # asyncio: the write buffer is over its high-water mark
         super().pause_writing()
         if self._write_timer is None:
-            self._write_timer = self.loop.call_later(self.write_timeout, self._reads_too_slow)
+            self._arm_write_timer()
+
+    def _arm_write_timer(self) -> None:
+        self._unsent = self.transport.get_write_buffer_size()
+        self._write_timer = self.loop.call_later(self.write_timeout, self._reads_too_slow)
 
     def resume_writing(self) -> None:  # the client read enough of it
         self._cancel_write_timer()
@@ -120,8 +127,10 @@ class ConnectionLimits:
 
     def _reads_too_slow(self) -> None:
         self._write_timer = None
-        if not self.transport.is_closing() or self.transport.get_write_buffer_size():
-            self.transport.abort()  # close() would wait, buffer and all, for a reader that never comes
+        if self.transport.get_write_buffer_size() < self._unsent and not self.transport.is_closing():
+            self._arm_write_timer()  # a slow reader that read some of it gets another period
+            return
+        self.transport.abort()  # close() would wait, buffer and all, for a reader that never comes
 
     def _between_requests(self) -> bool:
         return self.cycle is None or self.cycle.response_complete

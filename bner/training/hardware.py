@@ -54,14 +54,20 @@ def use_device(device: str) -> None:
         import jax
 
         if device == "cpu":
-            raise ConfigError("--device=cpu under JAX: set JAX_PLATFORMS=cpu in the environment instead")
+            if jax.default_backend() != "cpu":
+                raise ConfigError("--device=cpu under JAX: set JAX_PLATFORMS=cpu in the environment instead")
+            return
         if jax.default_backend() != "gpu":
             raise ConfigError("--device=gpu: JAX sees no GPU (install jax[cuda12] where an NVIDIA driver runs; nvidia-smi shows it)")
         return
     import tensorflow as tf
 
     if device == "cpu":
-        tf.config.set_visible_devices([], "GPU")
+        try:
+            tf.config.set_visible_devices([], "GPU")
+        except RuntimeError:  # this process has used its devices already (a search's earlier trial)
+            if tf.config.get_visible_devices("GPU"):
+                raise ConfigError("--device=cpu: this process has used its GPUs already; give every run in it the same --device") from None
     elif not tf.config.list_physical_devices("GPU"):
         hint = "CUDA_VISIBLE_DEVICES hides them all; " if os.environ.get("CUDA_VISIBLE_DEVICES", "").strip() in ("-1",) else ""
         raise ConfigError(f"--device=gpu: TensorFlow sees no GPU ({hint}on Linux with an NVIDIA driver: "

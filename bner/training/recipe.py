@@ -291,6 +291,8 @@ def train(config: TrainConfig, callbacks: Sequence = (), overwrite_output_dir: b
     if overwrite_output_dir:
         run_folder.clear_run(out)
     previous = run_folder.check_output_dir(out, config, run_folder.file_digests(config.data.data_dir))
+    if previous:
+        config = run_folder.with_recorded_learning_rate(config, previous)
     digests = run_folder.data_digests(config.data.data_dir, splits)
     model_dir = run_folder.model_dir(out)
     if previous and previous.get("status") == "finished" and model_folder.is_model_folder(model_dir):
