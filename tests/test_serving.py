@@ -700,15 +700,34 @@ def test_work_for_a_client_that_left_is_dropped_before_the_model_call():
     assert ["left"] not in seen  # never reached the model
 
 
+@contextlib.contextmanager
+def uvicorn_in_a_thread(app, **config):
+    """``app`` served by uvicorn in a thread of this process on a free loopback port, until the block ends."""
+    import threading
+    import time
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off", **config))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 10
+        while not server.started:
+            assert time.time() < deadline
+            time.sleep(0.05)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
 @pytest.mark.parametrize("parser", ["httptools", "h11"])
 def test_headers_deadline_holds_with_either_http_parser(parser):
     """The header deadline works on uvicorn's C parser (used when httptools is installed) and on
     its pure-Python fallback alike."""
     import socket
-    import threading
-    import time
-
-    import uvicorn
 
     from bner.serving.connections import protocol_with_limits
 
@@ -722,16 +741,7 @@ def test_headers_deadline_holds_with_either_http_parser(parser):
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
             await send({"type": "http.response.body", "body": b"ok"})
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off",
-                                           http=protocol_with_limits(0.5, base=base)))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.time() + 10
-        while not server.started:
-            assert time.time() < deadline
-            time.sleep(0.05)
+    with uvicorn_in_a_thread(app, http=protocol_with_limits(0.5, base=base)) as port:
         slowloris = socket.create_connection(("127.0.0.1", port))
         slowloris.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # headers never finish
         assert closed_within(slowloris, 3)
@@ -751,19 +761,13 @@ def test_headers_deadline_holds_with_either_http_parser(parser):
             while chunk := client.recv(65536):
                 replies += chunk
         assert replies.count(b"HTTP/1.1 200") == 2 and b"431" not in replies, replies
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_an_unread_answer_is_dropped_and_probes_pass_the_connection_cap():
     """A client that never reads holds its connection only ``write_timeout`` seconds; with the
     connection cap full of idle sockets, other paths get 503 and the probes still answer."""
     import socket
-    import threading
     import time
-
-    import uvicorn
 
     from bner.serving.connections import protocol_with_limits
 
@@ -775,16 +779,7 @@ def test_an_unread_answer_is_dropped_and_probes_pass_the_connection_cap():
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(body)).encode())]})
             await send({"type": "http.response.body", "body": body})
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off",
-                                           limit_concurrency=3, http=protocol_with_limits(10.0, write_timeout=0.5)))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.time() + 10
-        while not server.started:
-            assert time.time() < deadline
-            time.sleep(0.05)
+    with uvicorn_in_a_thread(app, limit_concurrency=3, http=protocol_with_limits(10.0, write_timeout=0.5)) as port:
         reader = socket.create_connection(("127.0.0.1", port))
         reader.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
         time.sleep(2)  # never reading meanwhile
@@ -803,9 +798,6 @@ def test_an_unread_answer_is_dropped_and_probes_pass_the_connection_cap():
         assert httpx.get(f"http://127.0.0.1:{port}/api/ner/ready?x=1", timeout=5).status_code == 200
         for s in idle:
             s.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_vertex_ai_custom_container_contract(tagger):
