@@ -41,6 +41,7 @@ def setting(default: Any, help: str, result: bool = False, choices: tuple[str, .
 class DataConfig:
     data_dir: str = setting(SAMPLE_DATA, "Folder with train.conll, test.conll and optionally dev.conll (local or gs://). Defaults to the bundled sample.")
     tag_scheme: str = setting("auto", "Tag scheme of the data files; auto detects it from train.conll.", result=True, choices=TAG_SCHEMES)
+    columns: str | None = setting(None, "Where the word and the tag are in the data files' columns, e.g. tag,word or word,pos,chunk,tag (other names: columns not read). Default: the word first, the tag last.", result=True, kind=str)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,7 @@ def trained_export(tiny_model, tmp_path_factory) -> str:
     return str(root / "out" / "export" / "bner" / "1")
 
 
-def test_hyphens_read_as_underscores_and_abbreviations_are_unknown(capsys):
+def test_hyphens_read_as_underscores_and_abbreviations_are_unknown(capsys, tmp_path):
     parser = build_parser()
     args = parser.parse_args(["train", "--learning-rate=1e-4", "--num-train-epochs", "2"])
     assert (args.learning_rate, args.num_train_epochs) == (1e-4, 2)
@@ -28,6 +28,12 @@ def test_hyphens_read_as_underscores_and_abbreviations_are_unknown(capsys):
     assert "--num_train_epoch: did you mean --num_train_epochs?" in capsys.readouterr().err
     assert underscored("--max-seq-length=a-b") == "--max_seq_length=a-b" and underscored("-") == "-"
     assert underscored("-1e-4") == "-1e-4"
+    assert parser.parse_args(["train", "--columns", "tag,word"]).columns == "tag,word"
+    from bner.training.recipe import read_splits
+
+    folder = tmp_path
+    (folder / "train.conll").write_text("B-PER\tAnna\nO\tran\n\n", encoding="utf-8")
+    assert read_splits(str(folder), columns="tag,word")["train"][0].words == ("Anna", "ran")
     # One name per setting; the training flags' names are aliases.
     assert parser.parse_args(["evaluate", "m", "d.conll", "--eval_batch_size", "4"]).batch_size == 4
     assert parser.parse_args(["predict", "m", "t.txt", "--predict_output", "o.jsonl"]).output == "o.jsonl"

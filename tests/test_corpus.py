@@ -150,8 +150,15 @@ def test_errors_say_how_to_fix_the_encoding_and_the_column_order(tmp_path):
         corpus.read_conll(str(latin))
     swapped = tmp_path / "swapped.conll"
     swapped.write_text("B-PER\tAngela\nI-PER\tMerkel\nO\tflew\n\n", encoding="utf-8")
-    with pytest.raises(corpus.CorpusError, match="the first column holds the tags here"):
+    with pytest.raises(corpus.CorpusError, match="the first column holds the tags here.*pass --columns=tag,word"):
         corpus.read_conll(str(swapped))
+    assert [s.words for s in corpus.read_conll(str(swapped), columns="tag,word")] == [("Angela", "Merkel", "flew")]
+    assert corpus.read_conll(str(swapped), columns="tag,word")[0].tags == ("B-PER", "I-PER", "O")
+    wide = tmp_path / "wide.conll"
+    wide.write_text("Angela NNP B-NP B-PER\nMerkel NNP I-NP I-PER\n\n", encoding="utf-8")
+    assert corpus.read_conll(str(wide), columns="word,pos,chunk,tag")[0].tags == ("B-PER", "I-PER")
+    with pytest.raises(corpus.CorpusError, match="word and tag once each"):
+        corpus.read_conll(str(wide), columns="word,pos")
     odd = tmp_path / "odd.conll"
     odd.write_text("Angela\tPERSON\n\n", encoding="utf-8")
     with pytest.raises(corpus.CorpusError) as caught:

@@ -77,7 +77,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
         evaluate.check_results_name(args.output_dir, args.name)
     tagger = _load(args)
     try:
-        scores = tagger.evaluate(args.data, args.batch_size)
+        scores = tagger.evaluate(args.data, args.batch_size, args.columns)
     except CorpusError as e:
         if not looks_tagged(args.data):
             raise CorpusError(f"{e}. Evaluation needs CoNLL with gold tags (a word and its tag a line, a blank line "
@@ -127,7 +127,7 @@ def predict_command(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     progress = args.progress if args.progress is not None else args.output != "-"
     done = prediction.predict_file(tagger, args.input, args.output, args.format, args.batch_size, progress=progress,
-                                   errors=args.errors, max_line_bytes=args.max_line_bytes)
+                                   errors=args.errors, max_line_bytes=args.max_line_bytes, columns=args.columns)
     if done.written != "standard output":
         print(f"wrote predictions for {done.count} texts or sentences of {args.input} to {done.written}", file=sys.stderr)
     if done.errors:
@@ -187,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("data", help="a CoNLL file with gold tags")
     evaluate.add_argument("--output_dir", help="also write <name>.txt and <name>.json there")
     evaluate.add_argument("--name", default="eval_results", help="file name stem of the written results (default: eval_results)")
+    evaluate.add_argument("--columns", help="where the word and the gold tag are, e.g. tag,word or word,pos,chunk,tag "
+                                             "(default: the word first, the tag last)")
     # A switch: an optional true|false value would take the next argument (the model) as its value.
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of conlleval's report")
     evaluate.set_defaults(handler=evaluate_command)
@@ -201,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "(default: <output>.errors.jsonl, or standard error when writing to standard output)")
     predict.add_argument("--progress", type=flag_type(bool), nargs="?", const=True, metavar="true|false",
                          help="progress bar with texts/s on standard error (default: on when writing to a file)")
+    predict.add_argument("--columns", help="CoNLL input: which column holds the word, e.g. tag,word (default: the first)")
     predict.add_argument("--max_line_bytes", type=positive_int, default=MAX_LINE_BYTES,
                          help="a longer line is not labelled but reported in the errors file, and never held in memory whole; "
                               f"tagging takes about 0.6 GB per MB of the longest line allowed (default: {MAX_LINE_BYTES:,})")

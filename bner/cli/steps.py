@@ -30,13 +30,14 @@ def check_model_window(model_dir: str, max_seq_length: int | None) -> None:
         raise ConfigError(f"--max_seq_length={max_seq_length}: must be at least 3 ([CLS], one piece, [SEP])")
 
 
-def evaluate_files(tagger, data_dir: str, output_dir: str, say: Callable[[str], None] = print) -> dict[str, dict]:
+def evaluate_files(tagger, data_dir: str, output_dir: str, say: Callable[[str], None] = print,
+                   columns: str | None = None) -> dict[str, dict]:
     """Score dev.conll and test.conll of ``data_dir``; results and test_results.tsv go to ``output_dir``."""
     splits = {}
     for name in ("dev", "test"):
         path = io.join(data_dir, f"{name}.conll")
         if io.exists(path):
-            splits[name] = corpus.read_conll(path)
+            splits[name] = corpus.read_conll(path, columns=columns)
     if "test" not in splits:
         raise ConfigError(f"{io.join(data_dir, 'test.conll')}: file not found (evaluation needs test.conll in --data_dir)")
     return evaluate_splits(tagger, splits, output_dir, say)

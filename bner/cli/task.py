@@ -84,7 +84,7 @@ def run_steps(config: TrainConfig) -> None:
         tagger = load(run_folder.model_dir(out), batch_size=config.loop.eval_batch_size, max_seq_length=window_override())
         if FLAGS.do_eval and not FLAGS.do_train:
             folder = commands.evaluation_folder(out, config.data.data_dir, FLAGS.eval_output_dir)
-            commands.evaluate_files(tagger, config.data.data_dir, folder, say)
+            commands.evaluate_files(tagger, config.data.data_dir, folder, say, columns=config.data.columns)
         if FLAGS.do_predict:
             from bner.inference import prediction
 
@@ -93,6 +93,7 @@ def run_steps(config: TrainConfig) -> None:
             target = FLAGS.predict_output or io.join(out, f"predictions.{prediction.output_suffix(fmt)}")
             done = prediction.predict_file(
                 tagger, path, target, fmt, FLAGS.predict_batch_size, progress=config.loop.progress and target != "-",
+                columns=config.data.columns,
             )
             if done.written != "standard output":
                 say(f"wrote predictions for {done.count} {'sentences' if fmt == 'conll' else 'texts'} of {path} to {done.written}")

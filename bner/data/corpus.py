@@ -118,22 +118,38 @@ def document_contexts(words: Sequence[Sequence[str]], documents: Sequence[int], 
     return out
 
 
-def parse_conll(text: str, source: str = "<string>", require_tags: bool = True) -> list[Sentence]:
-    """Sentences of a CoNLL text. ``source`` names the file in error messages."""
+def column_indices(columns: str | None) -> tuple[int, int, int]:
+    """(word column, tag column, columns needed) from a spec such as ``tag,word`` or ``word,pos,chunk,tag``.
+
+    None: the word first and the tag last, as CoNLL files have them. Other names in the spec
+    (``pos``, ``-``) are columns that are there and not read.
+    """
+    if not columns:
+        return 0, -1, 1
+    names = [n.strip().lower() for n in columns.split(",")]
+    if names.count("word") != 1 or names.count("tag") != 1:
+        raise CorpusError(f"--columns={columns}: name each column, with word and tag once each (e.g. tag,word or word,pos,tag)")
+    return names.index("word"), names.index("tag"), len(names)
+
+
+def parse_conll(text: str, source: str = "<string>", require_tags: bool = True, columns: str | None = None) -> list[Sentence]:
+    """Sentences of a CoNLL text. ``source`` names the file in error messages; ``columns`` says
+    where the word and the tag are (:func:`column_indices`)."""
+    word, tag, needed = column_indices(columns)
     sentences = []
-    for document, first_line, rows in conll_rows(text, source, 2 if require_tags else 1, same_columns=require_tags):
+    minimum = max(needed, 2 if require_tags else 1)
+    for document, first_line, rows in conll_rows(text, source, minimum, same_columns=require_tags):
         if require_tags:
             for number, fields in rows:
                 try:
-                    check_tag(fields[-1], f"{source}:{number}")
+                    check_tag(fields[tag], f"{source}:{number}" + (f" (column {tag + 1}, --columns={columns})" if columns else ""))
                 except CorpusError as e:
-                    if all(is_tag(f[0]) for _, f in rows) and not all(is_tag(f[-1]) for _, f in rows):
+                    if not columns and all(is_tag(f[0]) for _, f in rows) and not all(is_tag(f[-1]) for _, f in rows):
                         raise CorpusError(f"{e}: the first column holds the tags here, and bner reads the word from the "
-                                          "first column and the tag from the last; swap the columns, e.g. "
-                                          f"awk '{{print $NF, $1}}' (blank lines stay blank)") from None
+                                          "first column and the tag from the last; pass --columns=tag,word") from None
                     raise
-        words = tuple(fields[0] for _, fields in rows)
-        tags = tuple(fields[-1] for _, fields in rows) if require_tags else (OUTSIDE,) * len(rows)
+        words = tuple(fields[word] for _, fields in rows)
+        tags = tuple(fields[tag] for _, fields in rows) if require_tags else (OUTSIDE,) * len(rows)
         sentences.append(Sentence(words, tags, document, first_line))
     return sentences
 
@@ -166,7 +182,7 @@ def encoding_hint(raw: bytes, path: str | None = None) -> str:
     return f"; it reads as Windows-1252 (Latin-1): convert it with iconv -f WINDOWS-1252 -t UTF-8 {target}"
 
 
-def read_conll(path: str, require_tags: bool = True) -> list[Sentence]:
+def read_conll(path: str, require_tags: bool = True, columns: str | None = None) -> list[Sentence]:
     try:
         text = io.read_text(path)
     except FileNotFoundError:
@@ -175,7 +191,7 @@ def read_conll(path: str, require_tags: bool = True) -> list[Sentence]:
         raw = io.read_bytes(path)
         line = text_line_of_byte(raw, e.start)
         raise CorpusError(f"{path}:{line}: expected UTF-8 text ({e.reason}){encoding_hint(raw, path)}") from None
-    sentences = parse_conll(text, source=str(path), require_tags=require_tags)
+    sentences = parse_conll(text, source=str(path), require_tags=require_tags, columns=columns)
     if not sentences:
         raise CorpusError(f"{path}: no sentences found (expected one token a line, blank lines between sentences)")
     return sentences

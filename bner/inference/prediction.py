@@ -115,12 +115,13 @@ def open_input(path: str) -> Iterator[IO[bytes]]:
         yield handle
 
 
-def read_records(lines: Iterable[str], source: str, fmt: str) -> Iterator[Record]:
+def read_records(lines: Iterable[str], source: str, fmt: str, columns: str | None = None) -> Iterator[Record]:
     """Records of an input's lines, read lazily; errors name ``source`` and the line."""
     try:
         if fmt == "conll":
-            for document, first, rows in corpus.conll_rows(lines, source, min_columns=1, expected="a word", same_columns=False):
-                yield Record(f"{source}:{first}", words=tuple(fields[0] for _, fields in rows), document=document)
+            word, _, needed = corpus.column_indices(columns)
+            for document, first, rows in corpus.conll_rows(lines, source, min_columns=needed, expected="a word", same_columns=False):
+                yield Record(f"{source}:{first}", words=tuple(fields[word] for _, fields in rows), document=document)
         else:
             for number, line in enumerate(lines, start=1):
                 where = f"{source}:{number}"
@@ -167,7 +168,8 @@ def _takes_a_size(readline) -> bool:
         return True
 
 
-def read_units(lines: Iterable[bytes], source: str, fmt: str, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[str, object]]:
+def read_units(lines: Iterable[bytes], source: str, fmt: str, max_line_bytes: int = MAX_LINE_BYTES,
+               columns: str | None = None) -> Iterator[tuple[str, object]]:
     """``("record", Record)`` for each readable unit of a file, ``("error", dict)`` for each line that is not.
 
     Lines are decoded one by one, so a stray byte costs its line, not the file; a line over
@@ -197,7 +199,7 @@ def read_units(lines: Iterable[bytes], source: str, fmt: str, max_line_bytes: in
                 else:
                     yield line
 
-        for record in read_records(good_lines(), source, "conll"):
+        for record in read_records(good_lines(), source, "conll", columns):
             while problems:
                 yield "error", problems.pop(0)
             yield "record", record
@@ -347,6 +349,7 @@ def predict_file(
     chunk_size: int | None = None,
     errors: str | None = None,
     max_line_bytes: int = MAX_LINE_BYTES,
+    columns: str | None = None,
 ) -> Prediction:
     """Label ``path`` (``-``: standard input) into ``output`` (``-``/None: standard output), chunk by chunk.
 
@@ -373,7 +376,7 @@ def predict_file(
         lines = stack.enter_context(open_input(path))
         out = stack.enter_context(open_output(output))
         problems = ErrorSink(errors, stack)
-        records = (value for kind, value in read_units(lines, source, fmt, max_line_bytes) if kind == "record" or problems.add(value))
+        records = (value for kind, value in read_units(lines, source, fmt, max_line_bytes, columns) if kind == "record" or problems.add(value))
         document = 0
         for chunk in chunks(records, size):
             out.writelines(tag_chunk(tagger, chunk, batch_size, document))

@@ -264,13 +264,15 @@ class Tagger:
         scores = (word_probabilities * self._same_type[ids]).sum(-1) if len(ids) else np.zeros(0, np.float32)
         return TaggedSentence([self.labels[i] for i in ids], scores.astype(np.float32))
 
-    def evaluate(self, data: str | Sequence[corpus.Sentence], batch_size: int | None = None):
-        """conlleval's scores on a CoNLL file (or read sentences): a :class:`bner.inference.evaluate.Scores`."""
-        return self.evaluation(data, batch_size)[0]
+    def evaluate(self, data: str | Sequence[corpus.Sentence], batch_size: int | None = None, columns: str | None = None):
+        """conlleval's scores on a CoNLL file (or read sentences): a :class:`bner.inference.evaluate.Scores`.
 
-    def evaluation(self, data: str | Sequence[corpus.Sentence], batch_size: int | None = None):
+        ``columns`` says where a file's word and tag are (``tag,word``; default: first and last)."""
+        return self.evaluation(data, batch_size, columns)[0]
+
+    def evaluation(self, data: str | Sequence[corpus.Sentence], batch_size: int | None = None, columns: str | None = None):
         """Scores and the predicted tags (in the data's scheme) of every sentence."""
-        sentences = corpus.read_conll(data) if isinstance(data, str) else data
+        sentences = corpus.read_conll(data, columns=columns) if isinstance(data, str) else data
         tagged = self.tag_sentences([s.words for s in sentences], batch_size, documents=[s.document for s in sentences])
         predicted = [corpus.convert_tags(t.tags, self.metadata.data_scheme) for t in tagged]
         return score([s.tags for s in sentences], predicted), predicted

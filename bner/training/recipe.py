@@ -78,12 +78,12 @@ class Setup:
 # ---------------------------------------------------------------- preparing
 
 
-def read_splits(data_dir: str, need_train: bool = True) -> dict[str, list[corpus.Sentence]]:
+def read_splits(data_dir: str, need_train: bool = True, columns: str | None = None) -> dict[str, list[corpus.Sentence]]:
     splits = {}
     for name in ("train", "dev", "test"):
         path = io.join(data_dir, f"{name}.conll")
         if io.exists(path):
-            splits[name] = corpus.read_conll(path)
+            splits[name] = corpus.read_conll(path, columns=columns)
         elif name == "train" and need_train:
             raise ConfigError(f"{path}: file not found (training needs train.conll in --data_dir)")
     return splits
@@ -178,7 +178,7 @@ def prepare(config: TrainConfig, splits=None) -> Setup:
     config.check()
     hardware.use_device(config.hardware.device)  # before anything below touches a device
     keras.utils.set_random_seed(config.optimization.seed)
-    splits = splits if splits is not None else read_splits(config.data.data_dir)
+    splits = splits if splits is not None else read_splits(config.data.data_dir, columns=config.data.columns)
     found = locate_pretrained(config)
     if config.optimization.learning_rate is None:
         rate = default_learning_rate(found.config)
@@ -284,7 +284,7 @@ def train(config: TrainConfig, callbacks: Sequence = (), overwrite_output_dir: b
     import_tensorflow_quietly()
     from bner.training import hardware
 
-    splits = read_splits(config.data.data_dir)
+    splits = read_splits(config.data.data_dir, columns=config.data.columns)
     if config.optimization.early_stopping_patience and "dev" not in splits:
         raise ConfigError(f"--early_stopping_patience needs dev.conll in --data_dir={config.data.data_dir} to judge the epochs")
     out = config.output.output_dir
