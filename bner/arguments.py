@@ -14,7 +14,7 @@ import sys
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, held to one behaviour across bner's command lines (and the absl one's):
+    """argparse, held to one behaviour across bner's command lines (the absl one shares ``underscored``):
 
     ``--learning-rate`` reads as ``--learning_rate``; an abbreviation (``--num_train_epoch``) is
     an unknown option, not silently the one it starts; an unknown option gets the closest known

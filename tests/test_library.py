@@ -331,7 +331,7 @@ def tokenizer_linked_outside(folder):
         (lambda f: (f / "tokenizer.json").write_text("{}"), "not a tokenizer file"),
         (edit_metadata(labels=["O", "B-LOC"]), "metadata.json lists 2 labels but the model has 7 outputs"),
         # Folders that loaded, said they were ready, and then failed or answered nothing.
-        (edit_metadata(label_scheme="BOGUS"), "label_scheme must be IOB2 or IOBES"),
+        (edit_metadata(label_scheme="BOGUS"), "label_scheme must be one of IOB2, IOBES"),
         (edit_metadata(labels=["O", "B-LOC", "I-LOC", "X-PER", "I-PER", "B-ORG", "I-ORG"]), "'X-PER' is not a IOB2 tag"),
         (edit_encoder(max_position_embeddings="512"), "encoder.max_position_embeddings must be a whole number, got '512'"),
         (edit_metadata(max_seq_length=256), "max_seq_length 256 is longer than the encoder's 128 positions"),

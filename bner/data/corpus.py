@@ -15,6 +15,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from bner import io
 
 SCHEMES = ("IOB1", "IOB2", "IOBES")
+MODEL_SCHEMES = ("IOB2", "IOBES")  # the schemes a tagger predicts (model_scheme)
+PREFIXES = {"IOB1": "BI", "IOB2": "BI", "IOBES": "BIES"}
 OUTSIDE = "O"
 
 
@@ -154,16 +156,14 @@ def parse_conll(text: str, source: str = "<string>", require_tags: bool = True, 
     return sentences
 
 
-def is_tag(field: str) -> bool:
+def is_tag(field: str, scheme: str = "IOBES") -> bool:
+    """Whether ``field`` is ``O`` or a tag of ``scheme`` (``B-PER``; with IOBES also ``E-``, ``S-``)."""
     prefix, dash, entity_type = field.partition("-")
-    return field == OUTSIDE or (prefix in ("B", "I", "E", "S") and bool(dash) and bool(entity_type))
+    return field == OUTSIDE or (prefix in tuple(PREFIXES[scheme]) and bool(dash) and bool(entity_type))
 
 
 def check_tag(tag: str, where: str) -> None:
-    if tag == OUTSIDE:
-        return
-    prefix, _, entity_type = tag.partition("-")
-    if prefix not in ("B", "I", "E", "S") or not entity_type:
+    if not is_tag(tag):
         raise CorpusError(
             f"{where}: expected a tag like O, B-PER, I-LOC, E-ORG or S-MISC in the last column, "
             f"got {tag!r}"
@@ -382,8 +382,7 @@ def entity_types(sentences: Iterable[Sentence]) -> list[str]:
 
 def label_list(types: Iterable[str], scheme: str) -> list[str]:
     """Deterministic labels: ``O`` first, then every tag of every type, sorted."""
-    prefixes = {"IOB1": "BI", "IOB2": "BI", "IOBES": "BIES"}[scheme]
-    return [OUTSIDE] + sorted(f"{p}-{t}" for t in set(types) for p in prefixes)
+    return [OUTSIDE] + sorted(f"{p}-{t}" for t in set(types) for p in PREFIXES[scheme])
 
 
 def corpus_statistics(sentences: Sequence[Sentence]) -> dict:

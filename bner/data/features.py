@@ -22,6 +22,7 @@ import tokenizers
 from tokenizers import normalizers, pre_tokenizers
 
 from bner import io
+from bner.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def read_tokenizer(path: str, special_tokens: dict[str, str] | None = None) -> t
     except FileNotFoundError:
         raise ValueError(f"{path}: file not found") from None
     except Exception as e:  # noqa: BLE001 — the Rust parser raises plain Exception
-        raise ValueError(f"{path}: not a tokenizer file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise ValueError(f"{path}: not a tokenizer file ({first_line(e)})") from None
     for name in (special_tokens or SPECIAL).values():
         if tokenizer.token_to_id(name) is None:
             raise ValueError(f"{path}: the vocabulary has no {name} token")

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from bner import io
+from bner.errors import first_line
 from bner.model.metadata import INPUTS, SIGNATURE
 
 log = logging.getLogger(__name__)
@@ -96,8 +97,7 @@ class OnnxBackend:
             try:
                 self._session = onnxruntime.InferenceSession(local, options, providers=["CPUExecutionProvider"])
             except Exception as e:  # noqa: BLE001 — ONNX Runtime raises its own exception types for a bad graph
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise ValueError(f"{path}: ONNX Runtime cannot load it ({first[:300]})") from None
+                raise ValueError(f"{path}: ONNX Runtime cannot load it ({first_line(e)})") from None
         inputs = {i.name: i for i in self._session.get_inputs()}
         outputs = {o.name: o for o in self._session.get_outputs()}
         if sorted(inputs) != sorted(INPUTS) or "logits" not in outputs:
@@ -139,8 +139,7 @@ class SavedModelBackend:
             try:
                 self._loaded = tf.saved_model.load(local)
             except Exception as e:  # noqa: BLE001 — TensorFlow raises many types for a damaged SavedModel
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise ValueError(f"{version_folder}: cannot load the SavedModel ({first})") from None
+                raise ValueError(f"{version_folder}: cannot load the SavedModel ({first_line(e)})") from None
         if signature_name not in self._loaded.signatures:
             raise ValueError(
                 f"{version_folder}: the SavedModel has no signature {signature_name!r} "

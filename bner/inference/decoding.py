@@ -18,7 +18,9 @@ import functools
 
 import numpy as np
 
-SCHEMES = ("IOB2", "IOBES")
+from bner.data import corpus
+
+SCHEMES = corpus.MODEL_SCHEMES
 # How a Tagger turns word probabilities into labels: the most probable valid sequence, or each
 # word's own most probable label (as Hugging Face's recipe does).
 DECODINGS = ("constrained", "argmax")

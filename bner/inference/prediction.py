@@ -133,7 +133,7 @@ def read_records(lines: Iterable[str], source: str, fmt: str, columns: str | Non
 
 
 # Tagging a line takes about 0.6 GB per MB of it (its words, pieces, windows and probabilities);
-# a longer line is refused on its own, so memory is bounded by this setting (docs/formats.md),
+# a longer line is refused on its own, so memory is bounded by this setting (the README's "Predict"),
 # not by the longest line of a file.
 MAX_LINE_BYTES = 500_000
 

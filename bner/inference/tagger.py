@@ -19,6 +19,7 @@ import numpy as np
 import tokenizers
 
 from bner.data import batches, corpus, features, text
+from bner.errors import first_line
 from bner.inference import consistency
 from bner.inference import decoding as scheme_decoding
 from bner.inference.backends import BackendUnavailable
@@ -295,8 +296,7 @@ class Tagger:
         except BackendUnavailable:
             raise
         except Exception as e:  # noqa: BLE001 — each runtime raises its own types for a model that cannot run this input
-            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-            raise ValueError(f"{self.source}: the model fails on a [1, {pieces}]-piece input ({first})") from None
+            raise ValueError(f"{self.source}: the model fails on a [1, {pieces}]-piece input ({first_line(e)})") from None
         if probabilities.shape != (1, pieces, len(self.labels)):
             raise ValueError(f"{self.source}: for a [1, {pieces}] input the model answers {list(probabilities.shape)}, "
                              f"not [1, {pieces}, {len(self.labels)}] (the {len(self.labels)} labels metadata.json lists)")

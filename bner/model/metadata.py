@@ -13,6 +13,7 @@ import os
 import posixpath
 
 from bner import io
+from bner.data import corpus
 
 METADATA_FILE = "metadata.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -191,13 +192,12 @@ class TaggerMetadata:
         """Refuse values a model folder cannot mean: they would fail later, far from the cause."""
         if not (isinstance(self.labels, list) and self.labels and all(isinstance(x, str) for x in self.labels)):
             raise ValueError(f"{source}: labels must be a non-empty list of tags")
-        # The schemes decoding and writing tags know (bner.inference.decoding, bner.data.corpus).
-        if self.label_scheme not in ("IOB2", "IOBES"):
-            raise ValueError(f"{source}: label_scheme must be IOB2 or IOBES, got {self.label_scheme!r:.80}")
-        if self.data_scheme not in ("IOB1", "IOB2", "IOBES"):
-            raise ValueError(f"{source}: data_scheme must be IOB1, IOB2 or IOBES, got {self.data_scheme!r:.80}")
-        prefixes = "BIES" if self.label_scheme == "IOBES" else "BI"
-        odd = [x for x in self.labels if x != "O" and not (len(x) > 2 and x[0] in prefixes and x[1] == "-")]
+        # The schemes decoding and writing tags know.
+        if self.label_scheme not in corpus.MODEL_SCHEMES:
+            raise ValueError(f"{source}: label_scheme must be one of {', '.join(corpus.MODEL_SCHEMES)}, got {self.label_scheme!r:.80}")
+        if self.data_scheme not in corpus.SCHEMES:
+            raise ValueError(f"{source}: data_scheme must be one of {', '.join(corpus.SCHEMES)}, got {self.data_scheme!r:.80}")
+        odd = [x for x in self.labels if not corpus.is_tag(x, self.label_scheme)]
         if self.labels[0] != "O" or odd or len(set(self.labels)) != len(self.labels):
             problem = f"{odd[0]!r:.80} is not a {self.label_scheme} tag" if odd else "O must come first, once, and no tag twice"
             raise ValueError(f"{source}: labels: {problem}")

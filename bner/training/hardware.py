@@ -11,6 +11,10 @@ import os
 import keras
 
 from bner.environment import cpu_has_bf16
+from bner.errors import first_line
+
+# What installs TensorFlow's CUDA build, for the messages of a run that finds no GPU.
+CUDA_INSTALL = "pip install 'tensorflow[and-cuda]'"
 
 
 @contextlib.contextmanager
@@ -71,7 +75,7 @@ def use_device(device: str) -> None:
     elif not tf.config.list_physical_devices("GPU"):
         hint = "CUDA_VISIBLE_DEVICES hides them all; " if os.environ.get("CUDA_VISIBLE_DEVICES", "").strip() in ("-1",) else ""
         raise ConfigError(f"--device=gpu: TensorFlow sees no GPU ({hint}on Linux with an NVIDIA driver: "
-                          "pip install 'tensorflow[and-cuda]'; nvidia-smi shows whether the driver sees one)")
+                          f"{CUDA_INSTALL}; nvidia-smi shows whether the driver sees one)")
 
 
 def device_description(on_tpu: bool = False, replicas: int = 1) -> str:
@@ -82,8 +86,7 @@ def device_description(on_tpu: bool = False, replicas: int = 1) -> str:
     if kinds:
         return ", ".join(f"{n} × {kind}" for kind, n in kinds.items())
     if os.environ.get("CUDA_VISIBLE_DEVICES", "").strip() not in ("", "-1"):
-        return ("CPU (no GPU found, though CUDA_VISIBLE_DEVICES is set: install TensorFlow's CUDA build, "
-                "pip install 'tensorflow[and-cuda]')")
+        return f"CPU (no GPU found, though CUDA_VISIBLE_DEVICES is set: install TensorFlow's CUDA build, {CUDA_INSTALL})"
     return "CPU (no GPU found)"
 
 
@@ -173,8 +176,7 @@ def tpu_strategy(tpu: TpuSettings, runtime: TpuRuntime | None = None):
         resolver = runtime.resolve(name, tpu.tpu_zone, tpu.gcp_project)
         topology = runtime.initialize(resolver)
     except Exception as e:  # noqa: BLE001 — TensorFlow raises many types (NotFoundError, ValueError, RuntimeError) here
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot reach the TPU {name or '(found from the environment)'}: {first}. On a Cloud TPU VM pass "
+        raise ValueError(f"cannot reach the TPU {name or '(found from the environment)'}: {first_line(e)}. On a Cloud TPU VM pass "
                          "--tpu_name=local; elsewhere the TPU's name with --tpu_zone and --gcp_project") from None
     available = topology.num_tasks * topology.num_tpus_per_task
     if not 0 < tpu.num_tpu_cores <= available:
