@@ -9,6 +9,7 @@ activation or LayerNorm epsilon.
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 
 import numpy as np
@@ -137,6 +138,20 @@ def test_special_tokens_are_the_models_own(family):
 # ---------------------------------------------------------------- the whole path
 
 
+def fused_layer_norms(export: str, optimized) -> tuple[bool, int]:
+    """Whether ONNX Runtime's graph of the export's model.onnx holds fused LayerNormalization
+    kernels, and how many means it still computes on their own (0: every LayerNorm was fused)."""
+    import onnx
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.optimized_model_filepath, options.log_severity_level = str(optimized), 3
+    onnxruntime.InferenceSession(os.path.join(export, "model.onnx"), options, providers=["CPUExecutionProvider"])
+    ops = [node.op_type for node in onnx.load(str(optimized)).graph.node]
+    return "LayerNormalization" in ops, sum(op in ("ReduceMean", "GlobalAveragePool") for op in ops)
+
+
+
 @pytest.mark.parametrize("family", [f for f in FAMILIES if f != "bert"])  # BERT's path is every other test's
 def test_each_family_trains_exports_loads_and_tags(family, tmp_path):
     import bner
@@ -162,6 +177,7 @@ def test_each_family_trains_exports_loads_and_tags(family, tmp_path):
     assert predicted == from_model.predict(texts) == saved_model.predict(texts)
     for text, entities in zip(texts, predicted):  # offsets are the raw text's, whatever the pieces
         assert all(text[e.start:e.end] == e.text for e in entities)
+    assert fused_layer_norms(result.export_path, tmp_path / "optimized.onnx") == (True, 0)
     words = [["Angela", "Merkel", "flew"], ["x"] * 30]  # the second is longer than a window
     tagged = from_export.tag(words)
     assert tagged == from_model.tag(words) == saved_model.tag(words) and [len(tags) for tags in tagged] == [3, 30]

@@ -13,7 +13,8 @@ the probability of the chosen label) and ``logits``.
 Beside it, ``model.onnx`` computes the same ``logits`` from the same three inputs, for ONNX
 Runtime (bner's light install serves it without TensorFlow). It is converted by tf2onnx from
 the same network built with operators ONNX has (erf-based GELU: TensorFlow's uses erfc, which
-ONNX lacks); ``metadata.json`` names it with its opset and SHA-256.
+ONNX lacks) and LayerNorms in the form ONNX Runtime fuses; ``metadata.json`` names it with its
+opset and SHA-256.
 """
 
 from __future__ import annotations
@@ -127,11 +128,27 @@ def write_onnx(model_dir: str, metadata, folder: str) -> dict:
         return {"logits": network(inputs, training=False)}
 
     proto, _ = tf2onnx.convert.from_function(logits, input_signature=logits.input_signature, opset=ONNX_OPSET)
+    restore_means(proto.graph)
     data = proto.SerializeToString()
     with open(os.path.join(folder, ONNX_FILE), "wb") as f:
         f.write(data)
     return {"file": ONNX_FILE, "opset": ONNX_OPSET, "sha256": hashlib.sha256(data).hexdigest(), "inputs": list(INPUTS),
             "outputs": ["logits"], "precision": "float32"}
+
+
+def restore_means(graph) -> None:
+    """Write tf2onnx's GlobalAveragePool nodes back as the means over the last axis they were.
+
+    tf2onnx turns a mean over axis 2 of a ``[batch, length, hidden]`` tensor into GlobalAveragePool
+    (the same values); ONNX Runtime fuses a LayerNorm only where it finds ReduceMean. Every mean in
+    bner's network is a LayerNorm's, over the last axis, so each such node becomes that again.
+    """
+    from onnx import helper
+
+    for node in graph.node:
+        if node.op_type == "GlobalAveragePool" and node.domain == "":
+            node.op_type = "ReduceMean"
+            node.attribute.extend([helper.make_attribute("axes", [-1]), helper.make_attribute("keepdims", 1)])
 
 
 def serving_module(model):

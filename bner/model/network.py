@@ -48,6 +48,25 @@ def gelu_erf(x):
 # to build the network that is converted; the values agree with ACTIVATIONS to float rounding.
 PORTABLE_ACTIVATIONS: dict[str, Callable] = {"gelu": gelu_erf, "gelu_exact": gelu_erf}
 
+class PortableLayerNormalization(keras.layers.LayerNormalization):
+    """Keras' LayerNormalization written as ``(x - mean) / sqrt(variance + epsilon) * gamma + beta``.
+
+    The same weights and values (to float rounding) in the form ONNX Runtime fuses into one
+    LayerNormalization kernel when it loads an export's model.onnx; Keras' own form
+    (``x * inv + (beta - mean * inv)``) converts to eight separate passes over the tensor.
+    """
+
+    def call(self, inputs):
+        ops = keras.ops
+        centred = inputs - ops.mean(inputs, axis=-1, keepdims=True)
+        variance = ops.mean(ops.power(centred, 2.0), axis=-1, keepdims=True)
+        return centred / ops.sqrt(variance + self.epsilon) * self.gamma + self.beta
+
+
+def layer_norm(epsilon: float, dtype, name: str, portable: bool = False) -> keras.layers.LayerNormalization:
+    return (PortableLayerNormalization if portable else keras.layers.LayerNormalization)(epsilon=epsilon, dtype=dtype, name=name)
+
+
 _TRAINING_ACTIVATIONS: dict[str, Callable] = {}
 _SQRT_HALF = 0.7071067811865476  # 1/√2
 _INV_SQRT_2PI = 0.3989422804014327  # 1/√(2π)
@@ -147,7 +166,7 @@ class Embeddings(keras.layers.Layer):
     and zeroes the embeddings of padding.
     """
 
-    def __init__(self, config: EncoderConfig, **kwargs):
+    def __init__(self, config: EncoderConfig, portable: bool = False, **kwargs):
         super().__init__(**kwargs)
         dim, policy = config.embedding_dim, self.dtype_policy
         self.config = config
@@ -161,7 +180,7 @@ class Embeddings(keras.layers.Layer):
         if config.type_vocab_size > 0:
             self.segment = keras.layers.Embedding(config.type_vocab_size, dim, embeddings_initializer=bert_initializer(),
                                                   dtype=policy, name="segment_embedding")
-        self.norm = keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, dtype=policy, name="layer_norm")
+        self.norm = layer_norm(config.layer_norm_eps, policy, "layer_norm", portable)
         self.dropout = Float32MaskDropout(config.dropout, dtype=policy, name="dropout")
         if dim != config.hidden_size:
             self.projection = keras.layers.Dense(config.hidden_size, use_bias=not self.project_first,
@@ -337,9 +356,9 @@ class TransformerBlock(keras.layers.Layer):
     PyTorch's autocast keeps it: a bfloat16 residual loses precision at every layer.
     """
 
-    def __init__(self, config: EncoderConfig, activation: Callable, matmul_dtype=None, **kwargs):
+    def __init__(self, config: EncoderConfig, activation: Callable, matmul_dtype=None, portable: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.config, self.activation = config, activation
+        self.config, self.activation, self.portable = config, activation, portable
         self.matmul_dtype = matmul_dtype or self.dtype_policy
         self.kernel_initializer = bert_initializer()
 
@@ -355,10 +374,10 @@ class TransformerBlock(keras.layers.Layer):
             self.attention = SelfAttention(c.num_heads, c.dropout, clone(self.kernel_initializer), dtype=self.matmul_dtype,
                                            name="attention")
         self.attention.build(input_shape)
-        self.attention_norm = keras.layers.LayerNormalization(epsilon=c.layer_norm_eps, dtype=residual, name="attention_norm")
+        self.attention_norm = layer_norm(c.layer_norm_eps, residual, "attention_norm", self.portable)
         self.attention_norm.build(input_shape)
         self.attention_dropout = Float32MaskDropout(c.dropout, dtype=residual, name="attention_dropout")
-        self.output_norm = keras.layers.LayerNormalization(epsilon=c.layer_norm_eps, dtype=residual, name="output_norm")
+        self.output_norm = layer_norm(c.layer_norm_eps, residual, "output_norm", self.portable)
         self.output_norm.build(input_shape)
         self.intermediate = self._dense(c.intermediate_size, "intermediate", self.activation)
         self.intermediate.build(input_shape)
@@ -377,19 +396,19 @@ class RelativePositions(keras.layers.Layer):
     """DeBERTa's relative-position embeddings (normalised when the checkpoint says so) and its
     convolution, which DeBERTa-v2 adds to the first layer's output."""
 
-    def __init__(self, config: EncoderConfig, conv_activation: Callable | None = None, **kwargs):
+    def __init__(self, config: EncoderConfig, conv_activation: Callable | None = None, portable: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.config, policy = config, self.dtype_policy
         self.embeddings = keras.layers.Embedding(2 * config.relative_span, config.hidden_size,
                                                  embeddings_initializer=bert_initializer(), dtype=policy, name="embeddings")
         self.norm = None
         if config.norm_rel_ebd:
-            self.norm = keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, dtype=policy, name="layer_norm")
+            self.norm = layer_norm(config.layer_norm_eps, policy, "layer_norm", portable)
         self.conv = None
         if config.conv_kernel_size:
             self.conv = keras.layers.Conv1D(config.hidden_size, config.conv_kernel_size, padding="same", groups=config.conv_groups,
                                             kernel_initializer=bert_initializer(), dtype=policy, name="conv")
-            self.conv_norm = keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, dtype=policy, name="conv_norm")
+            self.conv_norm = layer_norm(config.layer_norm_eps, policy, "conv_norm", portable)
             self.conv_dropout = Float32MaskDropout(config.dropout, dtype=policy, name="conv_dropout")
             self.conv_activation = conv_activation
 
@@ -427,7 +446,8 @@ class BertEncoder(keras.layers.Layer):
 
     ``fast_activation`` runs the activation with its hand-written derivative on TensorFlow
     (see :func:`training_activation`); it changes speed, not results. ``portable`` computes it
-    with operators ONNX has (:data:`PORTABLE_ACTIVATIONS`), for the network an export converts.
+    with operators ONNX has (:data:`PORTABLE_ACTIVATIONS`) and its LayerNorms in the form ONNX
+    Runtime fuses (:class:`PortableLayerNormalization`), for the network an export converts.
     """
 
     def __init__(self, config: EncoderConfig, fast_activation: bool = False, portable: bool = False, **kwargs):
@@ -445,12 +465,12 @@ class BertEncoder(keras.layers.Layer):
         policy = self.dtype_policy
         residual = keras.DTypePolicy("float32") if policy.compute_dtype != policy.variable_dtype else policy
         self.config = config
-        self.embeddings = Embeddings(config, dtype=residual, name="embeddings")  # looked up and summed in float32
-        self.blocks = [TransformerBlock(config, activation, matmul_dtype=policy, dtype=residual, name=f"layer_{i}")
+        self.embeddings = Embeddings(config, portable, dtype=residual, name="embeddings")  # looked up and summed in float32
+        self.blocks = [TransformerBlock(config, activation, matmul_dtype=policy, portable=portable, dtype=residual, name=f"layer_{i}")
                        for i in range(config.layer_groups or config.num_layers)]
         self.relative = None
         if config.relative_attention:
-            self.relative = RelativePositions(config, conv_activation, dtype=residual, name="relative")
+            self.relative = RelativePositions(config, conv_activation, portable, dtype=residual, name="relative")
         bert_initializer()  # KerasHub's pooler initialiser: its seed draw keeps the order (see above)
 
     def build(self, input_shape):
