@@ -54,6 +54,7 @@ class ModelConfig:
     do_lower_case: bool | None = setting(None, "Lower-case (and strip accents from) the input: true for uncased models. If not given, follows the model.", result=True, kind=bool)
     max_seq_length: int = setting(128, "Maximum word pieces per model input, [CLS] and [SEP] included. Longer sentences are split into overlapping windows, never cut.", result=True)
     context_words: int = setting(0, "Document context (FLERT): up to this many words of the neighbouring sentences of the same document (never across -DOCSTART-) on each side of every sentence, as unlabelled input within --max_seq_length; the sentence itself is never cut for it. Raw text is split into sentences and each gets its neighbours. 0: each sentence alone.", result=True)
+    document_windows: bool = setting(False, "Train on windows of consecutive sentences of each -DOCSTART- document, packed up to --max_seq_length (their boundaries move each epoch), every word labelled; evaluation and prediction then tag each document, and serving each raw text, whole in overlapping windows, without splitting sentences. Sentences outside any document are windows of their own. Not with --context_words.", result=True)
     context_dropout: float = setting(0.5, "Training with --context_words: the chance that a training sentence's left, and separately its right, context is left out (drawn once per sentence per run), so the model also learns without context.", result=True)
     dropout: float | None = setting(None, "Dropout of the encoder and head. Default: the pretrained model's hidden_dropout_prob.", result=True, kind=float)
     hidden_act: str | None = setting(None, "Override the encoder's feed-forward activation (gelu = exact erf, gelu_tanh = tanh approximation, relu).", result=True, kind=str)
@@ -214,6 +215,8 @@ class TrainConfig:
             raise ConfigError(f"--warmup_proportion={o.warmup_proportion}: must be between 0 and 1")
         if m.context_words < 0:
             raise ConfigError(f"--context_words={m.context_words}: must be 0 or more")
+        if m.document_windows and m.context_words:
+            raise ConfigError("--document_windows and --context_words: choose one (document windows hold their own context)")
         if not 0 <= m.context_dropout <= 1:
             raise ConfigError(f"--context_dropout={m.context_dropout}: must be between 0 and 1")
         if m.dropout is not None and not 0 <= m.dropout < 1:

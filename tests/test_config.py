@@ -54,6 +54,7 @@ def test_unknown_settings_are_refused():
         ({"model_name": "/tmp/elsewhere"}, "--model_name='/tmp/elsewhere': expected a plain name"),
         ({"model_name": "../../x"}, "--model_name='../../x'"),
         ({"model_name": ""}, "--model_name=''"),
+        ({"document_windows": True, "context_words": 16}, "--document_windows and --context_words: choose one"),
     ],
 )
 def test_nonsense_values_are_refused(settings, message):

@@ -192,6 +192,10 @@ class BatchPlan:
     Epoch ``e`` is ordered with seed ``seed + e`` (:func:`plan_batches`), so a resumed run
     sees exactly the batches it would have seen without the interruption. The training
     loop, the progress bar and the run record all read the step counts from here.
+
+    ``epoch_members`` (training on documents, whose windows move from epoch to epoch): the
+    examples of each epoch, as indices into ``lengths``, epoch ``e`` taking entry ``e`` (the last
+    for later epochs). Every entry holds as many examples, so every epoch has as many steps.
     """
 
     def __init__(
@@ -203,8 +207,12 @@ class BatchPlan:
         seed: int,
         drop_remainder: bool = False,
         group: int = 1,
+        epoch_members: Sequence[np.ndarray] | None = None,
     ):
         self.lengths = np.asarray(lengths)
+        self.epoch_members = [np.asarray(m) for m in epoch_members] if epoch_members is not None else None
+        if self.epoch_members is not None and len({len(m) for m in self.epoch_members}) > 1:
+            raise ValueError("every epoch must hold as many examples")
         self.batch_size, self.num_epochs = batch_size, num_epochs
         self.buckets = list(buckets) if buckets is not None else None
         self.seed, self.drop_remainder, self.group = seed, drop_remainder, group
@@ -216,9 +224,8 @@ class BatchPlan:
 
     def epoch(self, epoch: int) -> list[tuple[np.ndarray, int]]:
         if epoch not in self._epochs:
-            self._epochs = {
-                epoch: plan_batches(
-                    self.lengths, self.batch_size, self.buckets, self.seed + epoch, self.drop_remainder, self.group
-                )
-            }
+            members = None if self.epoch_members is None else self.epoch_members[min(epoch, len(self.epoch_members) - 1)]
+            lengths = self.lengths if members is None else self.lengths[members]
+            plan = plan_batches(lengths, self.batch_size, self.buckets, self.seed + epoch, self.drop_remainder, self.group)
+            self._epochs = {epoch: plan if members is None else [(members[indices], length) for indices, length in plan]}
         return self._epochs[epoch]

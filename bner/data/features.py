@@ -230,6 +230,63 @@ def plan_windows(
     return windows
 
 
+def document_units(documents: Sequence[int]) -> list[tuple[int, int]]:
+    """Runs ``[start, end)`` of consecutive sentences of one document (numbered from 1, as CoNLL
+    reading counts ``-DOCSTART-``); a sentence outside any document (0) is a unit alone."""
+    units: list[tuple[int, int]] = []
+    for i, document in enumerate(documents):
+        if units and document and documents[units[-1][0]] == document:
+            units[-1] = (units[-1][0], i + 1)
+        else:
+            units.append((i, i + 1))
+    return units
+
+
+def pack_sentences(
+    pieces: Sequence[int], documents: Sequence[int], room: int, rng: np.random.Generator | None = None
+) -> list[tuple[int, int]]:
+    """Consecutive sentences of one document packed into training windows: ``[start, end)`` runs of
+    sentences whose pieces sum to at most ``room``, in order, covering every sentence once.
+
+    No run crosses a document (:func:`document_units`); a sentence longer than ``room`` is a run
+    alone (the encoder splits it into overlapping windows). Each document takes the fewest runs
+    that hold it. Without ``rng`` they are packed greedily from its start. With ``rng`` (a new
+    draw each epoch) each boundary is drawn at random among those that still leave the fewest
+    runs: between where packing greedily from the end would put it and how far the run it
+    closes can reach. So boundaries move from epoch to epoch, and every epoch has as many windows.
+    """
+
+    def furthest(i: int, end: int) -> int:  # the end of the longest run from sentence i
+        j, total = i + 1, pieces[i]
+        while j < end and total + pieces[j] <= room:
+            total += pieces[j]
+            j += 1
+        return j
+
+    def earliest(j: int, start: int) -> int:  # the start of the longest run ending at sentence j
+        i, total = j - 1, pieces[j - 1]
+        while i > start and total + pieces[i - 1] <= room:
+            i -= 1
+            total += pieces[i]
+        return i
+
+    packed = []
+    for start, end in document_units(documents):
+        cuts = [start]  # where each run starts
+        while (last := furthest(cuts[-1], end)) < end:
+            cuts.append(last)
+        if rng is not None and len(cuts) > 1:
+            latest = [end]  # each run's start, packing greedily from the document's end
+            while len(latest) <= len(cuts) - 1:
+                latest.append(earliest(latest[-1], start))
+            latest = latest[::-1]  # latest[i]: the earliest start of run i that leaves the rest packable
+            for i in range(1, len(cuts)):
+                low, high = max(latest[i - 1], cuts[i - 1] + 1), furthest(cuts[i - 1], end)
+                cuts[i] = int(rng.integers(low, high + 1))
+        packed += list(zip(cuts, [*cuts[1:], end]))
+    return packed
+
+
 # ---------------------------------------------------------------- model inputs
 
 

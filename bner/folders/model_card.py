@@ -177,7 +177,10 @@ def _labels(metadata: TaggerMetadata) -> str:
         "`bner.load(..., decoding=\"argmax\", consistent=False)`) turn them off.\n",
         f"Input: {'lower-cased, accents stripped' if metadata.lowercase else 'cased'}; at most {metadata.max_seq_length} word "
         "pieces per model input, longer sentences are tagged in overlapping windows (never cut)"
-        + (f"; each sentence sees up to {metadata.context_words} words of its document's neighbouring sentences as context "
+        + ("; trained on windows of consecutive sentences of a document, every word labelled, it tags each document "
+           "(a raw text, or a `-DOCSTART-` document of a CoNLL file) whole, in overlapping windows, without splitting it "
+           "into sentences" if metadata.document_windows else
+           f"; each sentence sees up to {metadata.context_words} words of its document's neighbouring sentences as context "
            "(raw text is split into sentences for it)" if metadata.context_words else "; each sentence is tagged alone"
            + (" (raw text is split into sentences first, as the training data were sentences)" if metadata.split_sentences
               else " (raw text is tagged whole, windows covering a long one)"))

@@ -153,8 +153,8 @@ class Tagger:
         texts = [text.readable(t) for t in texts]
         segmented = [text.segment(t) for t in texts]
         # A model trained on sentences tags a text sentence by sentence (with its neighbours in
-        # the text as context, if trained with context); one trained on whole units (tweets)
-        # tags each text whole, windows covering a long one.
+        # the text as context, if trained with context); one trained on whole units (tweets) or
+        # on document windows tags each text whole, windows covering a long one.
         pieces = []  # (text index, first word, last word)
         for i, (source, words) in enumerate(zip(texts, segmented)):
             spans = text.sentence_spans(source, words) if self.metadata.split_sentences else [(0, len(words))]
@@ -214,8 +214,32 @@ class Tagger:
     def tag_sentences_in_steps(
         self, sentences: Sequence[Sequence[str]], batch_size: int | None = None, documents: Sequence[int] | None = None
     ) -> Generator[None, None, list[TaggedSentence]]:
+        """:meth:`tag_sentences` one model call per step.
+
+        A model trained on document windows tags each document's sentences as one sequence of words
+        (:func:`bner.data.features.document_units`), in overlapping windows where each word takes the
+        prediction of the window where it has most context, and decodes it whole, as it tags a raw
+        text; the tags are then cut back into sentences.
+        """
         if not sentences:
             return []
+        if not (self.metadata.document_windows and documents is not None):
+            return (yield from self._tag_units_in_steps(sentences, batch_size, documents))
+        units = features.document_units(documents)
+        joined = [[w for s in sentences[a:b] for w in s] for a, b in units]
+        tagged = yield from self._tag_units_in_steps(joined, batch_size, [documents[a] for a, _ in units])
+        out = []
+        for (a, b), whole in zip(units, tagged):
+            start = 0
+            for sentence in sentences[a:b]:
+                end = start + len(sentence)
+                out.append(TaggedSentence(whole.tags[start:end], whole.scores[start:end]))
+                start = end
+        return out
+
+    def _tag_units_in_steps(
+        self, sentences: Sequence[Sequence[str]], batch_size: int | None, documents: Sequence[int] | None
+    ) -> Generator[None, None, list[TaggedSentence]]:
         examples = self.preprocessor.encode(sentences, contexts=self.contexts(sentences, documents))
         buckets = batches.padding_buckets(self.preprocessor.max_seq_length, getattr(self.backend, "static_shapes", True))
         plan = batches.plan_batches([len(e) for e in examples], batch_size or self.batch_size, buckets)

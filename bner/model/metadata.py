@@ -17,7 +17,9 @@ from bner.data import corpus
 
 METADATA_FILE = "metadata.json"
 TOKENIZER_FILE = "tokenizer.json"
-FORMAT_VERSION = 1
+# The newest metadata format this bner reads. A model trained on document windows is written as 2,
+# so that a bner that would tag it sentence by sentence refuses it; every other model stays 1.
+FORMAT_VERSION = 2
 # How a trained-model folder's Keras weights are laid out: 2, bner's own encoder (bner.model.network);
 # 1, KerasHub's BertBackbone, which bner no longer builds. Exports do not depend on it.
 NETWORK_LAYOUT = 2
@@ -142,6 +144,9 @@ class TaggerMetadata:
     # Raw text is split into sentences before tagging (always with context; without it, when the
     # training units were sentences, not tweets or paragraphs: bner.data.text.units_are_sentences).
     split_sentences: bool = False
+    # Trained on packed windows of documents: CoNLL documents and raw texts are tagged whole, in
+    # overlapping windows (bner.inference.tagger), never split into sentences.
+    document_windows: bool = False
     tokenizer_file: str = TOKENIZER_FILE
     special_tokens: dict = dataclasses.field(default_factory=lambda: dict(BERT_SPECIAL_TOKENS))
     # An export's ONNX model for ONNX Runtime: {"file": "model.onnx", "opset": 17, "sha256": ...}; empty when none.
@@ -149,7 +154,7 @@ class TaggerMetadata:
     pretrained: dict = dataclasses.field(default_factory=dict)
     training: dict = dataclasses.field(default_factory=dict)  # how it was trained: data files, settings, machine, steps
     evaluation: dict = dataclasses.field(default_factory=dict)  # dev and test scores of this model, overall and per type
-    format_version: int = FORMAT_VERSION
+    format_version: int = 1
     network_layout: int = NETWORK_LAYOUT
 
     @property
@@ -159,6 +164,7 @@ class TaggerMetadata:
     def to_json(self) -> dict:
         data = dataclasses.asdict(self)
         data["encoder"] = self.encoder.to_json()
+        data["format_version"] = max(self.format_version, 2 if self.document_windows else 1)
         return data
 
     @classmethod
@@ -206,8 +212,9 @@ class TaggerMetadata:
                 raise ValueError(f"{source}: {name} must be true or false, got {getattr(self, name)!r:.80}")
         if not isinstance(self.context_words, int) or self.context_words < 0:
             raise ValueError(f"{source}: context_words must be a whole number of at least 0, got {self.context_words!r}")
-        if not isinstance(self.split_sentences, bool):
-            raise ValueError(f"{source}: split_sentences must be true or false, got {self.split_sentences!r}")
+        for name in ("split_sentences", "document_windows"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{source}: {name} must be true or false, got {getattr(self, name)!r:.80}")
         if not isinstance(self.max_seq_length, int) or self.max_seq_length < 3:
             raise ValueError(f"{source}: max_seq_length must be a whole number of at least 3, got {self.max_seq_length!r:.80}")
         if self.encoder.absolute_positions and self.max_seq_length > self.encoder.max_positions:

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -196,8 +197,9 @@ def prepare(config: TrainConfig, splits=None) -> Setup:
     metadata = TaggerMetadata(
         labels=labels, label_scheme=label_scheme, data_scheme=data_scheme, max_seq_length=config.model.max_seq_length,
         lowercase=lowercase, strip_accents=strip_accents, encoder=found.config, context_words=config.model.context_words,
-        special_tokens=found.special_tokens,
-        split_sentences=bool(config.model.context_words) or text.units_are_sentences([s.words for s in splits["train"]]),
+        special_tokens=found.special_tokens, document_windows=config.model.document_windows,
+        split_sentences=not config.model.document_windows and (
+            bool(config.model.context_words) or text.units_are_sentences([s.words for s in splits["train"]])),
         pretrained={"format": found.format, "source": str(found.source)},
     )
     on_tpu = config.hardware.use_tpu
@@ -206,18 +208,50 @@ def prepare(config: TrainConfig, splits=None) -> Setup:
     preprocessor = features.Preprocessor(tokenizer, config.model.max_seq_length, special_tokens=found.special_tokens)
     index = {label: i for i, label in enumerate(labels)}
     train = splits["train"]
-    examples = preprocessor.encode(
-        [s.words for s in train], [[index[t] for t in corpus.convert_tags(s.tags, label_scheme)] for s in train],
-        contexts=training_contexts(config, train),
-    )
+    label_ids = [[index[t] for t in corpus.convert_tags(s.tags, label_scheme)] for s in train]
     o = config.optimization
+    if config.model.document_windows:
+        examples, epoch_members = document_examples(preprocessor, train, label_ids, o.num_train_epochs, o.seed)
+    else:
+        examples = preprocessor.encode([s.words for s in train], label_ids, contexts=training_contexts(config, train))
+        epoch_members = None
     plan = batches.BatchPlan(
         [len(e) for e in examples], o.train_batch_size,
         batches.padding_buckets(config.model.max_seq_length, static_shapes=on_tpu or keras.backend.backend() != "tensorflow"),
         o.num_train_epochs, o.seed, drop_remainder=on_tpu, group=config.hardware.iterations_per_loop if on_tpu else 1,
+        epoch_members=epoch_members,
     )
     network, optimizer, step, strategy, checkpoints = build_training(config, metadata, plan, found, precision)
     return Setup(config, splits, metadata, tokenizer, examples, plan, network, optimizer, step, strategy, precision, found, checkpoints)
+
+
+def document_examples(preprocessor: features.Preprocessor, train: list[corpus.Sentence], label_ids, epochs: float, seed: int):
+    """Training windows of packed document sentences (:func:`bner.data.features.pack_sentences`), a packing
+    per epoch, every word labelled once in each; all epochs' examples and which belong to each epoch.
+
+    The first epoch packs greedily; each later one starts every document's first window at a random
+    sentence (drawn from the run's seed), so the model meets sentence boundaries in new places. An
+    epoch whose windows come out fewer or more than the first's (a tokenizer that splits a joined
+    sentence into other pieces than the lone one) reuses the first epoch's windows.
+    """
+    import numpy as np
+
+    words = [s.words for s in train]
+    documents = [s.document for s in train]
+    pieces = [len(t.pieces) for t in features.tokenize(preprocessor.tokenizer, words, preprocessor.max_pieces)]
+    examples: list[features.Example] = []
+    members = []
+    for epoch in range(max(1, math.ceil(epochs))):
+        rng = np.random.default_rng([seed, epoch]) if epoch else None
+        runs = features.pack_sentences(pieces, documents, preprocessor.max_pieces, rng)
+        packed = preprocessor.encode([[w for s in words[a:b] for w in s] for a, b in runs],
+                                     [[i for s in label_ids[a:b] for i in s] for a, b in runs])
+        if members and len(packed) != len(members[0]):
+            members.append(members[0])
+            continue
+        members.append(np.arange(len(examples), len(examples) + len(packed)))
+        examples += packed
+    return examples, members
 
 
 def training_contexts(config: TrainConfig, train: list[corpus.Sentence]):
@@ -344,7 +378,12 @@ def fit(setup: Setup, callbacks: Sequence, say):
 
     config, out = setup.config, setup.config.output.output_dir
     per_epoch, planned = setup.plan.steps_per_epoch, setup.plan.total_steps
-    windows = len(setup.examples) - len(setup.splits["train"])
+    members = setup.plan.epoch_members
+    if members is not None:
+        windows = f"; {len(members[0])} document windows an epoch"
+    else:
+        extra = len(setup.examples) - len(setup.splits["train"])
+        windows = f"; {extra} extra windows for long sentences" if extra else ""
     replicas = setup.strategy.num_replicas_in_sync if setup.strategy is not None else 1
     device = hardware.device_description(setup.config.hardware.use_tpu, replicas)
     say(
@@ -357,7 +396,7 @@ def fit(setup: Setup, callbacks: Sequence, say):
         f"hidden {setup.metadata.encoder.hidden_size}, {'uncased' if setup.metadata.lowercase else 'cased'}); "
         f"{setup.precision} on {keras.backend.backend()}, {device}; {planned} step{'s' * (planned != 1)} ({per_epoch} per epoch) "
         f"at learning rate {config.optimization.learning_rate:g}"
-        f"{f'; {windows} extra windows for long sentences' if windows else ''}"
+        f"{windows}"
     )
     slow = hardware.precision_warning(setup.precision)
     if slow:
@@ -407,19 +446,21 @@ def save_trained_model(setup: Setup, state, seconds: float, digests: dict, say) 
 
     out = setup.config.output.output_dir
     has_dev = "dev" in setup.splits
+    members = setup.plan.epoch_members
+    first_epoch = members[0] if members is not None else range(len(setup.examples))
     summary = {
         "steps": state.step,
         "epochs": setup.config.optimization.num_train_epochs,
         "seconds_this_run": round(seconds, 1),
         "train_seconds": round(state.train_seconds, 2),
-        "real_pieces_per_epoch": int(sum(len(e) for e in setup.examples)),
+        "real_pieces_per_epoch": int(sum(len(setup.examples[i]) for i in first_epoch)),
         "precision": setup.precision,
         "backend": keras.backend.backend(),
         "replicas": setup.strategy.num_replicas_in_sync if setup.strategy is not None else 1,
         "history": state.history,
         "best_dev_f1": state.best_dev_f1 if has_dev else None,
         "best_step": state.best_step if has_dev else None,
-        "train_examples": len(setup.examples),
+        "train_examples": len(first_epoch),
         "resumed_from_step": state.resumed_from_step,
         "epochs_trained": len(state.history),
         "stopped_early": state.stopped_early,
