@@ -14,6 +14,12 @@ For each seed, on a corpus with ``-DOCSTART-`` documents (NCBI-disease by defaul
    context, arg-max), decoding alone, decoding with consistency (bner's default), and the
    same three with context.
 
+With ``--document_windows`` the second bner model is trained on packed document windows
+(``--document_windows=true``) instead of with context words, and tagged as it was trained (each
+document whole); its cells are named ``documents_*``. With ``--baseline_results DIR`` the recipe's
+and plain bner's figures of each seed are read from an earlier run's ``DIR/seed<N>.json`` (same
+data and settings) instead of being trained again, and only the new model is trained.
+
 The differences are paired by seed (the same seed's runs) and given with 95 % t-intervals;
 training time with and without context comes from the same seed's runs, one after the other.
 Per-seed results: ``<results_dir>/seed<N>.json`` (a seed already there is not rerun, so
@@ -61,9 +67,12 @@ def train(args, seed: int, context: bool, work: str, recipe: bool) -> dict:
     command = [
         sys.executable, os.path.join(HERE, "wnut17.py"), f"--data_dir={args.data_dir}", f"--model_dir={args.model_dir}",
         f"--epochs={args.epochs}", f"--seed={seed}", f"--max_length={args.max_length}", f"--output_json={out_json}",
-        f"--keep_output={os.path.join(work, name)}", f"--hf_python={args.hf_python}",
+        f"--keep_output={os.path.join(work, name)}", f"--hf_python={args.hf_python}", f"--bner_precision={args.precision}",
+        f"--hf_precision={'bf16' if args.precision == 'mixed_bfloat16' else args.precision}",
     ]
-    command += [f"--bner_flag=--context_words={args.context_words}"] if context else []
+    if context:
+        command += ["--bner_flag=--document_windows=true"] if args.document_windows else [f"--bner_flag=--context_words={args.context_words}"]
+        command += [f"--bner_flag={flag}" for flag in args.second_model_flag]
     command += [] if recipe else ["--skip_hf"]
     print("$", " ".join(command), flush=True)
     subprocess.run(command, check=True)
@@ -95,11 +104,19 @@ def run_seed(args, seed: int) -> dict:
         shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work, exist_ok=True)
     runs = {}
-    if args.context_words:
-        runs["context"] = train(args, seed, True, work, recipe=True)
-    runs["plain"] = train(args, seed, False, work, recipe=not args.context_words)
-    beside = runs.get("context", runs["plain"])  # the run the recipe ran beside
+    second = args.context_words or args.document_windows
+    baseline = None
+    if args.baseline_results:
+        with open(os.path.join(args.baseline_results, f"seed{seed}.json"), encoding="utf-8") as f:
+            baseline = json.load(f)
+    if second:
+        runs["context"] = train(args, seed, True, work, recipe=baseline is None)
+    if baseline is None:
+        runs["plain"] = train(args, seed, False, work, recipe=not second)
+    beside = runs.get("context", runs.get("plain"))  # the run the recipe ran beside
     scores = {name: score(os.path.join(work, name), args.data_dir) for name in runs}
+    if baseline is not None:
+        return with_baseline(args, seed, runs["context"], scores["context"], baseline, work)
     hf = beside["huggingface"]
     result = {
         "data": os.path.basename(os.path.normpath(args.data_dir)),
@@ -107,6 +124,7 @@ def run_seed(args, seed: int) -> dict:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": beside["machine"],
         "settings": {"epochs": args.epochs, "max_length": args.max_length, "context_words": args.context_words,
+                     **({"document_windows": True, "second_model_flags": args.second_model_flag} if args.document_windows else {}),
                      "learning_rate": beside["settings"]["learning_rate"],
                      "batch_size": beside["settings"]["batch_size"]},
         "huggingface": {"dev_f1": 100 * hf["dev"]["f1"], "test_f1": 100 * hf["test"]["f1"], "train_seconds": hf["train_seconds"]},
@@ -116,6 +134,30 @@ def run_seed(args, seed: int) -> dict:
     for cell, (model, decoding, consistent) in VARIANTS.items():
         if model in scores:
             result[cell] = {f"{split}_f1": scores[model][scoring(split, decoding, consistent)] for split in ("dev", "test")}
+    if not args.keep_models:
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def with_baseline(args, seed: int, run: dict, scores: dict, baseline: dict, work: str) -> dict:
+    """A seed's result: the new model's cells beside the recipe's and plain bner's from ``baseline``."""
+    settings = {**baseline["settings"], "document_windows": args.document_windows,
+                "context_words": 0 if args.document_windows else args.context_words,
+                "second_model_flags": args.second_model_flag}
+    if (run["settings"]["learning_rate"], run["settings"]["batch_size"], args.epochs, args.max_length) != (
+            baseline["settings"]["learning_rate"], baseline["settings"]["batch_size"], baseline["settings"]["epochs"],
+            baseline["settings"]["max_length"]):
+        sys.exit(f"{args.baseline_results}: seed {seed} was run with other settings ({baseline['settings']})")
+    result = {**{k: baseline[k] for k in ("data", "seed", "huggingface", *[c for c in VARIANTS if not c.startswith("context")])
+                 if k in baseline},
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "machine": run["machine"], "settings": settings, "baseline_from": os.path.abspath(args.baseline_results),
+              "baseline_machine": baseline["machine"], "baseline_date": baseline["date"],
+              "train_seconds": {**baseline["train_seconds"], "bner_context": run["bner"]["train_seconds"]},
+              "real_pieces_per_epoch": {**baseline["real_pieces_per_epoch"], "bner_context": run["bner"]["real_pieces_per_epoch"]}}
+    for cell, (model, decoding, consistent) in VARIANTS.items():
+        if model == "context":
+            result[cell] = {f"{split}_f1": scores[scoring(split, decoding, consistent)] for split in ("dev", "test")}
     if not args.keep_models:
         shutil.rmtree(work, ignore_errors=True)
     return result
@@ -159,10 +201,15 @@ def summarize(runs: list[dict]) -> dict:
 
 def markdown(runs: list[dict], summary: dict) -> str:
     present = cells(runs)
+    second = "documents" if summary["settings"].get("document_windows") else "context"
+
+    def name(cell: str) -> str:
+        return cell.replace("context", second)
+
     columns = ("huggingface", *present)
     timed = [k for k in ("huggingface", "bner_plain", "bner_context") if k in runs[0]["train_seconds"]]
-    timed_names = " / ".join({"huggingface": "HF", "bner_plain": "plain", "bner_context": "context"}[k] for k in timed)
-    lines = ["| seed | " + " | ".join(f"{c} dev / test" for c in columns) + f" | train s ({timed_names}) |",
+    timed_names = " / ".join({"huggingface": "HF", "bner_plain": "plain", "bner_context": second}[k] for k in timed)
+    lines = ["| seed | " + " | ".join(f"{name(c)} dev / test" for c in columns) + f" | train s ({timed_names}) |",
              "|---|" + "---|" * (len(columns) + 1)]
     for r in runs:
         t = r["train_seconds"]
@@ -179,16 +226,17 @@ def markdown(runs: list[dict], summary: dict) -> str:
     lines += ["| bner variant | dev − HF | test − HF | dev − plain bner | test − plain bner |", "|---|---|---|---|---|"]
     for cell in present:
         s = summary[cell]
-        lines.append(f"| {cell.replace('_', ' ')} | {show(s['dev_minus_huggingface'])} | {show(s['test_minus_huggingface'])} "
+        lines.append(f"| {name(cell).replace('_', ' ')} | {show(s['dev_minus_huggingface'])} | {show(s['test_minus_huggingface'])} "
                      f"| {show(s['dev_minus_plain'])} | {show(s['test_minus_plain'])} |")
     lines.append("")
-    for key, what in (("context_given_decoding", "Context on top of decoding (context and decoding − decoding only)"),
+    for key, what in (("context_given_decoding", name("context on top of decoding (context and decoding − decoding only)").capitalize()),
                       ("consistency_given_decoding", "Consistency on top of decoding (decoding and consistency − decoding only)")):
         if key in summary:
             lines.append(f"{what}: dev {show(summary[key]['dev_difference'])}, test {show(summary[key]['test_difference'])}.")
     lines.append(f"Differences paired by seed, 95 % t-intervals over {len(runs)} seeds.")
     if "context_over_plain_train_time" in summary:
-        lines[-1] += (f" Training with {summary['settings']['context_words']} context words took "
+        trained = "on document windows" if second == "documents" else f"with {summary['settings']['context_words']} context words"
+        lines[-1] += (f" Training {trained} took "
                       f"{summary['context_over_plain_train_time']:.2f}× the time without "
                       f"({summary['context_over_plain_pieces']:.2f}× the real pieces per epoch) and "
                       f"{summary['context_over_huggingface_train_time']:.2f}× the recipe's.")
@@ -204,6 +252,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--max_length", type=int, default=128, help="both systems' maximum input length")
     parser.add_argument("--context_words", type=int, default=64, help="0: no context model; the recipe runs beside the plain one")
+    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "mixed_bfloat16"],
+                        help="both systems' precision (auto: bfloat16 where the CPU has it); pair --baseline_results "
+                             "with the precision they were run at")
+    parser.add_argument("--document_windows", action="store_true",
+                        help="train the second bner model on packed document windows instead of with --context_words")
+    parser.add_argument("--second_model_flag", action="append", default=[],
+                        help="a further bner flag for the second model only, e.g. --train_batch_size=8 (repeat for more)")
+    parser.add_argument("--baseline_results", help="read each seed's recipe and plain-bner figures from this folder of an "
+                        "earlier run (same data and settings) instead of training them again")
     parser.add_argument("--results_dir", default=os.path.join(HERE, "results", "document_context"))
     parser.add_argument("--work_dir", default=os.path.join(ROOT, "runs", "document_context"),
                         help="where each seed's bner run folders are kept while they are scored")
