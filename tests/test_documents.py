@@ -18,6 +18,7 @@ def tokenizer(tmp_path_factory):
 
 def test_document_units_join_a_documents_sentences_and_leave_the_rest_alone():
     assert features.document_units([0, 0, 1, 1, 1, 2, 0, 3]) == [(0, 1), (1, 2), (2, 5), (5, 6), (6, 7), (7, 8)]
+    assert features.document_units([-1, -1, 2, 2]) == [(0, 1), (1, 2), (2, 4)]  # Beam numbers the sentences outside negative
     assert features.document_units([]) == []
 
 
@@ -138,3 +139,13 @@ def test_a_document_model_tags_documents_and_raw_text_whole_as_it_was_trained(ti
     by_file = [list(s.tags) for s in corpus.parse_conll(predicted.read_text(), require_tags=True)]
     test = corpus.read_conll(str(data / "test.conll"))
     assert by_file == tagger.evaluation(test)[1]
+    if pytest.importorskip("apache_beam"):  # and so does the Beam pipeline
+        import glob
+        import json
+
+        from bner import batch_predict
+
+        batch_predict.run(str(out / "export" / "bner" / "1"), [str(data / "test.conll")], str(tmp_path / "beam" / "part"))
+        rows = [json.loads(line) for path in glob.glob(str(tmp_path / "beam" / "part-*-of-*.jsonl")) for line in open(path)]
+        by_line = {int(r["source"].rsplit(":", 1)[1]): r["tags"] for r in rows}
+        assert [by_line[line] for line in sorted(by_line)] == by_file

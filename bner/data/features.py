@@ -232,10 +232,12 @@ def plan_windows(
 
 def document_units(documents: Sequence[int]) -> list[tuple[int, int]]:
     """Runs ``[start, end)`` of consecutive sentences of one document (numbered from 1, as CoNLL
-    reading counts ``-DOCSTART-``); a sentence outside any document (0) is a unit alone."""
+    reading counts ``-DOCSTART-``; any other value names a document too); a sentence outside
+    any document (0 or less, as :func:`bner.inference.consistency.agree` reads it) is a unit alone."""
     units: list[tuple[int, int]] = []
     for i, document in enumerate(documents):
-        if units and document and documents[units[-1][0]] == document:
+        outside = isinstance(document, (int, np.integer)) and document <= 0
+        if units and not outside and documents[units[-1][0]] == document:
             units[-1] = (units[-1][0], i + 1)
         else:
             units.append((i, i + 1))
