@@ -89,6 +89,34 @@ def test_every_word_is_labelled_once_an_epoch_and_windows_keep_to_their_document
     assert plan.total_steps == 3 * plan.steps_per_epoch
 
 
+def test_documents_turn_document_windows_on_by_default_and_a_batch_holds_as_much_text():
+    from bner.training.recipe import document_batch_size
+
+    sentence = corpus.Sentence(["a"], ["O"], 0)
+    assert not corpus.has_documents([sentence] * 5)  # tweets: no -DOCSTART-
+    assert not corpus.has_documents([corpus.Sentence(["a"], ["O"], d) for d in (1, 2, 3)])  # a sentence a document
+    assert not corpus.has_documents([corpus.Sentence(["a"], ["O"], 1)] * 5)  # one -DOCSTART- heading the file
+    assert corpus.has_documents([corpus.Sentence(["a"], ["O"], d) for d in (1, 1, 2)])
+    assert document_batch_size(32) == 8 and document_batch_size(2) == 1  # a quarter, at least one
+    assert document_batch_size(32, multiple=8) == 8 and document_batch_size(64, multiple=8) == 16
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_a_corpus_without_documents_trains_on_sentences_as_before(tiny_model, tmp_path, header):
+    from bner.config import TrainConfig
+    from bner.training.recipe import prepare
+    from tests.conftest import write_synthetic_data
+
+    data = write_synthetic_data(tmp_path / "data", train=40, dev=10, test=10)
+    path = tmp_path / "data" / "train.conll"  # one -DOCSTART- heading the file, or none
+    header or path.write_text("\n".join(line for line in path.read_text().split("\n") if not line.startswith("-DOCSTART-")))
+    config = TrainConfig.from_settings(pretrained_model=tiny_model, data_dir=data, output_dir=str(tmp_path / "out"),
+                                       max_seq_length=32, precision="float32")
+    setup = prepare(config)
+    assert setup.config.model.document_windows is False and setup.metadata.document_windows is False
+    assert setup.plan.epoch_members is None and setup.plan.batch_size == 32 and len(setup.examples) == 40
+
+
 def test_a_document_model_tags_documents_and_raw_text_whole_as_it_was_trained(tiny_model, tmp_path):
     import bner
     from bner.inference import prediction
@@ -100,10 +128,11 @@ def test_a_document_model_tags_documents_and_raw_text_whole_as_it_was_trained(ti
     for name, count, seed in (("train", 200, 1), ("dev", 40, 2), ("test", 40, 3)):
         write_documents(data / f"{name}.conll", synthetic_sentences(count, seed), per_document=5)
     out = tmp_path / "out"
-    run_task(*tiny_training_flags(tiny_model, str(data), str(out), "--max_seq_length=32", "--document_windows=true",
-                                   "--num_train_epochs=15", "--train_batch_size=8"), "--do_train")
-    record = read_json(out / "run.json")
+    run_task(*tiny_training_flags(tiny_model, str(data), str(out), "--max_seq_length=32", "--num_train_epochs=15",
+                                   "--train_batch_size=16"), "--do_train")
+    record = read_json(out / "run.json")  # documents: document windows by default, recorded as such
     assert record["config"]["model"]["document_windows"] is True
+    assert record["training"]["train_batch_examples"] < 16
     metadata = read_json(out / "export" / "bner" / "1" / "metadata.json")
     assert metadata["document_windows"] is True and metadata["split_sentences"] is False and metadata["format_version"] == 2
     assert read_json(out / "eval_results.json")["f1"] > 0.5

@@ -203,11 +203,12 @@ def test_the_default_learning_rate_resumes_a_run_recorded_with_a_number():
     from bner.config import TrainConfig
     from bner.folders import run_folder
 
-    recorded = {"config": TrainConfig.from_settings(learning_rate=5e-5).to_json()}
-    resumed = run_folder.with_recorded_learning_rate(TrainConfig(), recorded)
-    assert resumed.optimization.learning_rate == 5e-5 and not TrainConfig.from_json(recorded).differences(resumed)
-    explicit = TrainConfig.from_settings(learning_rate=1e-4)
-    assert run_folder.with_recorded_learning_rate(explicit, recorded) is explicit
+    recorded = {"config": TrainConfig.from_settings(learning_rate=5e-5, document_windows=True).to_json()}
+    resumed = run_folder.with_recorded_defaults(TrainConfig(), recorded)
+    assert resumed.optimization.learning_rate == 5e-5 and resumed.model.document_windows is True
+    assert not TrainConfig.from_json(recorded).differences(resumed)
+    explicit = TrainConfig.from_settings(learning_rate=1e-4, document_windows=False)
+    assert run_folder.with_recorded_defaults(explicit, recorded) is explicit
 
 
 def test_steps_per_execution_groups_same_shape_batches_within_checkpoints():

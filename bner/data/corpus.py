@@ -376,6 +376,13 @@ def model_scheme(data_scheme: str) -> str:
     return "IOBES" if data_scheme == "IOBES" else "IOB2"
 
 
+def has_documents(sentences: Sequence[Sentence]) -> bool:
+    """Whether the sentences come in ``-DOCSTART-`` documents: two or more, some of more than one
+    sentence (one ``-DOCSTART-`` at the top of a file is a header, not a document boundary)."""
+    inside = [s.document for s in sentences if s.document > 0]
+    return 1 < len(set(inside)) < len(inside)
+
+
 def entity_types(sentences: Iterable[Sentence]) -> list[str]:
     return sorted({split_tag(t)[1] for s in sentences for t in s.tags if t != OUTSIDE})
 

@@ -145,7 +145,7 @@ def check_output_dir(out: str, config: TrainConfig, digests: dict[str, str]) -> 
         raise OutputDirError(f"{out} holds a run of an older bner, whose checkpoints and model are laid out for KerasHub's "
                              "encoder: pass --overwrite_output_dir to start over (its exports still serve)")
     recorded = TrainConfig.from_json(record, io.join(out, RUN_RECORD))
-    config = with_recorded_learning_rate(config, record)
+    config = with_recorded_defaults(config, record)
     differs = recorded.differences(config)
     before = {k: v.get("sha256") for k, v in record.get("data_files", {}).items()}
     now = digests
@@ -158,13 +158,20 @@ def check_output_dir(out: str, config: TrainConfig, digests: dict[str, str]) -> 
     return record
 
 
-def with_recorded_learning_rate(config: TrainConfig, record: dict) -> TrainConfig:
-    """``config`` with its learning rate left to the default (None: chosen from the encoder) set to
-    the one the recorded run used, so the same command resumes a run recorded before that default."""
-    recorded = TrainConfig.from_json(record).optimization.learning_rate
-    if config.optimization.learning_rate is not None or recorded is None:
-        return config
-    return dataclasses.replace(config, optimization=dataclasses.replace(config.optimization, learning_rate=recorded))
+# Settings whose default (None) training resolves from the encoder or the data, and records resolved.
+RESOLVED_DEFAULTS = (("optimization", "learning_rate"), ("model", "document_windows"))
+
+
+def with_recorded_defaults(config: TrainConfig, record: dict) -> TrainConfig:
+    """``config`` with each setting left to its default (None: chosen from the encoder or the data,
+    :data:`RESOLVED_DEFAULTS`) set to what the recorded run resolved it to, so the same command
+    resumes the run, also one recorded before that default existed."""
+    recorded = TrainConfig.from_json(record)
+    for section, name in RESOLVED_DEFAULTS:
+        value = getattr(getattr(recorded, section), name)
+        if getattr(getattr(config, section), name) is None and value is not None:
+            config = dataclasses.replace(config, **{section: dataclasses.replace(getattr(config, section), **{name: value})})
+    return config
 
 
 def clear_run(out: str) -> None:

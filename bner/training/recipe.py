@@ -184,6 +184,9 @@ def prepare(config: TrainConfig, splits=None) -> Setup:
     if config.optimization.learning_rate is None:
         rate = default_learning_rate(found.config)
         config = dataclasses.replace(config, optimization=dataclasses.replace(config.optimization, learning_rate=rate))
+    if config.model.document_windows is None:  # documents: on (chosen on dev, docs/benchmarks.md)
+        on = not config.model.context_words and corpus.has_documents(splits["train"])
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, document_windows=on))
     lowercase = config.model.do_lower_case
     if features.is_wordpiece(found.vocab_file, found.tokenizer_file):  # casing bner may set
         lowercase = pretrained.model_lowercases(found) if lowercase is None else lowercase
@@ -210,13 +213,15 @@ def prepare(config: TrainConfig, splits=None) -> Setup:
     train = splits["train"]
     label_ids = [[index[t] for t in corpus.convert_tags(s.tags, label_scheme)] for s in train]
     o = config.optimization
+    batch_size = o.train_batch_size
     if config.model.document_windows:
         examples, epoch_members = document_examples(preprocessor, train, label_ids, o.num_train_epochs, o.seed)
+        batch_size = document_batch_size(o.train_batch_size, config.hardware.num_tpu_cores if on_tpu else 1)
     else:
         examples = preprocessor.encode([s.words for s in train], label_ids, contexts=training_contexts(config, train))
         epoch_members = None
     plan = batches.BatchPlan(
-        [len(e) for e in examples], o.train_batch_size,
+        [len(e) for e in examples], batch_size,
         batches.padding_buckets(config.model.max_seq_length, static_shapes=on_tpu or keras.backend.backend() != "tensorflow"),
         o.num_train_epochs, o.seed, drop_remainder=on_tpu, group=config.hardware.iterations_per_loop if on_tpu else 1,
         epoch_members=epoch_members,
@@ -252,6 +257,17 @@ def document_examples(preprocessor: features.Preprocessor, train: list[corpus.Se
         members.append(np.arange(len(examples), len(examples) + len(packed)))
         examples += packed
     return examples, members
+
+
+# A batch of document windows holds --train_batch_size / 4 windows. Chosen on NCBI-disease's dev set
+# (5 seeds, docs/benchmarks.md): at the recipe's 32 sentences, 8 windows (2.9 sentences each, 696
+# steps in 3 epochs) beat 11 (as much text a step as 32 sentences, 507 steps) and 32 (174 steps).
+DOCUMENT_BATCH_DIVISOR = 4
+
+
+def document_batch_size(train_batch_size: int, multiple: int = 1) -> int:
+    """Windows a batch of document windows holds (a whole multiple of ``multiple``, the TPU cores, at least one each)."""
+    return max(round(train_batch_size / DOCUMENT_BATCH_DIVISOR / multiple) * multiple, multiple)
 
 
 def training_contexts(config: TrainConfig, train: list[corpus.Sentence]):
@@ -326,7 +342,7 @@ def train(config: TrainConfig, callbacks: Sequence = (), overwrite_output_dir: b
         run_folder.clear_run(out)
     previous = run_folder.check_output_dir(out, config, run_folder.file_digests(config.data.data_dir))
     if previous:
-        config = run_folder.with_recorded_learning_rate(config, previous)
+        config = run_folder.with_recorded_defaults(config, previous)
     digests = run_folder.data_digests(config.data.data_dir, splits)
     model_dir = run_folder.model_dir(out)
     if previous and previous.get("status") == "finished" and model_folder.is_model_folder(model_dir):
@@ -335,6 +351,7 @@ def train(config: TrainConfig, callbacks: Sequence = (), overwrite_output_dir: b
     for warning in data_warnings(config, splits):
         say(f"warning: {warning}")
     setup = prepare(config, splits)
+    config = setup.config  # defaults resolved (learning rate, document windows): run.json records what ran
     if previous and previous.get("precision") not in (None, setup.precision):
         raise run_folder.OutputDirError(
             f"{out} holds a run trained in {previous['precision']}, which this machine would resume in {setup.precision}: "
@@ -380,7 +397,7 @@ def fit(setup: Setup, callbacks: Sequence, say):
     per_epoch, planned = setup.plan.steps_per_epoch, setup.plan.total_steps
     members = setup.plan.epoch_members
     if members is not None:
-        windows = f"; {len(members[0])} document windows an epoch"
+        windows = f"; {len(members[0])} document windows an epoch, {setup.plan.batch_size} a batch"
     else:
         extra = len(setup.examples) - len(setup.splits["train"])
         windows = f"; {extra} extra windows for long sentences" if extra else ""
@@ -421,7 +438,8 @@ def fit(setup: Setup, callbacks: Sequence, say):
             config.loop.save_checkpoints_steps, steps_per_execution=setup.plan.group,
         )
     replicas = setup.strategy.num_replicas_in_sync if setup.strategy is not None else 1
-    say(f"trained to step {state.step} on {replicas} replica(s), global batch {config.optimization.train_batch_size}")
+    unit = " document windows" if setup.plan.epoch_members is not None else ""
+    say(f"trained to step {state.step} on {replicas} replica(s), global batch {setup.plan.batch_size}{unit}")
     return state, time.time() - started
 
 
@@ -461,6 +479,7 @@ def save_trained_model(setup: Setup, state, seconds: float, digests: dict, say) 
         "best_dev_f1": state.best_dev_f1 if has_dev else None,
         "best_step": state.best_step if has_dev else None,
         "train_examples": len(first_epoch),
+        "train_batch_examples": setup.plan.batch_size,
         "resumed_from_step": state.resumed_from_step,
         "epochs_trained": len(state.history),
         "stopped_early": state.stopped_early,
