@@ -258,7 +258,7 @@ def main() -> None:
     parser.add_argument("--document_windows", action="store_true",
                         help="train the second bner model on packed document windows instead of with --context_words")
     parser.add_argument("--second_model_flag", action="append", default=[],
-                        help="a further bner flag for the second model only, e.g. --train_batch_size=8 (repeat for more)")
+                        help="a further bner flag for the second model only, e.g. --max_seq_length=256 (repeat for more)")
     parser.add_argument("--baseline_results", help="read each seed's recipe and plain-bner figures from this folder of an "
                         "earlier run (same data and settings) instead of training them again")
     parser.add_argument("--results_dir", default=os.path.join(HERE, "results", "document_context"))
