@@ -29,7 +29,7 @@ quickstart: $(VENV)/.installed $(MINILM)/config.json
 		--pretrained_model=$(MINILM) \
 		--output_dir=$(RUN) \
 		--do_train --do_eval --do_predict \
-		--num_train_epochs=8 --learning_rate=1e-4 --train_batch_size=16 \
+		--num_train_epochs=8 --learning_rate=1e-4 --train_batch_size=16 --document_windows=false \
 		--show="Angela Merkel flew to Paris on Monday to meet officials of the European Commission ." \
 		--show="Shares of Toyota rose in Tokyo after the company beat forecasts ."
 
