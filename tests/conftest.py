@@ -122,3 +122,13 @@ def unused_port() -> int:
     from bench.common import free_port
 
     return free_port()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    """A word-piece tokenizer of a few pieces (a…e, ##x, ##y), for tests of windows and packing."""
+    from bner.data import features
+
+    path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+    path.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "b", "c", "d", "e", "##x", "##y"]) + "\n")
+    return features.build_tokenizer(vocab_file=str(path), lowercase=True)

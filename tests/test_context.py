@@ -7,15 +7,6 @@ from hypothesis import strategies as st
 
 from bner.data import corpus, features, text
 
-WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "b", "c", "d", "e", "##x", "##y"]
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
-    path.write_text("\n".join(WORDS) + "\n")
-    return features.build_tokenizer(vocab_file=str(path), lowercase=True)
-
 
 def test_context_comes_from_the_same_document_only():
     words = [("a1", "a2"), ("b1",), ("c1", "c2"), ("d1",), ("e1", "e2", "e3")]

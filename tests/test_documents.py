@@ -6,14 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bner.data import batches, corpus, features, text
-from tests.test_context import WORDS, write_documents
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
-    path.write_text("\n".join(WORDS) + "\n")
-    return features.build_tokenizer(vocab_file=str(path), lowercase=True)
+from tests.test_context import write_documents
 
 
 def test_document_units_join_a_documents_sentences_and_leave_the_rest_alone():
