@@ -48,6 +48,7 @@ def gelu_erf(x):
 # to build the network that is converted; the values agree with ACTIVATIONS to float rounding.
 PORTABLE_ACTIVATIONS: dict[str, Callable] = {"gelu": gelu_erf, "gelu_exact": gelu_erf}
 
+
 class PortableLayerNormalization(keras.layers.LayerNormalization):
     """Keras' LayerNormalization written as ``(x - mean) / sqrt(variance + epsilon) * gamma + beta``.
 
