@@ -155,6 +155,16 @@ def test_a_document_model_tags_documents_and_raw_text_whole_as_it_was_trained(ti
     assert len(tagged.tagged.tags) == len(plain.split()) == 420
     assert max(shape[1] for shape in calls) <= 32 and sum(shape[0] for shape in calls) >= 420 // 30
 
+    from fastapi.testclient import TestClient
+
+    from bner.serving.app import create_app
+    from bner.serving.settings import ServingSettings
+
+    with TestClient(create_app(ServingSettings(model_dir=str(out / "export" / "bner" / "1")))) as client:
+        assert client.get("/api/ner/model").json()["text_units"] == "documents"
+        served_api = client.post("/api/ner/recognize", json={"text": source}).json()["entities"]
+    assert [(e["text"], e["type"]) for e in served_api] == expected
+
     # Files: bner predict tags each -DOCSTART- document whole, as evaluation does.
     predicted = tmp_path / "predicted.conll"
     prediction.predict_file(tagger, str(data / "test.conll"), str(predicted))

@@ -299,6 +299,9 @@ def model_description(settings: ServingSettings, tagger) -> dict:
         "base_model": base_model_name(str(metadata.pretrained.get("source", ""))),
         "backend": tagger.backend.name,
         "runtime": "onnx" if tagger.backend.name == "onnx" else "tensorflow",
+        # how a raw text is cut before tagging: into sentences, or not at all (whole texts; documents:
+        # whole, by a model trained on document windows, however its sentences end)
+        "text_units": "documents" if metadata.document_windows else "sentences" if metadata.split_sentences else "texts",
         **tagger.scoring,
         # not shown for a server set to decode otherwise than the score was made (models from before
         # scores recorded their scoring keep showing theirs)
