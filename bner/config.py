@@ -160,6 +160,7 @@ class TrainConfig:
     @classmethod
     def from_json(cls, data: dict, source: str = "run.json") -> TrainConfig:
         """The config stored in run.json (under ``config``) or given alone."""
+        record = isinstance(data, dict) and isinstance(data.get("config"), dict)
         data = data.get("config", data) if isinstance(data, dict) else data
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a JSON object with the sections {', '.join(SECTIONS)}")
@@ -175,6 +176,8 @@ class TrainConfig:
                 if key not in SECTIONS[name].__dataclass_fields__:
                     raise ConfigError(f"{source}: unknown setting {name}.{key}")
                 flat[key] = value
+        if record and isinstance(data.get("model"), dict) and "document_windows" not in data["model"]:
+            flat["document_windows"] = False  # a run recorded before document windows trained on sentences
         return cls.from_settings(**flat)
 
     @classmethod

@@ -127,6 +127,26 @@ def test_a_word_of_nothing_keeps_its_place(family):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_document_windows_pack_every_familys_pieces_and_move_each_epoch(family):
+    """Packing counts pieces as the running text has them, with the model's own [UNK], so no
+    window overflows into an extra one and later epochs keep as many windows with moved boundaries."""
+    from bner.data import corpus
+    from bner.training.recipe import document_examples
+    from tests.conftest import synthetic_sentences
+
+    features, tokenizer, found = family_tokenizer(family)
+    preprocessor = features.Preprocessor(tokenizer, 32, special_tokens=found.special_tokens)
+    train = [corpus.Sentence(words, tags, 1 + i // 6) for i, (words, tags) in enumerate(synthetic_sentences(120, 1))]
+    labels = [[n + k for k in range(len(s.words))] for n, s in zip(np.cumsum([0] + [len(s.words) for s in train]), train)]
+    examples, members = document_examples(preprocessor, train, labels, epochs=3, seed=1)
+    total = sum(len(s.words) for s in train)
+    for epoch in members:
+        learned = sorted(label for i in epoch for label in examples[i].labels[examples[i].labels >= 0].tolist())
+        assert learned == list(range(total)) and all(len(examples[i]) <= 32 for i in epoch)
+    assert not np.array_equal(members[0], members[1]) and not np.array_equal(members[1], members[2])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_special_tokens_are_the_models_own(family):
     features, tokenizer, found = family_tokenizer(family)
     expected = {"roberta": "<s>", "xlm-roberta": "<s>"}.get(family, "[CLS]")

@@ -209,6 +209,15 @@ def test_the_default_learning_rate_resumes_a_run_recorded_with_a_number():
     assert not TrainConfig.from_json(recorded).differences(resumed)
     explicit = TrainConfig.from_settings(learning_rate=1e-4, document_windows=False)
     assert run_folder.with_recorded_defaults(explicit, recorded) is explicit
+    # A run recorded before document windows existed trained on sentences: the same command (and
+    # --document_windows=false) resume it so, and --config replays it so.
+    old = {"config": TrainConfig.from_settings(learning_rate=5e-5).to_json()}
+    del old["config"]["model"]["document_windows"]
+    assert TrainConfig.from_json(old).model.document_windows is False
+    for command in (TrainConfig(), TrainConfig.from_settings(document_windows=False)):
+        resumed = run_folder.with_recorded_defaults(command, old)
+        assert resumed.model.document_windows is False and not TrainConfig.from_json(old).differences(resumed)
+    assert TrainConfig.from_json({"model": {}}).model.document_windows is None  # a config given alone: the default
 
 
 def test_steps_per_execution_groups_same_shape_batches_within_checkpoints():

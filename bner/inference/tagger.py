@@ -182,7 +182,9 @@ class Tagger:
         ``documents`` (one number per sentence, from 1, as CoNLL reading counts ``-DOCSTART-``)
         says which sentences are neighbours in one document: a model trained with context then
         sees them as it did in training, and a name is tagged alike throughout its document.
-        Sentences numbered 0 (before any ``-DOCSTART-``) are neighbours for context only.
+        Sentences numbered 0 (before any ``-DOCSTART-``) are neighbours for context only. A model
+        trained on document windows reads each document's sentences as one text; without
+        ``documents`` it reads each sentence alone.
         """
         if isinstance(words, str) or not isinstance(words, Iterable):
             hint = "one str; for raw text call the tagger: tagger(text)" if isinstance(words, str) else type(words).__name__
@@ -216,30 +218,34 @@ class Tagger:
     ) -> Generator[None, None, list[TaggedSentence]]:
         """:meth:`tag_sentences` one model call per step.
 
-        A model trained on document windows tags each document's sentences as one sequence of words
+        A model trained on document windows reads each document's sentences as one sequence of words
         (:func:`bner.data.features.document_units`), in overlapping windows where each word takes the
-        prediction of the window where it has most context, and decodes it whole, as it tags a raw
-        text; the tags are then cut back into sentences.
+        prediction of the window where it has most context; each sentence is then decoded on its own,
+        as its boundaries are known (a raw text, whose are not, is one sentence here: decoded whole).
         """
         if not sentences:
             return []
-        if not (self.metadata.document_windows and documents is not None):
-            return (yield from self._tag_units_in_steps(sentences, batch_size, documents))
-        units = features.document_units(documents)
-        joined = [[w for s in sentences[a:b] for w in s] for a, b in units]
-        tagged = yield from self._tag_units_in_steps(joined, batch_size, [documents[a] for a, _ in units])
-        out = []
-        for (a, b), whole in zip(units, tagged):
-            start = 0
-            for sentence in sentences[a:b]:
-                end = start + len(sentence)
-                out.append(TaggedSentence(whole.tags[start:end], whole.scores[start:end]))
-                start = end
-        return out
+        if self.metadata.document_windows and documents is not None:
+            units = features.document_units(documents)
+            joined = [[w for s in sentences[a:b] for w in s] for a, b in units]
+            probabilities = []
+            for (a, b), whole in zip(units, (yield from self.word_probabilities_in_steps(joined, batch_size, None))):
+                cuts = np.cumsum([len(s) for s in sentences[a:b]])[:-1]
+                probabilities += np.split(whole, cuts)
+        else:
+            probabilities = yield from self.word_probabilities_in_steps(sentences, batch_size, documents)
+        tagged = [self.decode(p) for p in probabilities]
+        if self.consistent:
+            tagged = self.agree(sentences, tagged, probabilities, [0] * len(sentences) if documents is None else documents)
+        return tagged
 
-    def _tag_units_in_steps(
+    def word_probabilities_in_steps(
         self, sentences: Sequence[Sequence[str]], batch_size: int | None, documents: Sequence[int] | None
-    ) -> Generator[None, None, list[TaggedSentence]]:
+    ) -> Generator[None, None, list[np.ndarray]]:
+        """Each sentence's ``[words, labels]`` probabilities, read in windows (with its document's
+        context, for a model trained with it), one model call per step."""
+        if not sentences:
+            return []
         examples = self.preprocessor.encode(sentences, contexts=self.contexts(sentences, documents))
         buckets = batches.padding_buckets(self.preprocessor.max_seq_length, getattr(self.backend, "static_shapes", True))
         plan = batches.plan_batches([len(e) for e in examples], batch_size or self.batch_size, buckets)
@@ -253,11 +259,7 @@ class Tagger:
                 raise ValueError(f"{self.source}: the model answers {probabilities.shape[-1]} labels, metadata.json lists {len(labels)}")
             for row, i in enumerate(batch.indices):
                 piece_probabilities[i] = probabilities[row]
-        probabilities = [p.reshape(len(p), len(labels)) for p in features.word_values(examples, piece_probabilities, len(sentences))]
-        tagged = [self.decode(p) for p in probabilities]
-        if self.consistent:
-            tagged = self.agree(sentences, tagged, probabilities, [0] * len(sentences) if documents is None else documents)
-        return tagged
+        return [p.reshape(len(p), len(labels)) for p in features.word_values(examples, piece_probabilities, len(sentences))]
 
     def decode(self, word_probabilities: np.ndarray) -> TaggedSentence:
         """A sentence's tags and their probabilities from its words' label probabilities ``[words, labels]``."""

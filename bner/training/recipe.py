@@ -234,21 +234,33 @@ def document_examples(preprocessor: features.Preprocessor, train: list[corpus.Se
     """Training windows of packed document sentences (:func:`bner.data.features.pack_sentences`), a packing
     per epoch, every word labelled once in each; all epochs' examples and which belong to each epoch.
 
-    The first epoch packs greedily; each later one starts every document's first window at a random
-    sentence (drawn from the run's seed), so the model meets sentence boundaries in new places. An
-    epoch whose windows come out fewer or more than the first's (a tokenizer that splits a joined
-    sentence into other pieces than the lone one) reuses the first epoch's windows.
+    The first epoch packs greedily; each later one draws the boundaries at random (from the run's
+    seed), so the model meets sentence boundaries in new places. A sentence's pieces are counted as
+    they fall within its document's running text (byte-level BPE gives a word after a space other
+    pieces than one alone), and windows are packed one piece short of the room, as a window's first
+    word has no space before it. An epoch whose windows still come out fewer or more than the
+    first's reuses the first epoch's windows, so every epoch has as many.
     """
     import numpy as np
 
     words = [s.words for s in train]
     documents = [s.document for s in train]
-    pieces = [len(t.pieces) for t in features.tokenize(preprocessor.tokenizer, words, preprocessor.max_pieces)]
+    units = features.document_units(documents)
+    unk = preprocessor.special_id("unk")
+    pieces: list[int] = []
+    for (a, b), running in zip(units, features.tokenize(
+            preprocessor.tokenizer, [[w for s in words[a:b] for w in s] for a, b in units], preprocessor.max_pieces, unk)):
+        ends = np.append(running.word_starts[1:], len(running.pieces))
+        first = 0
+        for sentence in words[a:b]:
+            last = first + len(sentence)
+            pieces.append(int(ends[last - 1] - running.word_starts[first]) if sentence else 0)
+            first = last
     examples: list[features.Example] = []
     members = []
     for epoch in range(max(1, math.ceil(epochs))):
         rng = np.random.default_rng([seed, epoch]) if epoch else None
-        runs = features.pack_sentences(pieces, documents, preprocessor.max_pieces, rng)
+        runs = features.pack_sentences(pieces, documents, preprocessor.max_pieces - 1, rng)
         packed = preprocessor.encode([[w for s in words[a:b] for w in s] for a, b in runs],
                                      [[i for s in label_ids[a:b] for i in s] for a, b in runs])
         if members and len(packed) != len(members[0]):
