@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import numbers
 from collections.abc import Iterable, Iterator, Sequence
 
 from bner import io
@@ -376,10 +377,16 @@ def model_scheme(data_scheme: str) -> str:
     return "IOBES" if data_scheme == "IOBES" else "IOB2"
 
 
+def outside_documents(document) -> bool:
+    """Whether a sentence's document number marks it as outside any document: 0 (before any
+    ``-DOCSTART-``) or less (Beam's numbering of such sentences); any other value names a document."""
+    return isinstance(document, numbers.Integral) and document <= 0  # numpy integers too
+
+
 def has_documents(sentences: Sequence[Sentence]) -> bool:
     """Whether the sentences come in ``-DOCSTART-`` documents: two or more, some of more than one
     sentence (one ``-DOCSTART-`` at the top of a file is a header, not a document boundary)."""
-    inside = [s.document for s in sentences if s.document > 0]
+    inside = [s.document for s in sentences if not outside_documents(s.document)]
     return 1 < len(set(inside)) < len(inside)
 
 

@@ -22,6 +22,7 @@ import tokenizers
 from tokenizers import normalizers, pre_tokenizers
 
 from bner import io
+from bner.data import corpus
 from bner.errors import first_line
 
 log = logging.getLogger(__name__)
@@ -233,11 +234,10 @@ def plan_windows(
 def document_units(documents: Sequence[int]) -> list[tuple[int, int]]:
     """Runs ``[start, end)`` of consecutive sentences of one document (numbered from 1, as CoNLL
     reading counts ``-DOCSTART-``; any other value names a document too); a sentence outside
-    any document (0 or less, as :func:`bner.inference.consistency.agree` reads it) is a unit alone."""
+    any document (:func:`bner.data.corpus.outside_documents`) is a unit alone."""
     units: list[tuple[int, int]] = []
     for i, document in enumerate(documents):
-        outside = isinstance(document, (int, np.integer)) and document <= 0
-        if units and not outside and documents[units[-1][0]] == document:
+        if units and not corpus.outside_documents(document) and documents[units[-1][0]] == document:
             units[-1] = (units[-1][0], i + 1)
         else:
             units.append((i, i + 1))

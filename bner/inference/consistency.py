@@ -57,8 +57,7 @@ def agree(
     out = [list(t) for t in tags]
     members: dict[object, list[int]] = collections.defaultdict(list)
     for k, document in enumerate(documents):
-        outside = isinstance(document, (int, np.integer)) and document <= 0
-        members[("alone", k) if outside else document].append(k)
+        members[("alone", k) if corpus.outside_documents(document) else document].append(k)
     column = {t: j for j, t in enumerate(types)}
     for ks in members.values():
         _agree_in_document(sentences, out, type_probabilities, ks, column, scheme)
