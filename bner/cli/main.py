@@ -1,4 +1,4 @@
-"""The ``bner`` command: ``bner train | evaluate | predict | search | export | serve``.
+"""The ``bner`` command: ``bner train | evaluate | predict | search | export | serve | dictionary``.
 
 A shell over the library, beside the unchanged ``python -m bner.ner.task``. ``bner train``'s
 options are made from :class:`bner.TrainConfig`'s fields (as the absl flags are), grouped
@@ -161,6 +161,46 @@ def export_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def dictionary_compile_command(args: argparse.Namespace) -> int:
+    from bner.dictionary.matcher import Matcher
+
+    matcher = Matcher.from_files(args.names, fold_case=not args.keep_case, uninvert=args.uninvert, plurals=args.plurals)
+    matcher.save(args.output)
+    print(f"compiled {matcher.names:,} names ({len(matcher):,} after normalisation; types: {', '.join(matcher.types)}) "
+          f"into {args.output}; tag with it: bner predict {args.output} <texts>", file=sys.stderr)
+    return 0
+
+
+def dictionary_harvest_command(args: argparse.Namespace) -> int:
+    from bner.data import corpus
+    from bner.dictionary import names
+
+    harvested = names.harvest([s for path in args.conll for s in corpus.read_conll(path, columns=args.columns)])
+    count = names.write_names(harvested, args.output)
+    print(f"wrote {count:,} names (distinct mention and type) of {', '.join(args.conll)} to {args.output}", file=sys.stderr)
+    return 0
+
+
+def add_dictionary_verbs(verbs) -> None:
+    dictionary = verbs.add_parser("dictionary", help="compile a dictionary of names (TSV) for dictionary NER, or harvest one")
+    steps = dictionary.add_subparsers(dest="step", required=True, metavar="{compile,harvest}")
+    build = steps.add_parser("compile", help="compile dictionary TSV files (name, type, optional identifier) into a matcher "
+                                             "folder that bner evaluate, predict and serve take as a model")
+    build.add_argument("names", nargs="+", help="dictionary TSV files: name<TAB>type[<TAB>identifier] a line; several give their union")
+    build.add_argument("--output", required=True, help="the compiled dictionary's folder")
+    build.add_argument("--keep_case", action="store_true", help="match case as written (default: case-insensitive)")
+    build.add_argument("--uninvert", type=boolean, nargs="?", const=True, default=True, metavar="true|false",
+                       help='also match inverted names turned round, "Scleroderma, Systemic" as "Systemic Scleroderma" (default: true)')
+    build.add_argument("--plurals", type=boolean, nargs="?", const=True, default=False, metavar="true|false",
+                       help='also match the English plural of each name\'s last word, "tumor" as "tumors" (default: false)')
+    build.set_defaults(handler=dictionary_compile_command)
+    harvest = steps.add_parser("harvest", help="a dictionary TSV of the entity mentions of labelled CoNLL files")
+    harvest.add_argument("conll", nargs="+", help="labelled CoNLL files (train, dev)")
+    harvest.add_argument("--output", required=True, help="the dictionary TSV to write")
+    harvest.add_argument("--columns", help="where the word and the tag are, e.g. tag,word (default: the word first, the tag last)")
+    harvest.set_defaults(handler=dictionary_harvest_command)
+
+
 def _load(args):
     import bner
 
@@ -178,7 +218,7 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="bner", description="BERT named-entity recognition: train, evaluate, predict, search, export, serve.")
-    verbs = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict,search,export,serve}")
+    verbs = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict,search,export,serve,dictionary}")
     train = verbs.add_parser("train", help="fine-tune a pretrained BERT on CoNLL files, score it and export it")
     add_train_options(train)
     train.set_defaults(handler=train_command)
@@ -217,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--export_dir", help="where exports go (default: <run_dir>/export)")
     export.add_argument("--model_name", default="bner", help="model name in the export path (default: bner)")
     export.set_defaults(handler=export_command)
+    add_dictionary_verbs(verbs)
     serve = verbs.add_parser("serve", help="serve an export over HTTP (all of bner-serve's options)", add_help=False)
     serve.set_defaults(handler=None)
     return parser
@@ -234,11 +275,12 @@ def main(argv: list[str] | None = None) -> int:
         return serve(rest, prog="bner serve")
     args = build_parser().parse_args(argv)
     from bner.data.corpus import CorpusError
+    from bner.dictionary.names import DictionaryError
     from bner.model.pretrained import PretrainedError
 
     try:
         return args.handler(args)
-    except (ConfigError, CorpusError, PretrainedError, ValueError, OSError, subprocess.CalledProcessError) as e:
+    except (ConfigError, CorpusError, DictionaryError, PretrainedError, ValueError, OSError, subprocess.CalledProcessError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM during predict: files being written were removed on the way out

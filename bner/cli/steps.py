@@ -22,7 +22,9 @@ def check_model_window(model_dir: str, max_seq_length: int | None) -> None:
     """Refuse a window longer than the trained model's positions, from its metadata (no TensorFlow)."""
     if max_seq_length is None:
         return
-    _, folder = locate(model_dir)
+    kind, folder = locate(model_dir)
+    if kind == "dictionary":
+        raise ConfigError(f"{model_dir}: a compiled dictionary has no window (--max_seq_length applies to a trained model)")
     positions = read_metadata(folder).encoder.max_positions
     if max_seq_length > positions:
         raise ConfigError(f"--max_seq_length {max_seq_length} is longer than the model's {positions} positions")

@@ -15,13 +15,13 @@ from collections.abc import Iterator
 # CJK ideographs are words of one character each, as in CoNLL-format Chinese corpora and
 # BERT's own tokenizer; other letters, digits and combining marks form words, joined by
 # inner apostrophes, periods (U.S.), hyphens, @ and similar, and by commas between digits.
-_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
-_LETTER = rf"[^\W{_CJK}]|[\u0300-\u036f]"
+CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
+LETTER = rf"[^\W{CJK}]|[\u0300-\u036f]"
 _JOINER = r"[.'’\-_&/@]|(?<=\d),(?=\d)"
 _WORD = re.compile(
     rf"""
     (?:https?://|www\.)\S+                      # URLs stay whole
-    | [@\#]?(?:{_LETTER})+(?:(?:{_JOINER})(?:{_LETTER})+)*\.?   # words, U.S., e-mail, 1,000
+    | [@\#]?(?:{LETTER})+(?:(?:{_JOINER})(?:{LETTER})+)*\.?   # words, U.S., e-mail, 1,000
     | \S                                        # anything else, one character at a time
     """,
     re.VERBOSE,

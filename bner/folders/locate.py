@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 
 from bner import io
+from bner.dictionary.matcher import SETTINGS_FILE as DICTIONARY_SETTINGS
 from bner.folders import exports, model_folder, run_folder
 
 EXPECTED = ("expected an export version with saved_model.pb and metadata.json, a folder of numbered versions, "
-            "a trained-model folder with model.weights.h5, or a run folder holding one of those")
+            "a trained-model folder with model.weights.h5, a run folder holding one of those, "
+            "or a compiled dictionary (bner dictionary compile)")
 
 
 def run_of(path: str) -> str:
@@ -41,7 +43,8 @@ def run_of(path: str) -> str:
 
 
 def locate(path: str) -> tuple[str, str]:
-    """``("export", version folder)`` or ``("model", trained-model folder)`` for ``path``.
+    """``("export", version folder)``, ``("model", trained-model folder)`` or ``("dictionary",
+    compiled dictionary folder)`` for ``path``.
 
     A run folder gives its latest export if it has one, else its trained model.
     """
@@ -54,6 +57,8 @@ def locate(path: str) -> tuple[str, str]:
         return "export", path
     if model_folder.is_model_folder(path):
         return "model", path
+    if io.exists(io.join(path, DICTIONARY_SETTINGS)):
+        return "dictionary", path
     if exports.versions(path):
         return "export", exports.latest_export(path)
     # A run folder's export folder, or the export folder itself (<export_dir>: its model names hold the versions).

@@ -8,7 +8,7 @@ from bner.environment import configure_environment, import_tensorflow_quietly
 from bner.folders import model_folder
 from bner.folders.locate import locate
 from bner.inference import backends
-from bner.inference.tagger import Tagger
+from bner.inference.tagger import Tagger, TextTagger
 from bner.model.metadata import METADATA_FILE, SIGNATURE, read_metadata
 
 
@@ -28,10 +28,12 @@ def load(
     decoding: str = "constrained",
     consistent: bool = True,
     runtime: str = "auto",
-) -> Tagger:
+) -> TextTagger:
     """A :class:`Tagger` for ``path``: a trained-model folder, an export version folder, a folder of
     versions (the latest), a run folder (its latest export, else its model), or an export's
-    ``metadata.json``; local or ``gs://``.
+    ``metadata.json``; local or ``gs://``. A compiled dictionary (``bner dictionary compile``)
+    gives a :class:`~bner.inference.dictionary_tagger.DictionaryTagger`, which tags by the
+    dictionary alone (the model options do not apply to it).
 
     With ``host``, the model runs in TensorFlow Serving at ``host:port`` under ``model_name``
     and ``path`` names the export whose metadata and tokenizer to use. TensorFlow's C++ start-up
@@ -44,6 +46,8 @@ def load(
     else TensorFlow), ``onnx`` or ``tensorflow``. Both compute the same entities.
     """
     kind, folder = locate(path)
+    if kind == "dictionary":
+        return _dictionary_tagger(folder, host, batch_size)
     # An export's metadata file by any name (METADATA_FILE), else the folder's metadata.json.
     metadata = read_metadata(str(path) if str(path).endswith(".json") else io.within(folder, METADATA_FILE))
     tokenizer = features.read_tokenizer(io.within(folder, metadata.tokenizer_file), metadata.special_tokens)
@@ -67,6 +71,15 @@ def load(
         # shape, NaN weights) is refused at load, in one line, not after it has tagged a file with nothing.
         tagger.check(full_length=True)
     return tagger
+
+
+def _dictionary_tagger(folder: str, host: str | None, batch_size: int):
+    from bner.dictionary.matcher import Matcher
+    from bner.inference.dictionary_tagger import DictionaryTagger
+
+    if host:
+        raise ValueError(f"{folder}: a compiled dictionary runs in this process, not in TensorFlow Serving (drop host)")
+    return DictionaryTagger(Matcher.load(folder), source=folder, batch_size=batch_size)
 
 
 def choose_runtime(runtime: str, kind: str, metadata, folder: str, remote: bool = False) -> str:

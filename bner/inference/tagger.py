@@ -31,6 +31,7 @@ from bner.model.metadata import TaggerMetadata
 class TaggedSentence:
     tags: list[str]  # one tag a word, in the model's label scheme
     scores: np.ndarray  # float32: the probability of each word's tag
+    identifiers: list[str] | None = None  # a dictionary's identifier, on the first word of each entity it found
 
     def spans(self) -> list[corpus.Span]:
         return corpus.entity_spans(self.tags)
@@ -43,9 +44,14 @@ class Entity:
     start: int  # character offsets into the original text
     end: int
     score: float  # mean over its words of the probability of its type
+    identifier: str = ""  # the dictionary's identifier(s) of the name ("|" between several); "" for none
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The entity as JSON gives it; ``identifier`` only where there is one."""
+        out = dataclasses.asdict(self)
+        if not self.identifier:
+            del out["identifier"]
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,59 +62,33 @@ class TaggedText:
     entities: list[Entity]
 
 
-class Tagger:
-    """Labels texts, word sequences and CoNLL files with one trained model."""
+class TextTagger:
+    """What every kind of model offers on top of tagging words: raw texts, many texts, pre-split
+    words, CoNLL files and their scores. A kind of model (:class:`Tagger`, the dictionary's
+    :class:`bner.inference.dictionary_tagger.DictionaryTagger`) supplies
+    :meth:`tag_sentences_in_steps`, its entity types, label schemes and scoring; raw text is
+    segmented, and entities are made, the same way for all of them.
+    """
 
-    def __init__(
-        self,
-        backend,
-        metadata: TaggerMetadata,
-        tokenizer: tokenizers.Tokenizer,
-        batch_size: int = 32,
-        max_seq_length: int | None = None,
-        source: str = "",
-        decoding: str = "constrained",
-        consistent: bool = True,
-    ):
-        self.backend, self.metadata, self.batch_size, self.source = backend, metadata, batch_size, source
-        if decoding not in scheme_decoding.DECODINGS:
-            raise ValueError(f"decoding {decoding!r}: expected one of {', '.join(scheme_decoding.DECODINGS)}")
-        # constrained: the most probable label sequence the scheme allows (bner.inference.decoding);
-        # argmax: each word's most probable label on its own.
-        self.decoding = decoding
-        # consistent: a name is tagged the same way throughout its document (bner.inference.consistency).
-        self.consistent = consistent
-        types = [label.partition("-")[2] for label in metadata.labels]
-        self._same_type = np.array([[a == b for b in types] for a in types], dtype=np.float32)
-        self._of_type = np.array([[t == e for e in metadata.entity_types] for t in types], dtype=np.float32)
-        self._label_ids = {label: i for i, label in enumerate(metadata.labels)}
-        window = max_seq_length or metadata.max_seq_length
-        if window > metadata.encoder.max_positions:
-            raise ValueError(
-                f"max_seq_length {window} is longer than the model's {metadata.encoder.max_positions} positions"
-            )
-        self.preprocessor = features.Preprocessor(tokenizer, window, special_tokens=metadata.special_tokens)
-        outputs = getattr(backend, "num_labels", None)
-        if outputs is not None and outputs != len(metadata.labels):
-            raise ValueError(
-                f"{source or 'the model'}: metadata.json lists {len(metadata.labels)} labels but the model has {outputs} outputs"
-            )
-
-    def __repr__(self) -> str:
-        return f"Tagger({self.source or 'in memory'!s}, types={self.entity_types}, backend={self.backend.name})"
-
-    @property
-    def scoring(self) -> dict:
-        """How this tagger turns probabilities into tags, as written beside scores it made."""
-        return {"decoding": self.decoding, "consistent": self.consistent}
-
-    @property
-    def labels(self) -> list[str]:
-        return self.metadata.labels
+    batch_size: int = 32
+    source: str = ""
+    split_sentences: bool = False  # tag raw text sentence by sentence (a model trained on sentences)
+    data_scheme: str = "IOB2"  # the scheme tags are given in (the training data's)
 
     @property
     def entity_types(self) -> list[str]:
-        return self.metadata.entity_types
+        raise NotImplementedError
+
+    @property
+    def scoring(self) -> dict:
+        """How this tagger turns its model's answers into tags, as written beside scores it made."""
+        raise NotImplementedError
+
+    def tag_sentences_in_steps(
+        self, sentences: Sequence[Sequence[str]], batch_size: int | None = None, documents: Sequence[int] | None = None
+    ) -> Generator[None, None, list[TaggedSentence]]:
+        """Each sentence's tags, one model call per step (a server takes turns between requests this way)."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------ raw text
 
@@ -157,7 +137,7 @@ class Tagger:
         # on document windows tags each text whole, windows covering a long one.
         pieces = []  # (text index, first word, last word)
         for i, (source, words) in enumerate(zip(texts, segmented)):
-            spans = text.sentence_spans(source, words) if self.metadata.split_sentences else [(0, len(words))]
+            spans = text.sentence_spans(source, words) if self.split_sentences else [(0, len(words))]
             pieces += [(i, start, end) for start, end in spans if end > start]
         sentences = [[w.text for w in segmented[i][start:end]] for i, start, end in pieces]
         # Each text is a document of its own (numbered from 1: 0 means outside any document).
@@ -168,7 +148,9 @@ class Tagger:
         results = []
         for i, (source, words) in enumerate(zip(texts, segmented)):
             own = parts.get(i, [])
-            t = TaggedSentence([tag for p in own for tag in p.tags], np.concatenate([p.scores for p in own]) if own else np.zeros(0, np.float32))
+            identifiers = [i for p in own for i in p.identifiers] if own and all(p.identifiers for p in own) else None
+            t = TaggedSentence([tag for p in own for tag in p.tags], np.concatenate([p.scores for p in own]) if own else np.zeros(0, np.float32),
+                               identifiers)
             results.append(TaggedText(source, words, t, entities_of(source, words, t)))
         return results
 
@@ -198,7 +180,7 @@ class Tagger:
         # A caller's words may hold lone surrogates (valid in JSON), which the tokenizer refuses: U+FFFD, one for one,
         # as raw text reads them. Files come decoded, so the shared steps below need not look.
         sentences = [[text.readable(w) for w in sentence] for sentence in sentences]
-        tags = [corpus.convert_tags(t.tags, self.metadata.data_scheme) for t in self.tag_sentences(sentences, documents=documents)]
+        tags = [corpus.convert_tags(t.tags, self.data_scheme) for t in self.tag_sentences(sentences, documents=documents)]
         return tags[0] if single else tags
 
     def tag_sentences(
@@ -206,6 +188,80 @@ class Tagger:
     ) -> list[TaggedSentence]:
         """Word tags (in the model's label scheme) and their probabilities, sentence by sentence."""
         return run_steps(self.tag_sentences_in_steps(sentences, batch_size, documents))
+
+    def evaluate(self, data: str | Sequence[corpus.Sentence], batch_size: int | None = None, columns: str | None = None):
+        """conlleval's scores on a CoNLL file (or read sentences): a :class:`bner.inference.evaluate.Scores`.
+
+        ``columns`` says where a file's word and tag are (``tag,word``; default: first and last)."""
+        return self.evaluation(data, batch_size, columns)[0]
+
+    def evaluation(self, data: str | Sequence[corpus.Sentence], batch_size: int | None = None, columns: str | None = None):
+        """Scores and the predicted tags (in the data's scheme) of every sentence."""
+        sentences = corpus.read_conll(data, columns=columns) if isinstance(data, str) else data
+        tagged = self.tag_sentences([s.words for s in sentences], batch_size, documents=[s.document for s in sentences])
+        predicted = [corpus.convert_tags(t.tags, self.data_scheme) for t in tagged]
+        return score([s.tags for s in sentences], predicted), predicted
+
+class Tagger(TextTagger):
+    """Labels texts, word sequences and CoNLL files with one trained model."""
+
+    def __init__(
+        self,
+        backend,
+        metadata: TaggerMetadata,
+        tokenizer: tokenizers.Tokenizer,
+        batch_size: int = 32,
+        max_seq_length: int | None = None,
+        source: str = "",
+        decoding: str = "constrained",
+        consistent: bool = True,
+    ):
+        self.backend, self.metadata, self.batch_size, self.source = backend, metadata, batch_size, source
+        if decoding not in scheme_decoding.DECODINGS:
+            raise ValueError(f"decoding {decoding!r}: expected one of {', '.join(scheme_decoding.DECODINGS)}")
+        # constrained: the most probable label sequence the scheme allows (bner.inference.decoding);
+        # argmax: each word's most probable label on its own.
+        self.decoding = decoding
+        # consistent: a name is tagged the same way throughout its document (bner.inference.consistency).
+        self.consistent = consistent
+        types = [label.partition("-")[2] for label in metadata.labels]
+        self._same_type = np.array([[a == b for b in types] for a in types], dtype=np.float32)
+        self._of_type = np.array([[t == e for e in metadata.entity_types] for t in types], dtype=np.float32)
+        self._label_ids = {label: i for i, label in enumerate(metadata.labels)}
+        window = max_seq_length or metadata.max_seq_length
+        if window > metadata.encoder.max_positions:
+            raise ValueError(
+                f"max_seq_length {window} is longer than the model's {metadata.encoder.max_positions} positions"
+            )
+        self.preprocessor = features.Preprocessor(tokenizer, window, special_tokens=metadata.special_tokens)
+        outputs = getattr(backend, "num_labels", None)
+        if outputs is not None and outputs != len(metadata.labels):
+            raise ValueError(
+                f"{source or 'the model'}: metadata.json lists {len(metadata.labels)} labels but the model has {outputs} outputs"
+            )
+
+    def __repr__(self) -> str:
+        return f"Tagger({self.source or 'in memory'!s}, types={self.entity_types}, backend={self.backend.name})"
+
+    @property
+    def scoring(self) -> dict:
+        return {"decoding": self.decoding, "consistent": self.consistent}
+
+    @property
+    def labels(self) -> list[str]:
+        return self.metadata.labels
+
+    @property
+    def entity_types(self) -> list[str]:
+        return self.metadata.entity_types
+
+    @property
+    def split_sentences(self) -> bool:
+        return self.metadata.split_sentences
+
+    @property
+    def data_scheme(self) -> str:
+        return self.metadata.data_scheme
 
     def contexts(self, sentences: Sequence[Sequence[str]], documents: Sequence[int] | None):
         """The document context each sentence is tagged with, as the model was trained (None: sentences alone)."""
@@ -291,19 +347,6 @@ class Tagger:
         scores = (word_probabilities * self._same_type[ids]).sum(-1) if len(ids) else np.zeros(0, np.float32)
         return TaggedSentence([self.labels[i] for i in ids], scores.astype(np.float32))
 
-    def evaluate(self, data: str | Sequence[corpus.Sentence], batch_size: int | None = None, columns: str | None = None):
-        """conlleval's scores on a CoNLL file (or read sentences): a :class:`bner.inference.evaluate.Scores`.
-
-        ``columns`` says where a file's word and tag are (``tag,word``; default: first and last)."""
-        return self.evaluation(data, batch_size, columns)[0]
-
-    def evaluation(self, data: str | Sequence[corpus.Sentence], batch_size: int | None = None, columns: str | None = None):
-        """Scores and the predicted tags (in the data's scheme) of every sentence."""
-        sentences = corpus.read_conll(data, columns=columns) if isinstance(data, str) else data
-        tagged = self.tag_sentences([s.words for s in sentences], batch_size, documents=[s.document for s in sentences])
-        predicted = [corpus.convert_tags(t.tags, self.metadata.data_scheme) for t in tagged]
-        return score([s.tags for s in sentences], predicted), predicted
-
     # ------------------------------------------------------------ health
 
     def check(self, full_length: bool = False) -> None:
@@ -345,7 +388,8 @@ def entities_of(source: str, words: Sequence[text.Word], tagged: TaggedSentence)
     for span in tagged.spans():
         start, end = words[span.start].start, words[span.end - 1].end
         score = float(np.mean(tagged.scores[span.start : span.end]))
-        out.append(Entity(source[start:end], span.type, start, end, round(score, 4)))
+        identifier = tagged.identifiers[span.start] if tagged.identifiers else ""
+        out.append(Entity(source[start:end], span.type, start, end, round(score, 4), identifier))
     return out
 
 
