@@ -25,6 +25,7 @@ SAMPLE_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 TAG_SCHEMES = ("auto", "IOB1", "IOB2", "IOBES")
 DEVICES = ("auto", "cpu", "gpu")
+MASKINGS = ("replace", "markers")  # how a span classifier sees a candidate (bner.data.spans)
 
 
 class ConfigError(ValueError):
@@ -42,6 +43,10 @@ class DataConfig:
     data_dir: str = setting(SAMPLE_DATA, "Folder with train.conll, test.conll and optionally dev.conll (local or gs://). Defaults to the bundled sample.")
     tag_scheme: str = setting("auto", "Tag scheme of the data files; auto detects it from train.conll.", result=True, choices=TAG_SCHEMES)
     columns: str | None = setting(None, "Where the word and the tag are in the data files' columns, e.g. tag,word or word,pos,chunk,tag (other names: columns not read). Default: the word first, the tag last.", result=True, kind=str)
+    dictionary: str | None = setting(None, "Dictionary NER checked by a classifier: dictionary TSV file(s) (name<TAB>type[<TAB>identifier] a line; several comma-separated give their union). Training then fits a span classifier that decides, for every match of a dictionary name, its type or none; the model tags text with the dictionary and keeps what the classifier accepts, with the dictionary's identifiers. Default: train a token tagger.", result=True, kind=str)
+    dictionary_plurals: bool = setting(False, "With --dictionary: also match the English plural of each name's last word (tumor: tumors).", result=True)
+    dictionary_uninvert: bool = setting(True, "With --dictionary: also match inverted names turned round (Scleroderma, Systemic: Systemic Scleroderma).", result=True)
+    dictionary_keep_case: bool = setting(False, "With --dictionary: match case as written (default: case-insensitive).", result=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +60,7 @@ class ModelConfig:
     max_seq_length: int = setting(128, "Maximum word pieces per model input, [CLS] and [SEP] included. Longer sentences are split into overlapping windows, never cut.", result=True)
     context_words: int = setting(0, "Document context (FLERT): up to this many words of the neighbouring sentences of the same document (never across -DOCSTART-) on each side of every sentence, as unlabelled input within --max_seq_length; the sentence itself is never cut for it. Raw text is split into sentences and each gets its neighbours. 0: each sentence alone.", result=True)
     document_windows: bool | None = setting(None, "Train on windows of consecutive sentences of each -DOCSTART- document, packed up to --max_seq_length (their boundaries move each epoch), every word labelled; evaluation and prediction then tag each document, and serving each raw text, whole in overlapping windows, without splitting sentences. Sentences outside any document are windows of their own. Not with --context_words. Default: on when train.conll is made of -DOCSTART- documents (chosen on dev, docs/benchmarks.md).", result=True, kind=bool)
+    masking: str = setting("replace", "With --dictionary: how the classifier sees a candidate. replace: the candidate's pieces become the model's mask piece ([MASK], <mask>), so it decides from the context alone; markers: the candidate stays, between [ and ].", result=True, choices=MASKINGS)
     context_dropout: float = setting(0.5, "Training with --context_words: the chance that a training sentence's left, and separately its right, context is left out (drawn once per sentence per run), so the model also learns without context.", result=True)
     dropout: float | None = setting(None, "Dropout of the encoder and head. Default: the pretrained model's hidden_dropout_prob.", result=True, kind=float)
     hidden_act: str | None = setting(None, "Override the encoder's feed-forward activation (gelu = exact erf, gelu_tanh = tanh approximation, relu).", result=True, kind=str)
@@ -220,6 +226,9 @@ class TrainConfig:
             raise ConfigError(f"--context_words={m.context_words}: must be 0 or more")
         if m.document_windows and m.context_words:
             raise ConfigError("--document_windows and --context_words: choose one (document windows hold their own context)")
+        if self.data.dictionary and (m.document_windows or m.context_words):
+            raise ConfigError("--dictionary trains a span classifier on each candidate's sentence: "
+                              "--document_windows and --context_words apply to a token tagger")
         if not 0 <= m.context_dropout <= 1:
             raise ConfigError(f"--context_dropout={m.context_dropout}: must be between 0 and 1")
         if m.dropout is not None and not 0 <= m.dropout < 1:

@@ -32,15 +32,15 @@ def test_replace_puts_one_mask_exactly_where_the_candidate_pieces_were(preproces
     inputs = encode_spans(preprocessor, [SpanExample(words, 1, 2), SpanExample(words, 3, 5)], "replace", mask)
     assert shown(preprocessor, inputs) == [["[CLS]", "a", "[MASK]", "c", "d", "##x", "##y", "e", "[SEP]"],
                                            ["[CLS]", "a", "b", "##x", "c", "[MASK]", "[SEP]"]]
-    assert [x.position for x in inputs] == [2, 5]
+    assert [int(x.owned_positions[0]) for x in inputs] == [2, 5]
     with pytest.raises(ValueError, match="mask piece"):
         encode_spans(preprocessor, [SpanExample(words, 1, 2)], "replace")
 
 
 def test_markers_wrap_the_candidate_and_the_classifier_reads_the_opening_one(preprocessor):
-    (x,) = encode_spans(preprocessor, [SpanExample(("a", "bx", "c"), 1, 2)], "markers")
+    (x,) = encode_spans(preprocessor, [SpanExample(("a", "bx", "c"), 1, 2)], "markers", label_ids=[3])
     assert shown(preprocessor, [x]) == [["[CLS]", "a", "[", "b", "##x", "]", "c", "[SEP]"]]
-    assert x.position == 2
+    assert x.owned_positions.tolist() == [2] and x.labels.tolist() == [-1, -1, 3, -1, -1, -1, -1, -1]  # learned there only
 
 
 def test_a_candidate_at_a_window_edge_gets_the_context_that_fits_around_it(preprocessor):
@@ -49,12 +49,12 @@ def test_a_candidate_at_a_window_edge_gets_the_context_that_fits_around_it(prepr
     words = tuple("abcde" * 8)  # 40 words of one piece each
     inputs = encode_spans(small, [SpanExample(words, 39, 40), SpanExample(words, 0, 1), SpanExample(words, 20, 21)], "replace", mask)
     last, first, middle = shown(small, inputs)
-    assert last == ["[CLS]", *words[30:39], "[MASK]", "[SEP]"] and inputs[0].position == 10
-    assert first == ["[CLS]", "[MASK]", *words[1:10], "[SEP]"] and inputs[1].position == 1
-    assert middle == ["[CLS]", *words[16:20], "[MASK]", *words[21:26], "[SEP]"] and inputs[2].position == 5
+    assert last == ["[CLS]", *words[30:39], "[MASK]", "[SEP]"] and inputs[0].owned_positions[0] == 10
+    assert first == ["[CLS]", "[MASK]", *words[1:10], "[SEP]"] and inputs[1].owned_positions[0] == 1
+    assert middle == ["[CLS]", *words[16:20], "[MASK]", *words[21:26], "[SEP]"] and inputs[2].owned_positions[0] == 5
     # A candidate longer than the window keeps its first pieces, the opening marker first.
     (long,) = encode_spans(small, [SpanExample(words, 2, 30)], "markers")
-    assert shown(small, [long])[0] == ["[CLS]", "[", *words[2:11], "[SEP]"] and long.position == 1
+    assert shown(small, [long])[0] == ["[CLS]", "[", *words[2:11], "[SEP]"] and long.owned_positions[0] == 1
 
 
 def test_byte_level_context_keeps_the_pieces_of_running_text():
@@ -67,7 +67,7 @@ def test_byte_level_context_keeps_the_pieces_of_running_text():
     merkel = len(tokenizer.encode("Angela", add_special_tokens=False).ids)
     after = len(tokenizer.encode("Angela Merkel", add_special_tokens=False).ids)
     assert x.input_ids.tolist() == [tokenizer.token_to_id("<s>"), *whole[:merkel], mask, *whole[after:], tokenizer.token_to_id("</s>")]
-    assert x.input_ids[x.position] == mask
+    assert x.input_ids[x.owned_positions[0]] == mask
 
 
 def test_every_dictionary_match_is_a_candidate_labelled_by_the_gold_entity_it_equals():

@@ -30,10 +30,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from bner import io
+from bner.config import MASKINGS
 from bner.data import corpus, features, text
 
 NONE = "none"  # the label of a candidate that is no entity
-STYLES = ("replace", "markers")
+STYLES = MASKINGS
 MARKERS = ("[", "]")
 
 
@@ -126,21 +127,16 @@ def span_example(source, start, end, label, where: str = "") -> SpanExample:
 # ---------------------------------------------------------------- model inputs
 
 
-@dataclasses.dataclass(frozen=True)
-class SpanInput:
-    """One classifier input: ``[CLS] left-context candidate right-context [SEP]``."""
-
-    input_ids: np.ndarray  # int32 [length]
-    position: int  # where the classifier reads: the mask piece, or the opening marker
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-
 def encode_spans(
-    preprocessor: features.Preprocessor, examples: Sequence[SpanExample], style: str, mask_id: int | None = None
-) -> list[SpanInput]:
-    """Classifier inputs of candidates, in ``style`` (``replace`` needs the model's ``mask_id``).
+    preprocessor: features.Preprocessor, examples: Sequence[SpanExample], style: str, mask_id: int | None = None,
+    label_ids: Sequence[int] | None = None,
+) -> list[features.Example]:
+    """Classifier inputs of candidates, in ``style`` (``replace`` needs the model's ``mask_id``):
+    ``[CLS] left-context candidate right-context [SEP]``, as the token tagger's examples are, with
+    the one position the classifier reads (the mask piece, or the opening marker) as the only
+    owned position, and there the label, if ``label_ids`` gives one. So a span classifier is a
+    token classifier trained and read at one piece an input: the same network, training loop,
+    batches, export and runtimes serve both.
 
     A candidate longer than the window keeps its first pieces; the context around it then is empty.
     """
@@ -157,14 +153,20 @@ def encode_spans(
         shown = [e.words for e in examples]
         centres = [(e.start, e.end) for e in examples]
     out = []
-    for tokenized, (first, last) in zip(features.tokenize(preprocessor.tokenizer, shown, room, unk), centres):
+    for i, (tokenized, (first, last)) in enumerate(zip(features.tokenize(preprocessor.tokenizer, shown, room, unk), centres)):
         left, centre, right = _cut(tokenized, first, last)
         if style == "replace":
             centre = np.asarray([mask_id], np.int32)
         centre = centre[:room]
         before, after = features.fit_context(left, right, room - len(centre))
         ids = np.concatenate([[cls], before, centre, after, [sep]]).astype(np.int32)
-        out.append(SpanInput(ids, 1 + len(before)))
+        position = 1 + len(before)
+        labels = np.full(len(ids), features.IGNORE, np.int32)
+        if label_ids is not None:
+            labels[position] = label_ids[i]
+        e = examples[i]
+        window = features.Window(i, e.start, e.end, e.start, e.end)
+        out.append(features.Example(window, ids, labels, np.array([position], np.int64)))
     return out
 
 

@@ -199,6 +199,12 @@ class Matcher:
         return cls(keys, packed, checked, fold_case, names)
 
 
+def copy_compiled(source: str, destination: str) -> None:
+    """Copy a compiled dictionary's files (an export takes its model's)."""
+    for name in (SETTINGS_FILE, NAMES_FILE):
+        io.write_bytes(io.join(destination, name), io.read_bytes(io.within(source, name)))
+
+
 def _pack(entry: Sequence[str]) -> str:
     return _UNIT.join(entry)
 

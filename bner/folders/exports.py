@@ -25,6 +25,7 @@ import os
 import re
 
 from bner import io
+from bner.dictionary.matcher import copy_compiled
 from bner.folders import model_folder
 from bner.folders.model_card import CARD_FILE
 from bner.folders.model_card import render as render_card
@@ -104,6 +105,8 @@ def export_tagger(model_dir: str, export_dir: str, model_name: str, version: int
         tf.saved_model.save(module, staging, signatures={SIGNATURE: module.serve})
         exported = dataclasses.replace(exported, onnx=write_onnx(model_dir, metadata, staging))
         tokenizer.save(os.path.join(staging, TOKENIZER_FILE))
+        if metadata.spans:
+            copy_compiled(io.within(model_dir, metadata.spans["dictionary"]), os.path.join(staging, metadata.spans["dictionary"]))
         write_metadata(exported, staging)
         io.write_text(os.path.join(staging, CARD_FILE), render_card(exported, final))
     return final

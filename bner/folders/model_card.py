@@ -28,9 +28,11 @@ def render(metadata: TaggerMetadata, folder: str) -> str:
     title = f"{name} (version {export['version']})" if export else name
     types = metadata.entity_types
     base = metadata.pretrained.get("source", "a BERT model")
+    kind = (f"A dictionary tagger for {_join(types)} whose every match a span classifier checks, the classifier"
+            if metadata.spans else f"A named-entity tagger for {_join(types)}")
     sections = [
         f"# {title}\n",
-        f"A named-entity tagger for {_join(types)}, fine-tuned from `{base}` "
+        f"{kind} fine-tuned from `{base}` "
         f"(a {FAMILY_NAMES.get(metadata.encoder.family, metadata.encoder.family)} encoder, "
         f"{metadata.pretrained.get('format', 'BERT')} format) with bner {training.get('versions', {}).get('bner', '')}."
         f"{_headline(evaluation)}\n",
@@ -122,6 +124,9 @@ def _data(files: dict, types: list[str]) -> str:
         if f:
             rows.append(f"| `{f['path']}` | {f.get('sentences', '–')} | {f.get('documents', '–')} | {f.get('tokens', '–')} | "
                         f"{sum(f.get('entities', {}).values())} | `{f['sha256'][:16]}…` |")
+    dictionary = files.get("dictionary")
+    if dictionary:
+        rows.append(f"| `{dictionary['path']}` (the dictionary) | – | – | – | – | `{dictionary['sha256'][:16]}…` |")
     per_type = files.get("train", {}).get("entities", {})
     if per_type:
         rows += ["", "Training entities per type: " + ", ".join(f"`{t}` {per_type.get(t, 0)}" for t in types) + "."]
@@ -166,6 +171,8 @@ def _training(training: dict) -> str:
 
 
 def _labels(metadata: TaggerMetadata) -> str:
+    if metadata.spans:
+        return _span_labels(metadata)
     return "\n".join([
         "## Labels\n",
         f"The training files use {metadata.data_scheme} tags; the model predicts {metadata.label_scheme} labels "
@@ -185,6 +192,23 @@ def _labels(metadata: TaggerMetadata) -> str:
            + (" (raw text is split into sentences first, as the training data were sentences)" if metadata.split_sentences
               else " (raw text is tagged whole, windows covering a long one)"))
         + ".\n",
+    ])
+
+
+def _span_labels(metadata: TaggerMetadata) -> str:
+    spans = metadata.spans
+    shown = (f"its pieces replaced by the model's mask piece `{spans.get('mask_token')}`, so it decides from the context alone"
+             if spans["masking"] == "replace" else "between the marker words `[` and `]`")
+    return "\n".join([
+        "## Labels\n",
+        f"The model holds a compiled dictionary of {spans.get('names', 0):,} names (`{spans['dictionary']}/`). Every match of one of its names in a text is a "
+        f"candidate, overlapping and nested ones included, and the classifier gives each one of {len(metadata.labels)} labels: "
+        f"{', '.join(f'`{label}`' for label in metadata.labels)} (`none`: no entity). It sees the candidate in its sentence, "
+        f"{shown}; it reads the encoder's output there. Accepted candidates that overlap are resolved longest first, then the "
+        "more probable. Entities carry the dictionary's identifiers of their name and type. A name the dictionary lacks is never "
+        "found: recall is bounded by the dictionary.\n",
+        f"Input: {'lower-cased, accents stripped' if metadata.lowercase else 'cased'}; at most {metadata.max_seq_length} word "
+        "pieces per candidate's input, centred on the candidate (the nearest words on each side that fit).\n",
     ])
 
 

@@ -1,7 +1,8 @@
 """The trained-model folder a run leaves behind (``<output_dir>/model``).
 
 It holds ``model.weights.h5`` (Keras weights, backend-neutral), ``metadata.json`` and
-``tokenizer.json``: everything evaluation, prediction and export need. It is written
+``tokenizer.json`` (and a span classifier's compiled ``dictionary/``): everything evaluation,
+prediction and export need. It is written
 whole under a temporary name and renamed, with ``metadata.json`` last.
 """
 
@@ -22,11 +23,14 @@ if TYPE_CHECKING:  # Keras loads only when a network is built: finding a model f
 WEIGHTS_FILE = "model.weights.h5"
 
 
-def save(model: keras.Model, metadata: TaggerMetadata, tokenizer: tokenizers.Tokenizer, folder: str) -> None:
-    """Write the folder atomically: weights, tokenizer.json, metadata.json."""
+def save(model: keras.Model, metadata: TaggerMetadata, tokenizer: tokenizers.Tokenizer, folder: str, matcher=None) -> None:
+    """Write the folder atomically: weights, tokenizer.json, a span classifier's compiled
+    dictionary (``matcher``, into the folder its metadata names), metadata.json."""
     with io.staged_directory(folder, publish_last=(METADATA_FILE,)) as staging:
         model.save_weights(os.path.join(staging, WEIGHTS_FILE))
         tokenizer.save(os.path.join(staging, TOKENIZER_FILE))
+        if metadata.spans:
+            matcher.save(os.path.join(staging, metadata.spans["dictionary"]))
         write_metadata(metadata, staging)
 
 

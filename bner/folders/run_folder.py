@@ -29,6 +29,7 @@ RUN_RECORD = "run.json"
 CHECKPOINTS = "checkpoints"
 MODEL = "model"
 EXPORTS = "export"
+DICTIONARY = "dictionary"  # the --dictionary files, among a run's data files
 RESULTS_NAMES = {"dev": "dev_results", "test": "eval_results"}  # a run's own scores, by split: <name>.txt and .json
 LEARNING_CURVE, PER_TYPE_F1, CONFUSION = PICTURES = ("learning_curve.png", "per_type_f1.png", "confusion.png")
 
@@ -69,23 +70,36 @@ def remove_checkpoints(out: str, say) -> None:
             "--keep_checkpoints keeps them)")
 
 
-def file_digests(data_dir: str) -> dict[str, str]:
-    """SHA-256 of each of train/dev/test.conll that exists."""
+def file_digests(data_dir: str, dictionary: str | None = None) -> dict[str, str]:
+    """SHA-256 of each of train/dev/test.conll that exists, and of the ``--dictionary`` files (together)."""
     digests = {}
     for name in ("train", "dev", "test"):
         path = io.join(data_dir, f"{name}.conll")
         if io.exists(path):
             digests[name] = hashlib.sha256(io.read_bytes(path)).hexdigest()
+    if dictionary:
+        digest = hashlib.sha256()
+        for path in dictionary_files(dictionary):
+            digest.update(io.read_bytes(path))
+        digests[DICTIONARY] = digest.hexdigest()
     return digests
 
 
-def data_digests(data_dir: str, splits) -> dict[str, dict]:
+def dictionary_files(dictionary: str) -> list[str]:
+    """The files of a ``--dictionary`` setting (comma-separated)."""
+    return [p.strip() for p in dictionary.split(",") if p.strip()]
+
+
+def data_digests(data_dir: str, splits, dictionary: str | None = None) -> dict[str, dict]:
     """Path, SHA-256 and counts of each data file: what the run learned from, exactly."""
-    shas = file_digests(data_dir)
-    return {
+    shas = file_digests(data_dir, dictionary)
+    files = {
         name: {"path": io.join(data_dir, f"{name}.conll"), "sha256": shas[name], **corpus.corpus_statistics(splits[name])}
         for name in splits
     }
+    if dictionary:
+        files[DICTIONARY] = {"path": dictionary, "sha256": shas[DICTIONARY]}
+    return files
 
 
 def package_versions() -> dict:
@@ -149,7 +163,8 @@ def check_output_dir(out: str, config: TrainConfig, digests: dict[str, str]) -> 
     differs = recorded.differences(config)
     before = {k: v.get("sha256") for k, v in record.get("data_files", {}).items()}
     now = digests
-    differs += [f"{name}.conll (contents changed)" for name in sorted(set(before) | set(now)) if before.get(name) != now.get(name)]
+    differs += [f"{'the dictionary' if name == DICTIONARY else name + '.conll'} (contents changed)"
+                for name in sorted(set(before) | set(now)) if before.get(name) != now.get(name)]
     if differs:
         raise OutputDirError(
             f"{out} holds a run with other settings: {'; '.join(differs)}. Pass --overwrite_output_dir to start over, "

@@ -65,12 +65,27 @@ def load(
             backend = backends.SavedModelBackend(folder, signature_name)
         else:
             backend = backends.KerasBackend(_float32(lambda: model_folder.load_network(folder, metadata)))
-    tagger = Tagger(backend, metadata, tokenizer, batch_size, max_seq_length, source=folder, decoding=decoding, consistent=consistent)
+    tagger = make_tagger(backend, metadata, tokenizer, batch_size, max_seq_length, source=folder, decoding=decoding, consistent=consistent)
     if not host:
         # One full-length call now: a model that cannot answer (too few positions, wrong output
         # shape, NaN weights) is refused at load, in one line, not after it has tagged a file with nothing.
         tagger.check(full_length=True)
     return tagger
+
+
+def make_tagger(backend, metadata, tokenizer, batch_size: int = 32, max_seq_length: int | None = None, source: str = "",
+                decoding: str = "constrained", consistent: bool = True, matcher=None) -> Tagger:
+    """The tagger a model's metadata calls for, over ``backend``: a token :class:`Tagger`, or for a
+    span classifier a :class:`~bner.inference.span_tagger.SpanTagger` with its dictionary
+    (``matcher``, else read from the model folder ``source``)."""
+    if not metadata.spans:
+        return Tagger(backend, metadata, tokenizer, batch_size, max_seq_length, source=source, decoding=decoding, consistent=consistent)
+    from bner.dictionary.matcher import Matcher
+    from bner.inference.span_tagger import SpanTagger
+
+    if matcher is None:
+        matcher = Matcher.load(io.within(source, metadata.spans["dictionary"]))
+    return SpanTagger(backend, metadata, tokenizer, matcher, batch_size, max_seq_length, source=source)
 
 
 def _dictionary_tagger(folder: str, host: str | None, batch_size: int):

@@ -14,12 +14,16 @@ import posixpath
 
 from bner import io
 from bner.data import corpus
+from bner.data.spans import NONE, STYLES
 
 METADATA_FILE = "metadata.json"
 TOKENIZER_FILE = "tokenizer.json"
+DICTIONARY_FOLDER = "dictionary"  # a span classifier's compiled dictionary, inside its model folder
 # The newest metadata format this bner reads. A model trained on document windows is written as 2,
-# so that a bner that would tag it sentence by sentence refuses it; every other model stays 1.
-FORMAT_VERSION = 2
+# so that a bner that would tag it sentence by sentence refuses it; a dictionary's span classifier
+# as 3, so that a bner without one refuses it; every other model stays 1.
+FORMAT_VERSION = 3
+
 # How a trained-model folder's Keras weights are laid out: 2, bner's own encoder (bner.model.network);
 # 1, KerasHub's BertBackbone, which bner no longer builds. Exports do not depend on it.
 NETWORK_LAYOUT = 2
@@ -149,6 +153,10 @@ class TaggerMetadata:
     document_windows: bool = False
     tokenizer_file: str = TOKENIZER_FILE
     special_tokens: dict = dataclasses.field(default_factory=lambda: dict(BERT_SPECIAL_TOKENS))
+    # A dictionary's span classifier: {"masking": "replace" | "markers", "mask_token": "[MASK]",
+    # "dictionary": "dictionary"} (the compiled dictionary's folder, inside the model folder);
+    # its labels are "none" then the entity types. Empty for a token tagger.
+    spans: dict = dataclasses.field(default_factory=dict)
     # An export's ONNX model for ONNX Runtime: {"file": "model.onnx", "opset": 17, "sha256": ...}; empty when none.
     onnx: dict = dataclasses.field(default_factory=dict)
     pretrained: dict = dataclasses.field(default_factory=dict)
@@ -159,12 +167,14 @@ class TaggerMetadata:
 
     @property
     def entity_types(self) -> list[str]:
+        if self.spans:
+            return sorted(self.labels[1:])
         return sorted({label.partition("-")[2] for label in self.labels if label != "O"})
 
     def to_json(self) -> dict:
         data = dataclasses.asdict(self)
         data["encoder"] = self.encoder.to_json()
-        data["format_version"] = max(self.format_version, 2 if self.document_windows else 1)
+        data["format_version"] = max(self.format_version, 3 if self.spans else 2 if self.document_windows else 1)
         return data
 
     @classmethod
@@ -203,10 +213,10 @@ class TaggerMetadata:
             raise ValueError(f"{source}: label_scheme must be one of {', '.join(corpus.MODEL_SCHEMES)}, got {self.label_scheme!r:.80}")
         if self.data_scheme not in corpus.SCHEMES:
             raise ValueError(f"{source}: data_scheme must be one of {', '.join(corpus.SCHEMES)}, got {self.data_scheme!r:.80}")
-        odd = [x for x in self.labels if not corpus.is_tag(x, self.label_scheme)]
-        if self.labels[0] != "O" or odd or len(set(self.labels)) != len(self.labels):
-            problem = f"{odd[0]!r:.80} is not a {self.label_scheme} tag" if odd else "O must come first, once, and no tag twice"
-            raise ValueError(f"{source}: labels: {problem}")
+        if self.spans:
+            self._check_spans(source)
+        else:
+            self._check_tags(source)
         for name in ("lowercase", "strip_accents"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{source}: {name} must be true or false, got {getattr(self, name)!r:.80}")
@@ -228,6 +238,25 @@ class TaggerMetadata:
         if self.onnx and not (isinstance(self.onnx, dict) and is_file_name(self.onnx.get("file"))
                               and isinstance(self.onnx.get("sha256"), str) and isinstance(self.onnx.get("opset"), int)):
             raise ValueError(f"{source}: onnx must name a file inside the model folder with its opset and sha256, got {self.onnx!r}")
+
+
+    def _check_tags(self, source: str) -> None:
+        odd = [x for x in self.labels if not corpus.is_tag(x, self.label_scheme)]
+        if self.labels[0] != "O" or odd or len(set(self.labels)) != len(self.labels):
+            problem = f"{odd[0]!r:.80} is not a {self.label_scheme} tag" if odd else "O must come first, once, and no tag twice"
+            raise ValueError(f"{source}: labels: {problem}")
+
+    def _check_spans(self, source: str) -> None:
+        spans = self.spans
+        if not isinstance(spans, dict) or spans.get("masking") not in STYLES:
+            raise ValueError(f"{source}: spans.masking must be one of {', '.join(STYLES)}, got {spans!r:.120}")
+        if not is_file_name(spans.get("dictionary")):
+            raise ValueError(f"{source}: spans.dictionary must name a folder inside the model folder, got {spans.get('dictionary')!r:.80}")
+        if spans["masking"] == "replace" and not (isinstance(spans.get("mask_token"), str) and spans["mask_token"]):
+            raise ValueError(f"{source}: spans.mask_token must name the model's mask piece")
+        odd = [x for x in self.labels[1:] if not x or any(c.isspace() for c in x) or x == NONE]
+        if self.labels[0] != NONE or odd or len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"{source}: labels: a span classifier's are {NONE} first, then distinct type names")
 
 
 def is_file_name(name) -> bool:

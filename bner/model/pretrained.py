@@ -84,6 +84,7 @@ class Pretrained:
     tokenizer_file: str | None = None
     lowercase: bool | None = None  # what the model says; None when it does not say
     special_tokens: dict[str, str] = dataclasses.field(default_factory=lambda: dict(BERT_SPECIAL_TOKENS))
+    mask_token: str = "[MASK]"  # the piece masked-language pre-training put where a word was missing
 
 
 class PretrainedError(ValueError):
@@ -384,6 +385,7 @@ def huggingface_folder(folder: str) -> Pretrained:
         tokenizer_file=tokenizer_file if has_tokenizer else None,
         lowercase=tokenizer_config.get("do_lower_case"),
         special_tokens=special_tokens(tokenizer_config, config.family),
+        mask_token=mask_token(tokenizer_config, config.family),
     )
 
 
@@ -395,6 +397,16 @@ _FAMILY_SPECIAL_TOKENS = {
     "xlm-roberta": {"cls": "<s>", "sep": "</s>", "pad": "<pad>", "unk": "<unk>"},
     "albert": {"cls": "[CLS]", "sep": "[SEP]", "pad": "<pad>", "unk": "<unk>"},
 }
+
+
+def mask_token(tokenizer_config: dict, family: str) -> str:
+    """The model's mask piece: as ``tokenizer_config.json`` names it, else the family's."""
+    named = tokenizer_config.get("mask_token")
+    if isinstance(named, dict):  # {"content": "<mask>", "lstrip": true, ...}
+        named = named.get("content")
+    if isinstance(named, str) and named:
+        return named
+    return "<mask>" if family in ("roberta", "xlm-roberta") else "[MASK]"
 
 
 def special_tokens(tokenizer_config: dict, family: str) -> dict[str, str]:

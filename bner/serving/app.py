@@ -110,7 +110,9 @@ class EntityOut(BaseModel):
     type: str = Field(description="Entity type, e.g. PER, LOC, ORG, MISC.")
     start: int = Field(description="Offset of the first character in the request text (Python string index, Unicode code points).")
     end: int = Field(description="Offset one past the last character.")
-    score: float = Field(description="Mean probability of the entity's word tags.")
+    score: float = Field(description="Mean probability of the entity's word tags (a dictionary model: the classifier's probability of its type).")
+    identifier: str | None = Field(None, description="A dictionary model's identifier(s) of the name in its vocabulary (\"|\" between "
+                                                     "several), e.g. MESH:D003920; absent when the entity has none.")
 
 
 class TokenOut(BaseModel):

@@ -26,10 +26,9 @@ from bner.environment import machine_facts
 from bner.folders import exports, model_card, model_folder, run_folder
 from bner.inference import evaluate
 from bner.inference.backends import KerasBackend
-from bner.inference.loader import load
-from bner.inference.tagger import Tagger
+from bner.inference.loader import load, make_tagger
 from bner.model import pretrained
-from bner.model.metadata import FAMILY_NAMES, TaggerMetadata, read_metadata, write_metadata
+from bner.model.metadata import DICTIONARY_FOLDER, FAMILY_NAMES, TaggerMetadata, read_metadata, write_metadata
 from bner.training import plots
 
 log = logging.getLogger(__name__)
@@ -74,6 +73,7 @@ class Setup:
     precision: str
     pretrained: object  # bner.model.pretrained.Pretrained
     checkpoints: object  # bner.training.checkpoints.CheckpointManager
+    matcher: object | None = None  # a span classifier's dictionary (bner.dictionary.matcher.Matcher); None for a token tagger
 
 
 # ---------------------------------------------------------------- preparing
@@ -143,7 +143,7 @@ def check_before_training(config: TrainConfig, overwrite_output_dir: bool = Fals
     locate_pretrained(config)
     run_folder.check_output_paths({"output_dir": config.output.output_dir, "export_dir": config.output.export_dir})
     if not overwrite_output_dir:
-        run_folder.check_output_dir(config.output.output_dir, config, run_folder.file_digests(data_dir))
+        run_folder.check_output_dir(config.output.output_dir, config, run_folder.file_digests(data_dir, config.data.dictionary))
 
 
 def locate_pretrained(config: TrainConfig):
@@ -185,7 +185,7 @@ def prepare(config: TrainConfig, splits=None) -> Setup:
         rate = default_learning_rate(found.config)
         config = dataclasses.replace(config, optimization=dataclasses.replace(config.optimization, learning_rate=rate))
     if config.model.document_windows is None:  # documents: on (chosen on dev, docs/benchmarks.md)
-        on = not config.model.context_words and corpus.has_documents(splits["train"])
+        on = not config.model.context_words and not config.data.dictionary and corpus.has_documents(splits["train"])
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, document_windows=on))
     lowercase = config.model.do_lower_case
     if features.is_wordpiece(found.vocab_file, found.tokenizer_file):  # casing bner may set
@@ -209,16 +209,18 @@ def prepare(config: TrainConfig, splits=None) -> Setup:
     precision = hardware.select_precision(config.hardware.precision, on_tpu=on_tpu)
     keras.mixed_precision.set_dtype_policy(precision)
     preprocessor = features.Preprocessor(tokenizer, config.model.max_seq_length, special_tokens=found.special_tokens)
-    index = {label: i for i, label in enumerate(labels)}
     train = splits["train"]
-    label_ids = [[index[t] for t in corpus.convert_tags(s.tags, label_scheme)] for s in train]
     o = config.optimization
     batch_size = o.train_batch_size
-    if config.model.document_windows:
-        examples, epoch_members = document_examples(preprocessor, train, label_ids, o.num_train_epochs, o.seed)
+    matcher = None
+    if config.data.dictionary:
+        matcher, examples, metadata = span_examples(config, preprocessor, train, metadata, found)
+        epoch_members = None
+    elif config.model.document_windows:
+        examples, epoch_members = document_examples(preprocessor, train, token_label_ids(train, metadata), o.num_train_epochs, o.seed)
         batch_size = document_batch_size(o.train_batch_size, config.hardware.num_tpu_cores if on_tpu else 1)
     else:
-        examples = preprocessor.encode([s.words for s in train], label_ids, contexts=training_contexts(config, train))
+        examples = preprocessor.encode([s.words for s in train], token_label_ids(train, metadata), contexts=training_contexts(config, train))
         epoch_members = None
     plan = batches.BatchPlan(
         [len(e) for e in examples], batch_size,
@@ -227,7 +229,50 @@ def prepare(config: TrainConfig, splits=None) -> Setup:
         epoch_members=epoch_members,
     )
     network, optimizer, step, strategy, checkpoints = build_training(config, metadata, plan, found, precision)
-    return Setup(config, splits, metadata, tokenizer, examples, plan, network, optimizer, step, strategy, precision, found, checkpoints)
+    return Setup(config, splits, metadata, tokenizer, examples, plan, network, optimizer, step, strategy, precision, found, checkpoints,
+                 matcher)
+
+
+def token_label_ids(train: list[corpus.Sentence], metadata: TaggerMetadata) -> list[list[int]]:
+    index = {label: i for i, label in enumerate(metadata.labels)}
+    return [[index[t] for t in corpus.convert_tags(s.tags, metadata.label_scheme)] for s in train]
+
+
+def dictionary_matcher(config: TrainConfig):
+    """The compiled dictionary of ``--dictionary`` (its files' union), with the variants asked for."""
+    from bner.dictionary.matcher import Matcher
+    from bner.dictionary.names import DictionaryError
+
+    d = config.data
+    try:
+        return Matcher.from_files(run_folder.dictionary_files(d.dictionary), fold_case=not d.dictionary_keep_case,
+                                  uninvert=d.dictionary_uninvert, plurals=d.dictionary_plurals)
+    except (DictionaryError, OSError) as e:
+        raise ConfigError(f"--dictionary: {e}") from None
+
+
+def span_examples(config: TrainConfig, preprocessor: features.Preprocessor, train: list[corpus.Sentence],
+                  metadata: TaggerMetadata, found):
+    """A span classifier's dictionary, training inputs and metadata: every dictionary match in
+    train.conll is an example, labelled with the gold entity it equals or none
+    (:func:`bner.dictionary.candidates.labelled_candidates`)."""
+    from bner.data import spans
+    from bner.dictionary.candidates import labelled_candidates
+
+    matcher = dictionary_matcher(config)
+    candidates = labelled_candidates(train, matcher, source=io.join(config.data.data_dir, "train.conll"))
+    if not candidates:
+        raise ConfigError(f"--dictionary: none of its {matcher.names:,} names occurs in train.conll: nothing to train the classifier on")
+    masking = config.model.masking
+    mask_id = preprocessor.tokenizer.token_to_id(found.mask_token) if masking == "replace" else None
+    if masking == "replace" and mask_id is None:
+        raise ConfigError(f"--masking=replace: the model's vocabulary has no {found.mask_token} piece; use --masking=markers")
+    labels = [spans.NONE, *matcher.types]
+    index = {label: i for i, label in enumerate(labels)}
+    examples = spans.encode_spans(preprocessor, candidates, masking, mask_id, label_ids=[index[c.label] for c in candidates])
+    metadata = dataclasses.replace(metadata, labels=labels, label_scheme="IOB2", split_sentences=False, spans={
+        "masking": masking, "mask_token": found.mask_token, "dictionary": DICTIONARY_FOLDER, "names": matcher.names})
+    return matcher, examples, metadata
 
 
 def document_examples(preprocessor: features.Preprocessor, train: list[corpus.Sentence], label_ids, epochs: float, seed: int):
@@ -352,10 +397,10 @@ def train(config: TrainConfig, callbacks: Sequence = (), overwrite_output_dir: b
     out = config.output.output_dir
     if overwrite_output_dir:
         run_folder.clear_run(out)
-    previous = run_folder.check_output_dir(out, config, run_folder.file_digests(config.data.data_dir))
+    previous = run_folder.check_output_dir(out, config, run_folder.file_digests(config.data.data_dir, config.data.dictionary))
     if previous:
         config = run_folder.with_recorded_defaults(config, previous)
-    digests = run_folder.data_digests(config.data.data_dir, splits)
+    digests = run_folder.data_digests(config.data.data_dir, splits, config.data.dictionary)
     model_dir = run_folder.model_dir(out)
     if previous and previous.get("status") == "finished" and model_folder.is_model_folder(model_dir):
         say(f"{out} holds this run, finished: nothing to train")
@@ -408,17 +453,27 @@ def fit(setup: Setup, callbacks: Sequence, say):
     config, out = setup.config, setup.config.output.output_dir
     per_epoch, planned = setup.plan.steps_per_epoch, setup.plan.total_steps
     members = setup.plan.epoch_members
-    if members is not None:
+    if setup.metadata.spans:
+        windows = ""  # an input a candidate
+    elif members is not None:
         windows = f"; {len(members[0])} document windows an epoch, {setup.plan.batch_size} a batch"
     else:
         extra = len(setup.examples) - len(setup.splits["train"])
         windows = f"; {extra} extra windows for long sentences" if extra else ""
     replicas = setup.strategy.num_replicas_in_sync if setup.strategy is not None else 1
     device = hardware.device_description(setup.config.hardware.use_tpu, replicas)
-    say(
-        f"data: {setup.metadata.data_scheme} tags, {len(setup.splits['train'])} training sentences, entity types "
-        f"{', '.join(setup.metadata.entity_types)}; learning {setup.metadata.label_scheme} labels"
-    )
+    if setup.metadata.spans:
+        entities = sum(int(e.labels[e.owned_positions[0]]) > 0 for e in setup.examples)
+        say(
+            f"data: {len(setup.splits['train'])} training sentences; the dictionary ({setup.matcher.names:,} names) matches "
+            f"{len(setup.examples)} candidates there, {entities} of them gold entities; learning {', '.join(setup.metadata.entity_types)} "
+            f"or none, candidates shown by {setup.metadata.spans['masking']}"
+        )
+    else:
+        say(
+            f"data: {setup.metadata.data_scheme} tags, {len(setup.splits['train'])} training sentences, entity types "
+            f"{', '.join(setup.metadata.entity_types)}; learning {setup.metadata.label_scheme} labels"
+        )
     say(
         f"model: {FAMILY_NAMES[setup.metadata.encoder.family]} ({setup.pretrained.format} format) from "
         f"{setup.pretrained.source} ({setup.metadata.encoder.num_layers} layers, "
@@ -461,7 +516,7 @@ def dev_evaluation(setup: Setup, chief: bool):
 
     dev = setup.splits["dev"]
     backend = KerasBackend(setup.network)
-    tagger = Tagger(backend, setup.metadata, setup.tokenizer, setup.config.loop.eval_batch_size)
+    tagger = make_tagger(backend, setup.metadata, setup.tokenizer, setup.config.loop.eval_batch_size, matcher=setup.matcher)
     return plugins.DevEvaluation(
         lambda: tagger.evaluate(dev), patience=setup.config.optimization.early_stopping_patience,
         model_seconds=lambda: backend.model_seconds,
@@ -514,7 +569,8 @@ def save_trained_model(setup: Setup, state, seconds: float, digests: dict, say) 
             setup.checkpoints.restore_model(best, network)
         else:
             say(f"warning: the checkpoint of step {state.best_step} is gone; keeping the last model instead")
-    model_folder.save(network, dataclasses.replace(setup.metadata, training=summary), setup.tokenizer, run_folder.model_dir(out))
+    model_folder.save(network, dataclasses.replace(setup.metadata, training=summary), setup.tokenizer, run_folder.model_dir(out),
+                      matcher=setup.matcher)
     return summary
 
 

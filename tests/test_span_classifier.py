@@ -1,0 +1,118 @@
+"""A dictionary whose matches a span classifier checks, end to end on a tiny model: training,
+its record, the model folder and export, both runtimes, serving and prediction against evaluation."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from fastapi.testclient import TestClient
+
+import bner
+from bner.data import corpus
+from bner.dictionary.matcher import Matcher
+from bner.inference.dictionary_tagger import DictionaryTagger
+from bner.serving.app import create_app
+from bner.serving.settings import ServingSettings
+from tests.cli import read_json, run_task, tiny_training_flags
+from tests.conftest import CITIES, COMPANIES, write_synthetic_data
+
+DECOYS = ("today", "works")  # filler words the dictionary lists as names: the classifier must learn they are none
+
+
+def write_dictionary(path) -> str:
+    lines = [f"{c.capitalize()}\tLOC\tGEO:{i}" for i, c in enumerate(CITIES)] + [f"{c}\tORG\tCO:{i}" for i, c in enumerate(COMPANIES)]
+    lines += ["today\tLOC\tGEO:99", "works\tORG\t"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model, tmp_path_factory):
+    root = tmp_path_factory.mktemp("spans")
+    data = write_synthetic_data(root / "data")
+    names = write_dictionary(root / "names.tsv")
+    out = str(root / "out")
+    run_task(*tiny_training_flags(tiny_model, data, out), "--do_train", f"--dictionary={names}", "--masking=markers")
+    return root, data, names, out
+
+
+def test_training_records_the_dictionary_and_the_model_carries_it(run):
+    root, _, names, out = run
+    record = read_json(f"{out}/run.json")
+    assert record["config"]["data"]["dictionary"] == names and record["config"]["model"]["masking"] == "markers"
+    assert record["training"]["data_files"]["dictionary"]["path"] == names
+    for folder in (f"{out}/model", f"{out}/export/bner/1"):
+        metadata = read_json(f"{folder}/metadata.json")
+        assert metadata["format_version"] == 3 and metadata["labels"] == ["none", "LOC", "ORG"]
+        assert metadata["spans"] == {"masking": "markers", "mask_token": "[MASK]", "dictionary": "dictionary", "names": 16}
+        assert Matcher.load(f"{folder}/dictionary").names == 16
+    card = open(f"{out}/export/bner/1/README.md", encoding="utf-8").read()
+    assert "span classifier" in card and "compiled dictionary of 16 names" in card
+
+
+def test_the_classifier_rejects_decoys_and_beats_the_dictionary_alone(run):
+    _, data, _, out = run
+    tagger = bner.load(f"{out}/export/bner/1")
+    assert type(tagger).__name__ == "SpanTagger" and tagger.backend.name == "onnx"
+    test = corpus.read_conll(f"{data}/test.conll")
+
+    def decoys(tagger_):
+        scores_, predicted_ = tagger_.evaluation(test)
+        found = [" ".join(s.words[x.start : x.end]) for s, tags in zip(test, predicted_) for x in corpus.entity_spans(tags)]
+        return scores_.overall, sum(name in DECOYS for name in found)
+
+    (scores, kept), (alone, matched) = decoys(tagger), decoys(DictionaryTagger(Matcher.load(f"{out}/export/bner/1/dictionary")))
+    assert matched > 20 and kept < matched / 2  # most decoys are rejected by a 5-epoch tiny model
+    assert scores.precision > alone.precision + 0.05  # which is what they cost the dictionary alone
+    entities = tagger("Anna visited Lima today with Acme .")
+    lima = [e for e in entities if e.text == "Lima"]
+    assert lima and lima[0].identifier == "GEO:3" and lima[0].type == "LOC"
+
+
+def test_both_runtimes_serving_and_predict_equal_evaluation(run):
+    _, data, _, out = run
+    export = f"{out}/export/bner/1"
+    onnx, tensorflow = bner.load(export, runtime="onnx"), bner.load(export, runtime="tensorflow")
+    test = corpus.read_conll(f"{data}/test.conll")
+    _, predicted = onnx.evaluation(test)
+    assert tensorflow.evaluation(test)[1] == predicted
+    texts = [" ".join(s.words) for s in test]
+    expected = []  # evaluation's entities as character spans of the joined words
+    for s, tags in zip(test, predicted):
+        starts = [sum(len(w) + 1 for w in s.words[:i]) for i in range(len(s.words))]
+        expected.append([(starts[x.start], starts[x.end - 1] + len(s.words[x.end - 1]), x.type) for x in corpus.entity_spans(tags)])
+    with TestClient(create_app(ServingSettings(), tagger=onnx)) as client:
+        answer = client.post("/api/ner/recognize", json={"texts": texts}).json()
+        assert client.get("/api/ner/model").json()["decoding"] == "dictionary + span classifier"
+    served = [[(e["start"], e["end"], e["type"]) for e in r["entities"]] for r in answer["results"]]
+    assert served == expected
+    assert any("identifier" in e for r in answer["results"] for e in r["entities"])
+    done = subprocess.run([sys.executable, "-m", "bner.cli.main", "predict", export, f"{data}/test.conll"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    written = [[line.split()[-1] for line in block.splitlines()] for block in done.stdout.split("\n\n")
+               if block.strip() and not block.startswith("-DOCSTART-")]
+    assert written == predicted
+
+
+def test_a_changed_dictionary_is_another_run_and_replace_masking_trains(run, tiny_model, tmp_path):
+    root, data, names, out = run
+    original = open(names, encoding="utf-8").read()
+    try:
+        with open(names, "a", encoding="utf-8") as f:
+            f.write("oslo fjord\tLOC\t\n")
+        done = run_task(*tiny_training_flags(tiny_model, data, out), "--do_train", f"--dictionary={names}", "--masking=markers",
+                        check=False)
+        assert done.returncode != 0 and "the dictionary (contents changed)" in done.stderr + done.stdout
+    finally:
+        with open(names, "w", encoding="utf-8") as f:
+            f.write(original)
+    replaced = str(tmp_path / "replace")
+    run_task(*tiny_training_flags(tiny_model, data, replaced, "--num_train_epochs=1"), "--do_train", f"--dictionary={names}")
+    metadata = read_json(f"{replaced}/model/metadata.json")
+    assert metadata["spans"]["masking"] == "replace" and metadata["spans"]["mask_token"] == "[MASK]"
+    assert json.loads(json.dumps(bner.load(replaced).entity_types)) == ["LOC", "ORG"]
+    bad = run_task(*tiny_training_flags(tiny_model, data, str(tmp_path / "bad")), "--do_train", f"--dictionary={names}",
+                   "--document_windows=true", check=False)
+    assert bad.returncode != 0 and "--dictionary trains a span classifier" in bad.stderr + bad.stdout
