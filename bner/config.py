@@ -44,6 +44,7 @@ class DataConfig:
     tag_scheme: str = setting("auto", "Tag scheme of the data files; auto detects it from train.conll.", result=True, choices=TAG_SCHEMES)
     columns: str | None = setting(None, "Where the word and the tag are in the data files' columns, e.g. tag,word or word,pos,chunk,tag (other names: columns not read). Default: the word first, the tag last.", result=True, kind=str)
     dictionary: str | None = setting(None, "Dictionary NER checked by a classifier: dictionary TSV file(s) (name<TAB>type[<TAB>identifier] a line; several comma-separated give their union). Training then fits a span classifier that decides, for every match of a dictionary name, its type or none; the model tags text with the dictionary and keeps what the classifier accepts, with the dictionary's identifiers. Default: train a token tagger.", result=True, kind=str)
+    span_examples: str | None = setting(None, "With --dictionary: span classification examples to train on, besides the dictionary's matches in train.conll (which may then be absent): file(s), comma-separated, of text<TAB>start<TAB>end<TAB>label lines, or .jsonl objects with those fields (character offsets on word boundaries; label a type or none).", result=True, kind=str)
     dictionary_plurals: bool = setting(False, "With --dictionary: also match the English plural of each name's last word (tumor: tumors).", result=True)
     dictionary_uninvert: bool = setting(True, "With --dictionary: also match inverted names turned round (Scleroderma, Systemic: Systemic Scleroderma).", result=True)
     dictionary_keep_case: bool = setting(False, "With --dictionary: match case as written (default: case-insensitive).", result=True)
@@ -226,6 +227,8 @@ class TrainConfig:
             raise ConfigError(f"--context_words={m.context_words}: must be 0 or more")
         if m.document_windows and m.context_words:
             raise ConfigError("--document_windows and --context_words: choose one (document windows hold their own context)")
+        if self.data.span_examples and not self.data.dictionary:
+            raise ConfigError("--span_examples trains a dictionary's span classifier: give the dictionary too (--dictionary)")
         if self.data.dictionary and (m.document_windows or m.context_words):
             raise ConfigError("--dictionary trains a span classifier on each candidate's sentence: "
                               "--document_windows and --context_words apply to a token tagger")

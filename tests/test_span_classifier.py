@@ -116,3 +116,26 @@ def test_a_changed_dictionary_is_another_run_and_replace_masking_trains(run, tin
     bad = run_task(*tiny_training_flags(tiny_model, data, str(tmp_path / "bad")), "--do_train", f"--dictionary={names}",
                    "--document_windows=true", check=False)
     assert bad.returncode != 0 and "--dictionary trains a span classifier" in bad.stderr + bad.stdout
+
+
+def test_span_examples_train_a_classifier_without_train_conll(run, tiny_model, tmp_path):
+    _, data, names, _ = run
+    evaluation = tmp_path / "data"
+    evaluation.mkdir()
+    for name in ("dev", "test"):
+        (evaluation / f"{name}.conll").write_text(open(f"{data}/{name}.conll", encoding="utf-8").read(), encoding="utf-8")
+    examples = tmp_path / "examples.jsonl"
+    rows = [{"text": "anna visited Lima today .", "start": 13, "end": 17, "label": "LOC"},
+            {"text": "anna visited Lima today .", "start": 18, "end": 23, "label": "none"}]
+    examples.write_text("\n".join(json.dumps(r) for r in rows * 10) + "\n", encoding="utf-8")
+    out = str(tmp_path / "out")
+    flags = [*tiny_training_flags(tiny_model, str(evaluation), out, "--num_train_epochs=1"), "--do_train", f"--dictionary={names}"]
+    done = run_task(*flags, f"--span_examples={examples}")
+    assert "20 candidates, 10 of them entities" in done.stdout
+    record = read_json(f"{out}/run.json")
+    assert set(record["training"]["data_files"]) == {"dev", "test", "dictionary", "span_examples"}
+    examples.write_text('{"text": "cold day", "start": 1, "end": 4, "label": "LOC"}\n', encoding="utf-8")
+    bad = run_task(*flags, f"--span_examples={examples}", "--overwrite_output_dir", check=False)
+    assert bad.returncode != 0 and "examples.jsonl:1: characters 1–4 ('old') do not start and end at word boundaries" in bad.stderr
+    missing = run_task(*flags, check=False)
+    assert missing.returncode != 0 and "train.conll: file not found" in missing.stderr

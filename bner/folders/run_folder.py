@@ -30,6 +30,7 @@ CHECKPOINTS = "checkpoints"
 MODEL = "model"
 EXPORTS = "export"
 DICTIONARY = "dictionary"  # the --dictionary files, among a run's data files
+SPAN_EXAMPLES = "span_examples"  # and the --span_examples files
 RESULTS_NAMES = {"dev": "dev_results", "test": "eval_results"}  # a run's own scores, by split: <name>.txt and .json
 LEARNING_CURVE, PER_TYPE_F1, CONFUSION = PICTURES = ("learning_curve.png", "per_type_f1.png", "confusion.png")
 
@@ -70,35 +71,38 @@ def remove_checkpoints(out: str, say) -> None:
             "--keep_checkpoints keeps them)")
 
 
-def file_digests(data_dir: str, dictionary: str | None = None) -> dict[str, str]:
-    """SHA-256 of each of train/dev/test.conll that exists, and of the ``--dictionary`` files (together)."""
+def file_digests(data_dir: str, dictionary: str | None = None, span_examples: str | None = None) -> dict[str, str]:
+    """SHA-256 of each of train/dev/test.conll that exists, of the ``--dictionary`` files (together)
+    and of the ``--span_examples`` files (together)."""
     digests = {}
     for name in ("train", "dev", "test"):
         path = io.join(data_dir, f"{name}.conll")
         if io.exists(path):
             digests[name] = hashlib.sha256(io.read_bytes(path)).hexdigest()
-    if dictionary:
-        digest = hashlib.sha256()
-        for path in dictionary_files(dictionary):
-            digest.update(io.read_bytes(path))
-        digests[DICTIONARY] = digest.hexdigest()
+    for name, setting in ((DICTIONARY, dictionary), (SPAN_EXAMPLES, span_examples)):
+        if setting:
+            digest = hashlib.sha256()
+            for path in listed_files(setting):
+                digest.update(io.read_bytes(path))
+            digests[name] = digest.hexdigest()
     return digests
 
 
-def dictionary_files(dictionary: str) -> list[str]:
-    """The files of a ``--dictionary`` setting (comma-separated)."""
-    return [p.strip() for p in dictionary.split(",") if p.strip()]
+def listed_files(setting: str) -> list[str]:
+    """The files of a comma-separated setting (``--dictionary``, ``--span_examples``)."""
+    return [p.strip() for p in setting.split(",") if p.strip()]
 
 
-def data_digests(data_dir: str, splits, dictionary: str | None = None) -> dict[str, dict]:
+def data_digests(data_dir: str, splits, dictionary: str | None = None, span_examples: str | None = None) -> dict[str, dict]:
     """Path, SHA-256 and counts of each data file: what the run learned from, exactly."""
-    shas = file_digests(data_dir, dictionary)
+    shas = file_digests(data_dir, dictionary, span_examples)
     files = {
         name: {"path": io.join(data_dir, f"{name}.conll"), "sha256": shas[name], **corpus.corpus_statistics(splits[name])}
-        for name in splits
+        for name in splits if name in shas  # a span classifier may train without train.conll
     }
-    if dictionary:
-        files[DICTIONARY] = {"path": dictionary, "sha256": shas[DICTIONARY]}
+    for name, setting in ((DICTIONARY, dictionary), (SPAN_EXAMPLES, span_examples)):
+        if setting:
+            files[name] = {"path": setting, "sha256": shas[name]}
     return files
 
 
@@ -163,7 +167,8 @@ def check_output_dir(out: str, config: TrainConfig, digests: dict[str, str]) -> 
     differs = recorded.differences(config)
     before = {k: v.get("sha256") for k, v in record.get("data_files", {}).items()}
     now = digests
-    differs += [f"{'the dictionary' if name == DICTIONARY else name + '.conll'} (contents changed)"
+    described = {DICTIONARY: "the dictionary", SPAN_EXAMPLES: "the span examples"}
+    differs += [f"{described.get(name, name + '.conll')} (contents changed)"
                 for name in sorted(set(before) | set(now)) if before.get(name) != now.get(name)]
     if differs:
         raise OutputDirError(

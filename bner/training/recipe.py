@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from bner import io
 from bner.config import PATH_SETTINGS, ConfigError, TrainConfig, all_fields
-from bner.data import batches, corpus, features, text
+from bner.data import batches, corpus, features, spans, text
 from bner.environment import machine_facts
 from bner.folders import exports, model_card, model_folder, run_folder
 from bner.inference import evaluate
@@ -102,6 +102,14 @@ def describe_data(config: TrainConfig, splits) -> tuple[str, str, list[str]]:
     return data_scheme, label_scheme, corpus.label_list(types, label_scheme)
 
 
+def written_scheme(config: TrainConfig, splits) -> str:
+    """The scheme a span classifier writes CoNLL tags in: the data's (as given, else detected), IOB2 without tags to go by."""
+    if config.data.tag_scheme != "auto":
+        return config.data.tag_scheme
+    tagged = [s.tags for name in ("train", "dev", "test") for s in splits.get(name, ())]
+    return corpus.detect_scheme(tagged) if any(t != corpus.OUTSIDE for tags in tagged for t in tags) else "IOB2"
+
+
 def data_warnings(config: TrainConfig, splits) -> list[str]:
     """What in the data is legal but probably a mistake: stray scheme tags, types only in dev/test, case variants."""
     warnings = []
@@ -129,7 +137,7 @@ def check_before_training(config: TrainConfig, overwrite_output_dir: bool = Fals
     data_dir = config.data.data_dir
     if not io.exists(data_dir):
         raise ConfigError(f"--data_dir={data_dir}: no such folder")
-    if not io.exists(io.join(data_dir, "train.conll")):
+    if not io.exists(io.join(data_dir, "train.conll")) and not config.data.span_examples:
         raise ConfigError(f"{io.join(data_dir, 'train.conll')}: file not found (training needs train.conll in --data_dir)")
     for flag, given in (("early_stopping_patience", config.optimization.early_stopping_patience),
                         ("hypertune_metric", config.loop.hypertune_metric)):
@@ -143,7 +151,7 @@ def check_before_training(config: TrainConfig, overwrite_output_dir: bool = Fals
     locate_pretrained(config)
     run_folder.check_output_paths({"output_dir": config.output.output_dir, "export_dir": config.output.export_dir})
     if not overwrite_output_dir:
-        run_folder.check_output_dir(config.output.output_dir, config, run_folder.file_digests(data_dir, config.data.dictionary))
+        run_folder.check_output_dir(config.output.output_dir, config, run_folder.file_digests(data_dir, config.data.dictionary, config.data.span_examples))
 
 
 def locate_pretrained(config: TrainConfig):
@@ -196,12 +204,15 @@ def prepare(config: TrainConfig, splits=None) -> Setup:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     lowercase, strip_accents = features.normalisation(tokenizer)
-    data_scheme, label_scheme, labels = describe_data(config, splits)
+    if config.data.dictionary:  # labels: span_examples() below
+        data_scheme, label_scheme, labels = written_scheme(config, splits), "IOB2", [spans.NONE]
+    else:
+        data_scheme, label_scheme, labels = describe_data(config, splits)
     metadata = TaggerMetadata(
         labels=labels, label_scheme=label_scheme, data_scheme=data_scheme, max_seq_length=config.model.max_seq_length,
         lowercase=lowercase, strip_accents=strip_accents, encoder=found.config, context_words=config.model.context_words,
         special_tokens=found.special_tokens, document_windows=config.model.document_windows,
-        split_sentences=not config.model.document_windows and (
+        split_sentences=not config.model.document_windows and not config.data.dictionary and (
             bool(config.model.context_words) or text.units_are_sentences([s.words for s in splits["train"]])),
         pretrained={"format": found.format, "source": str(found.source)},
     )
@@ -245,7 +256,7 @@ def dictionary_matcher(config: TrainConfig):
 
     d = config.data
     try:
-        return Matcher.from_files(run_folder.dictionary_files(d.dictionary), fold_case=not d.dictionary_keep_case,
+        return Matcher.from_files(run_folder.listed_files(d.dictionary), fold_case=not d.dictionary_keep_case,
                                   uninvert=d.dictionary_uninvert, plurals=d.dictionary_plurals)
     except (DictionaryError, OSError) as e:
         raise ConfigError(f"--dictionary: {e}") from None
@@ -256,18 +267,23 @@ def span_examples(config: TrainConfig, preprocessor: features.Preprocessor, trai
     """A span classifier's dictionary, training inputs and metadata: every dictionary match in
     train.conll is an example, labelled with the gold entity it equals or none
     (:func:`bner.dictionary.candidates.labelled_candidates`)."""
-    from bner.data import spans
     from bner.dictionary.candidates import labelled_candidates
 
     matcher = dictionary_matcher(config)
     candidates = labelled_candidates(train, matcher, source=io.join(config.data.data_dir, "train.conll"))
+    for path in run_folder.listed_files(config.data.span_examples or ""):
+        try:
+            candidates += spans.read_span_examples(path)
+        except OSError as e:
+            raise ConfigError(f"--span_examples: {e}") from None
     if not candidates:
-        raise ConfigError(f"--dictionary: none of its {matcher.names:,} names occurs in train.conll: nothing to train the classifier on")
+        raise ConfigError(f"--dictionary: none of its {matcher.names:,} names occurs in train.conll, and no --span_examples: "
+                          "nothing to train the classifier on")
     masking = config.model.masking
     mask_id = preprocessor.tokenizer.token_to_id(found.mask_token) if masking == "replace" else None
     if masking == "replace" and mask_id is None:
         raise ConfigError(f"--masking=replace: the model's vocabulary has no {found.mask_token} piece; use --masking=markers")
-    labels = [spans.NONE, *matcher.types]
+    labels = [spans.NONE, *sorted(set(matcher.types) | {c.label for c in candidates} - {spans.NONE})]
     index = {label: i for i, label in enumerate(labels)}
     examples = spans.encode_spans(preprocessor, candidates, masking, mask_id, label_ids=[index[c.label] for c in candidates])
     metadata = dataclasses.replace(metadata, labels=labels, label_scheme="IOB2", split_sentences=False, spans={
@@ -391,21 +407,22 @@ def train(config: TrainConfig, callbacks: Sequence = (), overwrite_output_dir: b
     import_tensorflow_quietly()
     from bner.training import hardware
 
-    splits = read_splits(config.data.data_dir, columns=config.data.columns)
+    splits = read_splits(config.data.data_dir, need_train=not config.data.span_examples, columns=config.data.columns)
+    splits.setdefault("train", [])  # a span classifier may learn from --span_examples alone
     if config.optimization.early_stopping_patience and "dev" not in splits:
         raise ConfigError(f"--early_stopping_patience needs dev.conll in --data_dir={config.data.data_dir} to judge the epochs")
     out = config.output.output_dir
     if overwrite_output_dir:
         run_folder.clear_run(out)
-    previous = run_folder.check_output_dir(out, config, run_folder.file_digests(config.data.data_dir, config.data.dictionary))
+    previous = run_folder.check_output_dir(out, config, run_folder.file_digests(config.data.data_dir, config.data.dictionary, config.data.span_examples))
     if previous:
         config = run_folder.with_recorded_defaults(config, previous)
-    digests = run_folder.data_digests(config.data.data_dir, splits, config.data.dictionary)
+    digests = run_folder.data_digests(config.data.data_dir, splits, config.data.dictionary, config.data.span_examples)
     model_dir = run_folder.model_dir(out)
     if previous and previous.get("status") == "finished" and model_folder.is_model_folder(model_dir):
         say(f"{out} holds this run, finished: nothing to train")
         return finished_result(config, previous, out, say)
-    for warning in data_warnings(config, splits):
+    for warning in data_warnings(config, splits) if splits["train"] else ():
         say(f"warning: {warning}")
     setup = prepare(config, splits)
     config = setup.config  # defaults resolved (learning rate, document windows): run.json records what ran
@@ -464,10 +481,11 @@ def fit(setup: Setup, callbacks: Sequence, say):
     device = hardware.device_description(setup.config.hardware.use_tpu, replicas)
     if setup.metadata.spans:
         entities = sum(int(e.labels[e.owned_positions[0]]) > 0 for e in setup.examples)
+        files = " and the --span_examples" if config.data.span_examples else ""
         say(
-            f"data: {len(setup.splits['train'])} training sentences; the dictionary ({setup.matcher.names:,} names) matches "
-            f"{len(setup.examples)} candidates there, {entities} of them gold entities; learning {', '.join(setup.metadata.entity_types)} "
-            f"or none, candidates shown by {setup.metadata.spans['masking']}"
+            f"data: {len(setup.examples)} candidates, {entities} of them entities, from the dictionary's ({setup.matcher.names:,} "
+            f"names) matches in {len(setup.splits['train'])} training sentences{files}; learning "
+            f"{', '.join(setup.metadata.entity_types)} or none, candidates shown by {setup.metadata.spans['masking']}"
         )
     else:
         say(
