@@ -139,3 +139,30 @@ def test_span_examples_train_a_classifier_without_train_conll(run, tiny_model, t
     assert bad.returncode != 0 and "examples.jsonl:1: characters 1–4 ('old') do not start and end at word boundaries" in bad.stderr
     missing = run_task(*flags, check=False)
     assert missing.returncode != 0 and "train.conll: file not found" in missing.stderr
+
+
+def test_a_tagger_and_the_dictionary_model_combine_by_union_or_confirmation(run, tiny_model, tmp_path):
+    _, data, _, out = run
+    token = str(tmp_path / "token")
+    run_task(*tiny_training_flags(tiny_model, data, token), "--do_train")
+    checked = f"{out}/export/bner/1"
+    test = corpus.read_conll(f"{data}/test.conll")
+
+    def spans_of(tagger_):
+        return {(i, x.start, x.end, x.type) for i, tags in enumerate(tagger_.evaluation(test)[1]) for x in corpus.entity_spans(tags)}
+
+    tagger, dictionary_model = bner.load(token), bner.load(checked)
+    union, confirm = bner.load(checked, combine_with=token), bner.load(token, combine_with=checked, combine="confirm")
+    assert union.entity_types == ["LOC", "ORG", "PER"] and confirm.entity_types == tagger.entity_types
+    own, checks = spans_of(tagger), spans_of(dictionary_model)
+    assert spans_of(confirm) <= own
+    joined = spans_of(union)
+    assert joined <= own | checks and len(joined) >= max(len(own), len(checks)) * 0.9  # only overlaps are dropped
+    lima = [e for e in union("Anna visited Lima .") if e.text == "Lima"]
+    assert lima and lima[0].identifier == "GEO:3"
+    done = subprocess.run([sys.executable, "-m", "bner.cli.main", "evaluate", checked, f"{data}/test.conll", "--combine_with", token,
+                           "--combine", "confirm", "--json"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["predicted"] == len(spans_of(confirm))
+    with pytest.raises(ValueError, match="a token tagger and a dictionary model"):
+        bner.load(token, combine_with=token)

@@ -205,7 +205,8 @@ def _load(args):
     import bner
 
     return bner.load(args.model, batch_size=args.batch_size, max_seq_length=args.max_seq_length,
-                     decoding=args.decoding, consistent=args.consistent, runtime=args.runtime)
+                     decoding=args.decoding, consistent=args.consistent, runtime=args.runtime,
+                     combine_with=args.combine_with, combine=args.combine)
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -214,6 +215,11 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="texts or sentences per model call (default: 32; the training flags' names are aliases)")
     parser.add_argument("--max_seq_length", type=int, help="window length in word pieces (default: the model's)")
     add_decoding_options(parser)
+    parser.add_argument("--combine_with", metavar="MODEL", help="a second model: a token tagger and a dictionary model with its "
+                                                                "span classifier (either order) give one answer, as --combine says")
+    parser.add_argument("--combine", default="union", choices=["union", "confirm"],
+                        help="union: both models' entities, overlaps longest first; confirm: the tagger's entities the "
+                             "classifier gives the same type (default: union)")
 
 
 def build_parser() -> argparse.ArgumentParser:

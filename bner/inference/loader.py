@@ -28,6 +28,8 @@ def load(
     decoding: str = "constrained",
     consistent: bool = True,
     runtime: str = "auto",
+    combine_with: str | None = None,
+    combine: str = "union",
 ) -> TextTagger:
     """A :class:`Tagger` for ``path``: a trained-model folder, an export version folder, a folder of
     versions (the latest), a run folder (its latest export, else its model), or an export's
@@ -44,7 +46,20 @@ def load(
     (:mod:`bner.inference.consistency`); ``False`` leaves each sentence as decoded.
     ``runtime``: ``auto`` (an export's ``model.onnx`` with ONNX Runtime where both are there,
     else TensorFlow), ``onnx`` or ``tensorflow``. Both compute the same entities.
+
+    ``combine_with``: a second model, loaded the same way, to combine with this one: a token
+    tagger and a dictionary's span classifier, in either order, give one answer as ``combine``
+    says (``union`` or ``confirm``, :mod:`bner.inference.combined`).
     """
+    if combine_with is not None:
+        from bner.inference.combined import CombinedTagger
+        from bner.inference.span_tagger import SpanTagger
+
+        options = dict(host=host, port=port, model_name=model_name, version=version, version_label=version_label,
+                       signature_name=signature_name, timeout_seconds=timeout_seconds, batch_size=batch_size,
+                       max_seq_length=max_seq_length, verbose=verbose, decoding=decoding, consistent=consistent, runtime=runtime)
+        first, second = load(path, **options), load(combine_with, **options)
+        return CombinedTagger(*((second, first) if isinstance(first, SpanTagger) else (first, second)), mode=combine)
     kind, folder = locate(path)
     if kind == "dictionary":
         return _dictionary_tagger(folder, host, batch_size)

@@ -1,0 +1,91 @@
+"""A token tagger and a dictionary's span classifier, one answer.
+
+Two ways to combine them (:data:`MODES`):
+
+- ``union``: the entities of both. Where they overlap, the longer is kept (then the more
+  probable), so a dictionary name the tagger cut short is whole, and a name the dictionary
+  lacks still comes from the tagger. For recall.
+- ``confirm``: the tagger's entities, each kept only where the span classifier, shown that
+  span as a candidate, gives it the same type. For precision: the tagger finds the spans,
+  the classifier checks them whether or not the dictionary lists them.
+
+Either way an entity carries the dictionary's identifier where the dictionary lists its
+name with its type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+
+import numpy as np
+
+from bner.data import corpus, spans
+from bner.dictionary.matcher import longest_first
+from bner.inference.dictionary_tagger import IDENTIFIER_SEPARATOR
+from bner.inference.span_tagger import SpanTagger
+from bner.inference.tagger import TaggedSentence, Tagger, TextTagger
+
+MODES = ("union", "confirm")
+
+
+class CombinedTagger(TextTagger):
+    """``tagger``'s and ``checker``'s entities combined as ``mode`` says."""
+
+    def __init__(self, tagger: Tagger, checker: SpanTagger, mode: str = "union"):
+        if mode not in MODES:
+            raise ValueError(f"combine mode {mode!r}: expected one of {', '.join(MODES)}")
+        if not isinstance(checker, SpanTagger) or isinstance(tagger, SpanTagger):
+            raise ValueError("combining takes a token tagger and a dictionary model with its span classifier, in that order")
+        self.tagger, self.checker, self.mode = tagger, checker, mode
+        self.batch_size, self.source = tagger.batch_size, f"{tagger.source} + {checker.source}"
+
+    def __repr__(self) -> str:
+        return f"CombinedTagger({self.tagger!r}, {self.checker!r}, mode={self.mode})"
+
+    @property
+    def entity_types(self) -> list[str]:
+        return self.tagger.entity_types if self.mode == "confirm" else sorted({*self.tagger.entity_types, *self.checker.entity_types})
+
+    @property
+    def scoring(self) -> dict:
+        return {"combine": self.mode, "tagger": self.tagger.scoring, "checker": self.checker.scoring}
+
+    @property
+    def split_sentences(self) -> bool:
+        return self.tagger.split_sentences
+
+    @property
+    def data_scheme(self) -> str:
+        return self.tagger.data_scheme
+
+    def tag_sentences_in_steps(
+        self, sentences: Sequence[Sequence[str]], batch_size: int | None = None, documents: Sequence[int] | None = None
+    ) -> Generator[None, None, list[TaggedSentence]]:
+        tagged = yield from self.tagger.tag_sentences_in_steps(sentences, batch_size, documents)
+        found = [[(x.start, x.end, x.type, float(np.mean(t.scores[x.start : x.end]))) for x in t.spans()] for t in tagged]
+        if self.mode == "union":
+            checked = yield from self.checker.tag_sentences_in_steps(sentences, batch_size, documents)
+            for spans_, t in zip(found, checked):
+                spans_ += [(x.start, x.end, x.type, float(t.scores[x.start])) for x in t.spans()]
+            return [self._tagged(words, kept) for words, kept in zip(sentences, found)]
+        candidates = [spans.SpanExample(tuple(sentences[i]), start, end) for i, own in enumerate(found) for start, end, _, _ in own]
+        probabilities = iter((yield from self.checker.candidate_probabilities_in_steps(candidates, batch_size)))
+        confirmed = []
+        for own in found:
+            kept = []
+            for start, end, entity_type, score in own:
+                p = next(probabilities)
+                if self.checker.labels[int(p.argmax())] == entity_type:
+                    kept.append((start, end, entity_type, score))
+            confirmed.append(kept)
+        return [self._tagged(words, kept) for words, kept in zip(sentences, confirmed)]
+
+    def _tagged(self, words: Sequence[str], found: list) -> TaggedSentence:
+        tags, scores, identifiers = [corpus.OUTSIDE] * len(words), np.ones(len(words), np.float32), [""] * len(words)
+        listed = {(m.start, m.end): self.checker.matcher.entries(m.key) for m in self.checker.matcher.match_words(words)}
+        for start, end, entity_type, score in longest_first(found, start=lambda f: f[0], end=lambda f: f[1], score=lambda f: f[3]):
+            tags[start:end] = [f"B-{entity_type}"] + [f"I-{entity_type}"] * (end - start - 1)
+            scores[start:end] = score
+            entries = listed.get((start, end), ())
+            identifiers[start] = IDENTIFIER_SEPARATOR.join(i for t, i in entries if t == entity_type and i)
+        return TaggedSentence(tags, scores, identifiers)
