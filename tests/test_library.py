@@ -12,6 +12,7 @@ import pytest
 
 import bner
 from bner.config import TrainConfig
+from bner.model.metadata import FORMAT_VERSION
 from tests.cli import read_json, run_task
 from tests.conftest import write_synthetic_data
 
@@ -331,7 +332,7 @@ def tokenizer_linked_outside(folder):
         (edit_metadata(tokenizer_file="../../../../etc/passwd"), "tokenizer_file must be a file name inside the model folder"),
         (edit_metadata(split_sentences="yes"), "split_sentences must be true or false"),
         (edit_metadata(document_windows=1), "document_windows must be true or false"),
-        (edit_metadata(format_version=3), "written by a newer bner"),
+        (edit_metadata(format_version=FORMAT_VERSION + 1), "written by a newer bner"),
         (lambda f: (f / "tokenizer.json").write_text("{}"), "not a tokenizer file"),
         (edit_metadata(labels=["O", "B-LOC"]), "metadata.json lists 2 labels but the model has 7 outputs"),
         # Folders that loaded, said they were ready, and then failed or answered nothing.

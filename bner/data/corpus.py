@@ -19,6 +19,7 @@ SCHEMES = ("IOB1", "IOB2", "IOBES")
 MODEL_SCHEMES = ("IOB2", "IOBES")  # the schemes a tagger predicts (model_scheme)
 PREFIXES = {"IOB1": "BI", "IOB2": "BI", "IOBES": "BIES"}
 OUTSIDE = "O"
+NONE = "none"  # a span classifier's label for a candidate that is no entity (bner.data.spans)
 
 
 class CorpusError(ValueError):

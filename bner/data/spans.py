@@ -32,8 +32,8 @@ import numpy as np
 from bner import io
 from bner.config import MASKINGS
 from bner.data import corpus, features, text
+from bner.data.corpus import NONE  # the label of a candidate that is no entity
 
-NONE = "none"  # the label of a candidate that is no entity
 STYLES = MASKINGS
 MARKERS = ("[", "]")
 

@@ -13,8 +13,9 @@ import os
 import posixpath
 
 from bner import io
+from bner.config import MASKINGS
 from bner.data import corpus
-from bner.data.spans import NONE, STYLES
+from bner.data.corpus import NONE
 
 METADATA_FILE = "metadata.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -248,8 +249,8 @@ class TaggerMetadata:
 
     def _check_spans(self, source: str) -> None:
         spans = self.spans
-        if not isinstance(spans, dict) or spans.get("masking") not in STYLES:
-            raise ValueError(f"{source}: spans.masking must be one of {', '.join(STYLES)}, got {spans!r:.120}")
+        if not isinstance(spans, dict) or spans.get("masking") not in MASKINGS:
+            raise ValueError(f"{source}: spans.masking must be one of {', '.join(MASKINGS)}, got {spans!r:.120}")
         if not is_file_name(spans.get("dictionary")):
             raise ValueError(f"{source}: spans.dictionary must name a folder inside the model folder, got {spans.get('dictionary')!r:.80}")
         if spans["masking"] == "replace" and not (isinstance(spans.get("mask_token"), str) and spans["mask_token"]):
