@@ -12,7 +12,7 @@ from bner.data.spans import NONE, SpanDataError, SpanExample, encode_spans, read
 from bner.dictionary.candidates import labelled_candidates
 from bner.dictionary.matcher import Matcher
 from bner.dictionary.names import Name
-from tests.test_encoders import family_tokenizer
+from tests.test_encoders import FAMILIES, family_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +108,13 @@ def test_example_files_in_tsv_and_jsonl_become_word_spans(tmp_path):
     jsonl.write_text('{"text": "cold", "start": 0}\n', encoding="utf-8")
     with pytest.raises(SpanDataError, match="examples.jsonl:1: expected an object with text, start, end and label"):
         read_span_examples(str(jsonl))
+
+
+def test_the_mask_piece_is_the_models_own():
+    from bner.model import pretrained
+
+    assert pretrained.mask_token({}, "bert") == "[MASK]" and pretrained.mask_token({}, "xlm-roberta") == "<mask>"
+    assert pretrained.mask_token({"mask_token": {"content": "<mask>", "lstrip": True}}, "roberta") == "<mask>"
+    for family in FAMILIES:
+        _, tokenizer, found = family_tokenizer(family)
+        assert tokenizer.token_to_id(found.mask_token) is not None, family

@@ -64,8 +64,10 @@ class TaggedText:
 
 class TextTagger:
     """What every kind of model offers on top of tagging words: raw texts, many texts, pre-split
-    words, CoNLL files and their scores. A kind of model (:class:`Tagger`, the dictionary's
-    :class:`bner.inference.dictionary_tagger.DictionaryTagger`) supplies
+    words, CoNLL files and their scores. A kind of model (:class:`Tagger`; a dictionary alone,
+    :class:`bner.inference.dictionary_tagger.DictionaryTagger`; a dictionary checked by a span
+    classifier, :class:`bner.inference.span_tagger.SpanTagger`; both kinds combined,
+    :class:`bner.inference.combined.CombinedTagger`) supplies
     :meth:`tag_sentences_in_steps`, its entity types, label schemes and scoring; raw text is
     segmented, and entities are made, the same way for all of them.
     """
@@ -148,7 +150,7 @@ class TextTagger:
         results = []
         for i, (source, words) in enumerate(zip(texts, segmented)):
             own = parts.get(i, [])
-            identifiers = [i for p in own for i in p.identifiers] if own and all(p.identifiers for p in own) else None
+            identifiers = [x for p in own for x in p.identifiers] if own and all(p.identifiers for p in own) else None
             t = TaggedSentence([tag for p in own for tag in p.tags], np.concatenate([p.scores for p in own]) if own else np.zeros(0, np.float32),
                                identifiers)
             results.append(TaggedText(source, words, t, entities_of(source, words, t)))
