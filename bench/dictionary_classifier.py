@@ -12,7 +12,8 @@ alone's recall it keeps.
     python bench/dictionary_classifier.py --data_dir ../shared/data/ncbi_disease \
         --pretrained_model .cache/minilm/model --harvest \
         --dictionary mesh=../shared/data/mesh_diseases/dictionary.tsv \
-        --train_dictionary union --seeds 1 2 3 --results_dir bench/results/dictionary_classifier_ncbi_disease
+        --train_dictionary union --seeds 1 2 3 --runs_dir runs/dictionary_classifier_ncbi_disease \
+        --results_dir bench/results/dictionary_classifier_ncbi_disease
 """
 
 from __future__ import annotations
@@ -59,10 +60,11 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--results_dir", required=True)
+    parser.add_argument("--runs_dir", required=True, help="where the runs (models) and the harvested dictionary go")
+    parser.add_argument("--results_dir", required=True, help="where summary.json goes")
     args = parser.parse_args()
 
-    os.makedirs(args.results_dir, exist_ok=True)
+    os.makedirs(args.runs_dir, exist_ok=True)
     splits = {name: corpus.read_conll(os.path.join(args.data_dir, f"{name}.conll")) for name in ("train", "dev", "test")}
     files: dict[str, list[str]] = {}
     for given in args.dictionary:
@@ -70,7 +72,7 @@ def main() -> None:
         files[name] = [path]
     plurals = {name: False for name in files}
     if args.harvest:
-        harvested = os.path.join(args.results_dir, "harvested.tsv")
+        harvested = os.path.join(args.runs_dir, "harvested.tsv")
         dictionary_names.write_names(dictionary_names.harvest(splits["train"] + splits["dev"]), harvested)
         files["harvested"], plurals["harvested"] = [harvested], True
         if args.dictionary:
@@ -83,7 +85,7 @@ def main() -> None:
               "runs": []}
     for masking in args.maskings:
         for seed in args.seeds:
-            out = os.path.join(args.results_dir, f"{masking}-seed{seed}")
+            out = os.path.join(args.runs_dir, f"{masking}-seed{seed}")
             config = bner.TrainConfig.from_settings(
                 data_dir=args.data_dir, pretrained_model=args.pretrained_model, output_dir=out, num_train_epochs=args.epochs,
                 seed=seed, precision=args.precision, dictionary=",".join(files[args.train_dictionary]),

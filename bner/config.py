@@ -61,7 +61,7 @@ class ModelConfig:
     max_seq_length: int = setting(128, "Maximum word pieces per model input, [CLS] and [SEP] included. Longer sentences are split into overlapping windows, never cut.", result=True)
     context_words: int = setting(0, "Document context (FLERT): up to this many words of the neighbouring sentences of the same document (never across -DOCSTART-) on each side of every sentence, as unlabelled input within --max_seq_length; the sentence itself is never cut for it. Raw text is split into sentences and each gets its neighbours. 0: each sentence alone.", result=True)
     document_windows: bool | None = setting(None, "Train on windows of consecutive sentences of each -DOCSTART- document, packed up to --max_seq_length (their boundaries move each epoch), every word labelled; evaluation and prediction then tag each document, and serving each raw text, whole in overlapping windows, without splitting sentences. Sentences outside any document are windows of their own. Not with --context_words. Default: on when train.conll is made of -DOCSTART- documents (chosen on dev, docs/benchmarks.md).", result=True, kind=bool)
-    masking: str = setting("replace", "With --dictionary: how the classifier sees a candidate. replace: the candidate's pieces become the model's mask piece ([MASK], <mask>), so it decides from the context alone; markers: the candidate stays, between [ and ].", result=True, choices=MASKINGS)
+    masking: str = setting("markers", "With --dictionary: how the classifier sees a candidate. markers: the candidate stays, between [ and ]; replace: the candidate's pieces become the model's mask piece ([MASK], <mask>), so it decides from the context alone. Default: markers (better on NCBI-disease dev, docs/benchmarks.md).", result=True, choices=MASKINGS)
     context_dropout: float = setting(0.5, "Training with --context_words: the chance that a training sentence's left, and separately its right, context is left out (drawn once per sentence per run), so the model also learns without context.", result=True)
     dropout: float | None = setting(None, "Dropout of the encoder and head. Default: the pretrained model's hidden_dropout_prob.", result=True, kind=float)
     hidden_act: str | None = setting(None, "Override the encoder's feed-forward activation (gelu = exact erf, gelu_tanh = tanh approximation, relu).", result=True, kind=str)
@@ -162,6 +162,8 @@ class TrainConfig:
         inputs = {name: os.path.abspath(value) for name, value in self.flat().items()
                   if name in INPUT_PATH_SETTINGS and isinstance(value, str) and value and "://" not in value
                   and os.path.exists(value)}
+        inputs.update({name: ",".join(_absolute(p) for p in path_list(value)) for name, value in self.flat().items()
+                       if name in PATH_LIST_SETTINGS and value})
         return dataclasses.asdict(TrainConfig.from_settings(self, **inputs))
 
     @classmethod
@@ -259,6 +261,16 @@ ACTIVATION_NAMES = ("gelu", "gelu_exact", "gelu_new", "gelu_pytorch_tanh", "gelu
 
 INPUT_PATH_SETTINGS = ("data_dir", "pretrained_model", "bert_config_file", "vocab_file", "init_checkpoint")
 PATH_SETTINGS = (*INPUT_PATH_SETTINGS, "output_dir", "export_dir")
+PATH_LIST_SETTINGS = ("dictionary", "span_examples")  # input files, comma-separated
+
+
+def path_list(setting: str) -> list[str]:
+    """The files of a comma-separated setting (``--dictionary``, ``--span_examples``)."""
+    return [p.strip() for p in setting.split(",") if p.strip()]
+
+
+def _absolute(path: str) -> str:
+    return os.path.abspath(path) if "://" not in path and os.path.exists(path) else path
 
 
 BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -275,6 +287,9 @@ def boolean(text: str) -> bool:
 def _same(name: str, a: Any, b: Any) -> bool:
     if name in PATH_SETTINGS and isinstance(a, str) and isinstance(b, str):
         return io.same_file(a, b)
+    if name in PATH_LIST_SETTINGS and isinstance(a, str) and isinstance(b, str):
+        a_files, b_files = path_list(a), path_list(b)
+        return len(a_files) == len(b_files) and all(io.same_file(x, y) for x, y in zip(a_files, b_files))
     return a == b
 
 

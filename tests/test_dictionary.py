@@ -12,8 +12,9 @@ import pytest
 
 import bner
 from bner.dictionary import names as dictionary_names
-from bner.dictionary.matcher import Matcher, longest_first, normal_word, normalise
+from bner.dictionary.matcher import Matcher, longest_first
 from bner.dictionary.names import DictionaryError, Name
+from bner.dictionary.normal import normal_word, normalise
 
 
 def matcher(*entries, **options) -> Matcher:
@@ -91,7 +92,7 @@ def test_dictionary_files_read_with_errors_that_name_file_and_line(tmp_path):
     cases = {
         "colitis\n": ":1: expected name<TAB>type",
         "a\tDisease\nb\tDisease\tX\tY\n": ":2: expected name<TAB>type",
-        "cold\tnone\n": "type 'none' is reserved",
+        "cold\tnone\n": "type 'none': is reserved",
         "cold\tB PER\n": "without spaces",
         "\tDisease\n": ":1: the name (first field) is empty",
     }
@@ -178,3 +179,20 @@ def test_a_compiled_dictionary_is_a_model_for_load_evaluate_and_predict(tmp_path
     bad.write_text("x\tDisease\ny\n", encoding="utf-8")
     done = subprocess.run([*cli, "dictionary", "compile", str(bad), "--output", str(tmp_path / "no")], capture_output=True, text=True)
     assert done.returncode == 2 and "bad.tsv:2: expected name<TAB>type" in done.stderr and not (tmp_path / "no").exists()
+
+
+def test_review_cases_abbreviation_periods_byte_order_marks_invisible_characters_and_dashes(tmp_path):
+    m = matcher(("Tom", "PER"), ("Acme Inc", "ORG"), ("flu", "Disease"))
+    # Raw text keeps a short capitalised word's final period ("Tom.", as in "Dr."): a name ending
+    # before it is still found, and the entity is the word, as the tagger would label it.
+    assert found(m, "I met Tom. Acme Inc. said It was Flu.") == [("Tom.", "PER"), ("Acme Inc.", "ORG"), ("Flu.", "Disease")]
+    assert [(x.start, x.end) for x in m.match_words(["fl\u200bu", "Tom\u200d"])] == [(0, 1), (1, 2)]  # zero-width characters
+    bom = tmp_path / "bom.tsv"
+    bom.write_text("\ufeffname\ttype\tidentifier\nflu\tDisease\tD1\n", encoding="utf-8")
+    assert list(dictionary_names.read_names(str(bom))) == [Name("flu", "Disease", "D1")]
+    from bner.data.corpus import Sentence
+
+    assert dictionary_names.harvest([Sentence(("-", "flu"), ("B-D", "B-D"))]) == [Name("flu", "D")]
+    for reserved in ("none", "None", "O", "two words"):
+        with pytest.raises(DictionaryError, match="type"):
+            matcher(("flu", reserved))

@@ -109,7 +109,8 @@ def test_a_changed_dictionary_is_another_run_and_replace_masking_trains(run, tin
         with open(names, "w", encoding="utf-8") as f:
             f.write(original)
     replaced = str(tmp_path / "replace")
-    run_task(*tiny_training_flags(tiny_model, data, replaced, "--num_train_epochs=1"), "--do_train", f"--dictionary={names}")
+    run_task(*tiny_training_flags(tiny_model, data, replaced, "--num_train_epochs=1"), "--do_train", f"--dictionary={names}",
+             "--masking=replace")
     metadata = read_json(f"{replaced}/model/metadata.json")
     assert metadata["spans"]["masking"] == "replace" and metadata["spans"]["mask_token"] == "[MASK]"
     assert json.loads(json.dumps(bner.load(replaced).entity_types)) == ["LOC", "ORG"]
@@ -166,3 +167,42 @@ def test_a_tagger_and_the_dictionary_model_combine_by_union_or_confirmation(run,
     assert json.loads(done.stdout)["predicted"] == len(spans_of(confirm))
     with pytest.raises(ValueError, match="a token tagger and a dictionary model"):
         bner.load(token, combine_with=token)
+
+
+def test_a_decision_is_none_or_a_type_the_dictionary_lists_and_candidates_count_against_the_budget(run, tmp_path):
+    from bner.dictionary.names import Name
+    from bner.serving.app import make_tagger
+
+    _, _, _, out = run
+    tagger = bner.load(f"{out}/export/bner/1")
+    tagger.matcher = Matcher.compile([Name("Lima", "ORG", "X:1"), Name("Oslo", "ORG")])  # listed as ORG only
+    text = "Anna visited Lima and Oslo with Acme ."
+    assert {e.type for e in tagger(text)} <= {"ORG"}
+    many = "Lima . " * 200  # 200 candidates of up to 32 pieces each: 6,400 pieces of model work
+    with TestClient(create_app(ServingSettings(max_pieces=2000), tagger=tagger)) as client:
+        assert client.post("/api/ner/recognize", json={"text": "Lima ."}).status_code == 200
+        refused = client.post("/api/ner/recognize", json={"text": many})
+        assert refused.status_code == 413 and "word pieces" in refused.json()["detail"]
+    tagger.matcher.save(str(tmp_path / "alone"))
+    with pytest.raises(ValueError, match="a compiled dictionary alone is not served"):
+        make_tagger(ServingSettings(model_dir=str(tmp_path / "alone")))
+
+
+@pytest.mark.parametrize("family", ["roberta", "deberta-v3"])
+def test_other_encoder_families_train_a_span_classifier_with_their_own_mask_piece(family, tmp_path):
+    from bner.config import TrainConfig
+    from bner.model import pretrained
+    from tests.test_encoders import FIXTURES
+
+    data = write_synthetic_data(tmp_path / "data", train=80, dev=20, test=20)
+    config = TrainConfig.from_settings(
+        pretrained_model=str(FIXTURES / family), data_dir=data, output_dir=str(tmp_path / "out"), num_train_epochs=1,
+        learning_rate=1e-3, train_batch_size=16, max_seq_length=24, precision="float32", progress=False,
+        dictionary=write_dictionary(tmp_path / "names.tsv"), masking="replace",
+    )
+    result = bner.train(config, say=lambda line: None)
+    mask = pretrained.locate_pretrained(str(FIXTURES / family)).mask_token
+    assert read_json(f"{result.export_path}/metadata.json")["spans"]["mask_token"] == mask
+    from_export, from_model = bner.load(result.export_path), bner.load(result.model_dir)
+    texts = ["Anna visited Lima today with Acme .", "naïve café in Oslo , 東京"]
+    assert from_export.predict(texts) == from_model.predict(texts)

@@ -118,3 +118,16 @@ def test_the_mask_piece_is_the_models_own():
     for family in FAMILIES:
         _, tokenizer, found = family_tokenizer(family)
         assert tokenizer.token_to_id(found.mask_token) is not None, family
+
+
+def test_example_labels_and_offsets_are_checked_as_strictly_as_dictionary_types(tmp_path):
+    jsonl = tmp_path / "examples.jsonl"
+    for record, message in (({"text": "a flu", "start": 2, "end": 5, "label": "O"}, "label 'O': is reserved"),
+                            ({"text": "a flu", "start": 2.0, "end": 5, "label": "D"}, "start and end must be whole numbers"),
+                            ({"text": "a flu", "start": True, "end": 5, "label": "D"}, "start and end must be whole numbers")):
+        jsonl.write_text(json.dumps(record) + "\n", encoding="utf-8")
+        with pytest.raises(SpanDataError, match=re.escape(message)):
+            read_span_examples(str(jsonl))
+    tsv = tmp_path / "examples.tsv"
+    tsv.write_text("\ufefftext\tstart\tend\tlabel\na flu\t2\t5\tnone\n", encoding="utf-8")
+    assert [(e.start, e.end, e.label) for e in read_span_examples(str(tsv))] == [(1, 2, NONE)]

@@ -185,7 +185,7 @@ def add_dictionary_verbs(verbs) -> None:
     dictionary = verbs.add_parser("dictionary", help="compile a dictionary of names (TSV) for dictionary NER, or harvest one")
     steps = dictionary.add_subparsers(dest="step", required=True, metavar="{compile,harvest}")
     build = steps.add_parser("compile", help="compile dictionary TSV files (name, type, optional identifier) into a matcher "
-                                             "folder that bner evaluate, predict and serve take as a model")
+                                             "folder that bner evaluate and predict take as a model")
     build.add_argument("names", nargs="+", help="dictionary TSV files: name<TAB>type[<TAB>identifier] a line; several give their union")
     build.add_argument("--output", required=True, help="the compiled dictionary's folder")
     build.add_argument("--keep_case", action="store_true", help="match case as written (default: case-insensitive)")

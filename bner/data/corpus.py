@@ -378,6 +378,15 @@ def model_scheme(data_scheme: str) -> str:
     return "IOBES" if data_scheme == "IOBES" else "IOB2"
 
 
+def type_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name an entity type (empty, with spaces, or reserved: O, none), else None."""
+    if not name or any(c.isspace() for c in name):
+        return "expected a type name without spaces (Disease, PER)"
+    if name.lower() == NONE or name == OUTSIDE:
+        return "is reserved (O: outside any entity; none: a candidate that is no entity); choose another name"
+    return None
+
+
 def outside_documents(document) -> bool:
     """Whether a sentence's document number marks it as outside any document: 0 (before any
     ``-DOCSTART-``) or less (Beam's numbering of such sentences); any other value names a document."""

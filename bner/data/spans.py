@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -54,8 +53,9 @@ class SpanExample:
 
 
 def check_label(label: str, where: str) -> None:
-    if not label or re.search(r"\s", label):
-        raise SpanDataError(f"{where}: label {label!r}: expected a type name without spaces, or {NONE}")
+    problem = None if label == NONE else corpus.type_name_problem(label)
+    if problem:
+        raise SpanDataError(f"{where}: label {label!r}: {problem}, or {NONE} for no entity")
 
 
 # ---------------------------------------------------------------- example files
@@ -67,13 +67,13 @@ def read_span_examples(path: str) -> list[SpanExample]:
     a ``.jsonl`` file, JSON objects with those four fields. The text is segmented into words as
     raw text is everywhere (:mod:`bner.data.text`); a candidate must start and end at word
     boundaries. Errors name the file and line."""
-    jsonl = str(path).endswith((".jsonl", ".json"))
+    jsonl = str(path).endswith(".jsonl")
     out = []
     with io.open_file(path, "rb") as handle:
         for number, raw in enumerate(handle, 1):
             where = f"{path}:{number}"
             try:
-                line = raw.decode("utf-8").rstrip("\r\n")
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")  # -sig: drops a byte-order mark
             except UnicodeDecodeError as e:
                 raise SpanDataError(f"{where}: not UTF-8 ({e.reason} at byte {e.start} of the line)") from None
             if not line.strip():
@@ -107,10 +107,9 @@ def span_example(source, start, end, label, where: str = "") -> SpanExample:
     """A candidate given by character offsets into a raw text, as words of that text."""
     if not isinstance(source, str) or not isinstance(label, str):
         raise SpanDataError(f"{where}: text and label must be strings")
-    try:
-        start, end = int(start), int(end)
-    except (TypeError, ValueError):
-        raise SpanDataError(f"{where}: start and end must be whole numbers, got {start!r} and {end!r}") from None
+    if not all(isinstance(x, int) and not isinstance(x, bool) or isinstance(x, str) and x.strip().isdigit() for x in (start, end)):
+        raise SpanDataError(f"{where}: start and end must be whole numbers, got {start!r} and {end!r}")
+    start, end = int(start), int(end)
     if not 0 <= start < end <= len(source):
         raise SpanDataError(f"{where}: characters {start}–{end} are not a span of the {len(source)}-character text")
     check_label(label, where)
@@ -146,12 +145,16 @@ def encode_spans(
         raise ValueError("the replace style needs the model's mask piece (mask_id)")
     cls, sep, unk = preprocessor.special_id("cls"), preprocessor.special_id("sep"), preprocessor.special_id("unk")
     room = preprocessor.max_pieces
+    # Every word takes at least one piece, so no word further than ``room`` from the candidate can
+    # fit beside it: each input tokenizes at most that many words a side, however long the text.
+    near = [(max(0, e.start - room), e.end + room) for e in examples]
     if style == "markers":
-        shown = [(*e.words[: e.start], MARKERS[0], *e.words[e.start : e.end], MARKERS[1], *e.words[e.end :]) for e in examples]
-        centres = [(e.start, e.end + 2) for e in examples]
+        shown = [(*e.words[a : e.start], MARKERS[0], *e.words[e.start : e.end], MARKERS[1], *e.words[e.end : b])
+                 for e, (a, b) in zip(examples, near)]
+        centres = [(e.start - a, e.end - a + 2) for e, (a, _) in zip(examples, near)]
     else:
-        shown = [e.words for e in examples]
-        centres = [(e.start, e.end) for e in examples]
+        shown = [e.words[a:b] for e, (a, b) in zip(examples, near)]
+        centres = [(e.start - a, e.end - a) for e, (a, _) in zip(examples, near)]
     out = []
     for i, (tokenized, (first, last)) in enumerate(zip(features.tokenize(preprocessor.tokenizer, shown, room, unk), centres)):
         left, centre, right = _cut(tokenized, first, last)
@@ -180,7 +183,7 @@ def _cut(sentence: features.TokenizedSentence, first: int, last: int):
     return left, sentence.pieces[a:b], right
 
 
-def span_labels(examples: Sequence[SpanExample]) -> list[str]:
-    """A classifier's labels for examples: :data:`NONE` first, then their types in order."""
-    return [NONE, *sorted({e.label for e in examples} - {NONE})]
+def span_labels(examples: Sequence[SpanExample], types: Sequence[str] = ()) -> list[str]:
+    """A classifier's labels: :data:`NONE` first, then the examples' types and ``types`` (a dictionary's), sorted."""
+    return [NONE, *sorted(({e.label for e in examples} | set(types)) - {NONE})]
 

@@ -8,8 +8,8 @@ grows with the text and the matches, not with the number of names: a million nam
 fast as a thousand. It holds a million names in about a third of the memory pyahocorasick
 needs (bench/dictionary_matching.py, docs/benchmarks.md) and answers character offsets.
 
-Names and text are normalised alike, word by word (:func:`normal_word`), and joined by one
-space; a match counts only where it starts at a word's start and ends at a word's end. The
+Names and text are normalised alike, word by word (:func:`bner.dictionary.normal.normal_word`),
+and joined by one space; a match counts only where it starts at a word's start and ends at a word's end. The
 words are the tagger's: a CoNLL file's own, or raw text as :mod:`bner.data.text` segments it.
 So "cold" is not found in "colder", and a match is always a run of whole words, which is
 what a tagger labels and conlleval scores.
@@ -18,10 +18,7 @@ what a tagger labels and conlleval scores.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
-import re
-import unicodedata
 from collections.abc import Iterable, Sequence
 
 import ahocorasick_rs
@@ -29,36 +26,11 @@ import ahocorasick_rs
 from bner import io
 from bner.data import text as text_words
 from bner.dictionary.names import DictionaryError, Name, check_type, read_names, with_variants
+from bner.dictionary.normal import NORMALISATION, normal_word, normalise
 
-# What normal_word does, numbered: a saved dictionary holds normalised names, so one saved
-# under other rules is refused (compile it again) rather than silently matching less.
-NORMALISATION = 1
 SETTINGS_FILE = "dictionary.json"
 _UNIT, _RECORD = "\x1f", "\x1e"  # ASCII unit and record separators: no dictionary field holds them (tabs and line breaks split fields)
 NAMES_FILE = "names.tsv"  # normalised name, type, identifier: one line per entry
-
-_QUOTES = str.maketrans({"’": "'", "‘": "'", "ʼ": "'", "`": "'", "´": "'", "′": "'"})
-# Hyphens, dashes, the minus sign and the soft hyphen (NFKC keeps each of these).
-_DASHES = re.compile("[-\u00ad\u2010-\u2015\u2212\ufe58\ufe63\uff0d]")
-# Within a word: runs of letters and digits, single CJK characters, single other symbols.
-_PIECE = re.compile(rf"(?:{text_words.LETTER})+|[{text_words.CJK}]|[^\s\w]|_")
-
-
-@functools.lru_cache(maxsize=1 << 17)
-def normal_word(word: str, fold_case: bool = True) -> str:
-    """A word as matching compares it: NFKC; case-folded (an option); ’ ‘ ʼ ` ´ as '; hyphens
-    and dashes as spaces; its letter-and-digit runs, CJK characters and other symbols as pieces
-    joined by one space. So "Crohn’s" and "Crohn ' s", "non-Hodgkin" and "non Hodgkin",
-    "ＨＩＶ" and "HIV" compare equal. A word of dashes alone is "" (no piece)."""
-    form = unicodedata.normalize("NFKC", word)
-    if fold_case:
-        form = form.casefold()
-    return " ".join(_PIECE.findall(_DASHES.sub(" ", form.translate(_QUOTES))))
-
-
-def normalise(name: str, fold_case: bool = True) -> str:
-    """A name as a key: its words (segmented as raw text is) normalised and joined by one space."""
-    return " ".join(filter(None, (normal_word(w.text, fold_case) for w in text_words.iter_words(name))))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +66,11 @@ class Matcher:
         index: dict[str, int] = {}
         entries: list[dict[tuple[str, str], None]] = []
         count = 0
+        checked: set[str] = set()
         for count, n in enumerate(names, 1):
+            if n.type not in checked:
+                check_type(n.type, f"{source}: name {n.name!r} (entry {count})")
+                checked.add(n.type)
             key = normalise(n.name, fold_case)
             if not key:
                 raise DictionaryError(f"{source}: name {n.name!r} (entry {count}) has no letter, digit or symbol to match")
@@ -142,6 +118,8 @@ class Matcher:
             parts.append(normal)
             position += len(normal)
             ends[position] = i
+            if normal.endswith(" ."):  # "Tom." at a sentence's end is one word of raw text: a name may end before its period
+                ends.setdefault(position - 2, i)
         found = []
         for key, start, end in self.automaton.find_matches_as_indexes(" ".join(parts), overlapping=True):
             first_word, last_word = starts.get(start), ends.get(end)

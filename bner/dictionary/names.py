@@ -13,9 +13,9 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from bner import io
 from bner.data import corpus
+from bner.dictionary.normal import normalise
 
-# A type names what the classifier answers; "none" is its answer for a match that is no entity.
-NONE = "none"
+NONE = corpus.NONE  # the classifier's answer for a match that is no entity: no type may be called so
 HEADER = ("name", "type", "identifier")
 
 
@@ -31,10 +31,9 @@ class Name:
 
 
 def check_type(entity_type: str, where: str) -> None:
-    if not entity_type or re.search(r"\s", entity_type):
-        raise DictionaryError(f"{where}: type {entity_type!r}: expected a type name without spaces (Disease, PER)")
-    if entity_type.lower() == NONE or entity_type == corpus.OUTSIDE:
-        raise DictionaryError(f"{where}: type {entity_type!r} is reserved (a match that is no entity); choose another name")
+    problem = corpus.type_name_problem(entity_type)
+    if problem:
+        raise DictionaryError(f"{where}: type {entity_type!r}: {problem}")
 
 
 def read_names(path: str) -> Iterator[Name]:
@@ -44,7 +43,7 @@ def read_names(path: str) -> Iterator[Name]:
         for number, raw in enumerate(handle, 1):
             where = f"{path}:{number}"
             try:
-                line = raw.decode("utf-8").rstrip("\r\n")
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")  # -sig: drops a byte-order mark
             except UnicodeDecodeError as e:
                 raise DictionaryError(f"{where}: not UTF-8 ({e.reason} at byte {e.start} of the line)") from None
             if not line.strip():
@@ -125,5 +124,7 @@ def harvest(sentences: Sequence[corpus.Sentence]) -> list[Name]:
     seen: dict[tuple[str, str], None] = {}
     for s in sentences:
         for span in corpus.entity_spans(s.tags):
-            seen.setdefault((" ".join(s.words[span.start : span.end]), span.type), None)
+            mention = " ".join(s.words[span.start : span.end])
+            if normalise(mention):  # a mention of dashes alone has nothing a dictionary could match
+                seen.setdefault((mention, span.type), None)
     return [Name(name, entity_type) for name, entity_type in seen]

@@ -202,10 +202,10 @@ def _span_labels(metadata: TaggerMetadata) -> str:
     return "\n".join([
         "## Labels\n",
         f"The model holds a compiled dictionary of {spans.get('names', 0):,} names (`{spans['dictionary']}/`). Every match of one of its names in a text is a "
-        f"candidate, overlapping and nested ones included, and the classifier gives each one of {len(metadata.labels)} labels: "
-        f"{', '.join(f'`{label}`' for label in metadata.labels)} (`none`: no entity). It sees the candidate in its sentence, "
-        f"{shown}; it reads the encoder's output there. Accepted candidates that overlap are resolved longest first, then the "
-        "more probable. Entities carry the dictionary's identifiers of their name and type. A name the dictionary lacks is never "
+        f"candidate, overlapping and nested ones included, and the classifier gives each one of its labels "
+        f"{', '.join(f'`{label}`' for label in metadata.labels)}: `none` (no entity) or a type the dictionary lists for the name. "
+        f"It sees the candidate in its sentence, {shown}; it reads the encoder's output there. Accepted candidates that overlap "
+        "are resolved longest first, then leftmost, then the more probable. Entities carry the dictionary's identifiers of their name and type. A name the dictionary lacks is never "
         "found: recall is bounded by the dictionary.\n",
         f"Input: {'lower-cased, accents stripped' if metadata.lowercase else 'cased'}; at most {metadata.max_seq_length} word "
         "pieces per candidate's input, centred on the candidate (the nearest words on each side that fit).\n",

@@ -21,7 +21,7 @@ import platform
 from importlib import metadata as package_metadata
 
 from bner import io
-from bner.config import ConfigError, TrainConfig
+from bner.config import ConfigError, TrainConfig, path_list
 from bner.data import corpus
 from bner.model.metadata import NETWORK_LAYOUT
 
@@ -82,15 +82,10 @@ def file_digests(data_dir: str, dictionary: str | None = None, span_examples: st
     for name, setting in ((DICTIONARY, dictionary), (SPAN_EXAMPLES, span_examples)):
         if setting:
             digest = hashlib.sha256()
-            for path in listed_files(setting):
+            for path in path_list(setting):
                 digest.update(io.read_bytes(path))
             digests[name] = digest.hexdigest()
     return digests
-
-
-def listed_files(setting: str) -> list[str]:
-    """The files of a comma-separated setting (``--dictionary``, ``--span_examples``)."""
-    return [p.strip() for p in setting.split(",") if p.strip()]
 
 
 def data_digests(data_dir: str, splits, dictionary: str | None = None, span_examples: str | None = None) -> dict[str, dict]:

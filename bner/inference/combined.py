@@ -2,8 +2,8 @@
 
 Two ways to combine them (:data:`MODES`):
 
-- ``union``: the entities of both. Where they overlap, the longer is kept (then the more
-  probable), so a dictionary name the tagger cut short is whole, and a name the dictionary
+- ``union``: the entities of both. Where they overlap, the longer is kept (then the
+  leftmost, then the more probable), so a dictionary name the tagger cut short is whole, and a name the dictionary
   lacks still comes from the tagger. For recall.
 - ``confirm``: the tagger's entities, each kept only where the span classifier, shown that
   span as a candidate, gives it the same type. For precision: the tagger finds the spans,
@@ -81,11 +81,11 @@ class CombinedTagger(TextTagger):
         return [self._tagged(words, kept) for words, kept in zip(sentences, confirmed)]
 
     def _tagged(self, words: Sequence[str], found: list) -> TaggedSentence:
-        tags, scores, identifiers = [corpus.OUTSIDE] * len(words), np.ones(len(words), np.float32), [""] * len(words)
+        kept = longest_first(found, start=lambda f: f[0], end=lambda f: f[1], score=lambda f: f[3])
         listed = {(m.start, m.end): self.checker.matcher.entries(m.key) for m in self.checker.matcher.match_words(words)}
-        for start, end, entity_type, score in longest_first(found, start=lambda f: f[0], end=lambda f: f[1], score=lambda f: f[3]):
-            tags[start:end] = [f"B-{entity_type}"] + [f"I-{entity_type}"] * (end - start - 1)
+        scores, identifiers = np.ones(len(words), np.float32), [""] * len(words)
+        for start, end, entity_type, score in kept:
             scores[start:end] = score
-            entries = listed.get((start, end), ())
-            identifiers[start] = IDENTIFIER_SEPARATOR.join(i for t, i in entries if t == entity_type and i)
+            identifiers[start] = IDENTIFIER_SEPARATOR.join(i for t, i in listed.get((start, end), ()) if t == entity_type and i)
+        tags = corpus.spans_to_tags([corpus.Span(t, start, end) for start, end, t, _ in kept], len(words), "IOB2")
         return TaggedSentence(tags, scores, identifiers)

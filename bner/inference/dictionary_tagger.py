@@ -44,10 +44,10 @@ class DictionaryTagger(TextTagger):
         yield  # a generator, as every tagger's steps are: matching needs no model call to wait for
 
     def tag_words(self, words: Sequence[str]) -> TaggedSentence:
-        tags, identifiers = [corpus.OUTSIDE] * len(words), [""] * len(words)
+        identifiers, kept = [""] * len(words), []
         for match in longest_first(self.matcher.match_words(words)):
             entries = self.matcher.entries(match.key)
             entity_type = entries[0][0]
-            tags[match.start : match.end] = [f"B-{entity_type}"] + [f"I-{entity_type}"] * (match.end - match.start - 1)
+            kept.append(corpus.Span(entity_type, match.start, match.end))
             identifiers[match.start] = IDENTIFIER_SEPARATOR.join(i for t, i in entries if t == entity_type and i)
-        return TaggedSentence(tags, np.ones(len(words), np.float32), identifiers)
+        return TaggedSentence(corpus.spans_to_tags(kept, len(words), "IOB2"), np.ones(len(words), np.float32), identifiers)

@@ -1,6 +1,6 @@
 """Dictionary matches checked by a span classifier: the words → every dictionary match → the
 classifier's decision for each (a type, or none) → the accepted matches, overlaps resolved
-longest first (then the more probable) → tags and entities with the dictionary's identifiers.
+longest first (then leftmost, then the more probable) → tags and entities with the dictionary's identifiers.
 
 The classifier is a token classifier read at one piece an input (:func:`bner.data.spans.encode_spans`),
 so it runs on every backend a token tagger runs on (Keras in training, a SavedModel, ONNX
@@ -15,7 +15,7 @@ from collections.abc import Generator, Sequence
 import numpy as np
 import tokenizers
 
-from bner.data import batches, corpus, spans
+from bner.data import corpus, spans
 from bner.dictionary.matcher import Matcher, longest_first
 from bner.inference.dictionary_tagger import IDENTIFIER_SEPARATOR
 from bner.inference.tagger import TaggedSentence, Tagger
@@ -43,10 +43,6 @@ class SpanTagger(Tagger):
     def scoring(self) -> dict:
         return {"decoding": "dictionary + span classifier", "masking": self.masking, "overlaps": "longest first"}
 
-    @property
-    def split_sentences(self) -> bool:
-        return False  # a candidate's window is its sentence's words, or a raw text's, around it
-
     def tag_sentences_in_steps(
         self, sentences: Sequence[Sequence[str]], batch_size: int | None = None, documents: Sequence[int] | None = None
     ) -> Generator[None, None, list[TaggedSentence]]:
@@ -55,8 +51,12 @@ class SpanTagger(Tagger):
         probabilities = yield from self.candidate_probabilities_in_steps(candidates, batch_size)
         accepted: list[list] = [[] for _ in sentences]
         for (i, match), p in zip(found, probabilities):
-            label = int(p.argmax())
-            if label:  # 0 is none
+            # The decision is none or a type the dictionary lists for the name, as training labelled
+            # candidates (bner.dictionary.candidates).
+            allowed = [0, *(self._label_ids[t] for t in dict.fromkeys(t for t, _ in self.matcher.entries(match.key))
+                            if t in self._label_ids)]
+            label = allowed[int(p[allowed].argmax())]
+            if label:
                 accepted[i].append((match, self.labels[label], float(p[label])))
         return [self._tagged_spans(len(words), kept) for words, kept in zip(sentences, accepted)]
 
@@ -67,23 +67,14 @@ class SpanTagger(Tagger):
         if not candidates:
             return []
         examples = spans.encode_spans(self.preprocessor, candidates, self.masking, self.mask_id)
-        buckets = batches.padding_buckets(self.preprocessor.max_seq_length, getattr(self.backend, "static_shapes", True))
-        plan = batches.plan_batches([len(e) for e in examples], batch_size or self.batch_size, buckets)
-        out: list[np.ndarray] = [np.empty(0)] * len(examples)
-        for call, batch in enumerate(batches.iterate_batches(examples, plan, self.preprocessor.pad_id)):
-            if call:
-                yield
-            probabilities = self.backend.piece_probabilities(batch.inputs)
-            for row, i in enumerate(batch.indices):
-                out[i] = np.asarray(probabilities[row, examples[i].owned_positions[0]], np.float32)
-        return out
+        piece_probabilities = yield from self.example_probabilities_in_steps(examples, batch_size)
+        return [np.asarray(p[e.owned_positions[0]], np.float32) for e, p in zip(examples, piece_probabilities)]
 
     def _tagged_spans(self, length: int, accepted: list) -> TaggedSentence:
-        tags, scores, identifiers = [corpus.OUTSIDE] * length, np.ones(length, np.float32), [""] * length
-        for match, entity_type, score in longest_first(accepted, start=lambda a: a[0].start, end=lambda a: a[0].end,
-                                                       score=lambda a: a[2]):
-            tags[match.start : match.end] = [f"B-{entity_type}"] + [f"I-{entity_type}"] * (match.end - match.start - 1)
+        kept = longest_first(accepted, start=lambda a: a[0].start, end=lambda a: a[0].end, score=lambda a: a[2])
+        scores, identifiers = np.ones(length, np.float32), [""] * length
+        for match, entity_type, score in kept:
             scores[match.start : match.end] = score
-            entries = self.matcher.entries(match.key)
-            identifiers[match.start] = IDENTIFIER_SEPARATOR.join(i for t, i in entries if t == entity_type and i)
+            identifiers[match.start] = IDENTIFIER_SEPARATOR.join(i for t, i in self.matcher.entries(match.key) if t == entity_type and i)
+        tags = corpus.spans_to_tags([corpus.Span(t, m.start, m.end) for m, t, _ in kept], length, "IOB2")
         return TaggedSentence(tags, scores, identifiers)

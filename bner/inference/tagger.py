@@ -305,6 +305,14 @@ class Tagger(TextTagger):
         if not sentences:
             return []
         examples = self.preprocessor.encode(sentences, contexts=self.contexts(sentences, documents))
+        piece_probabilities = yield from self.example_probabilities_in_steps(examples, batch_size)
+        labels = self.labels
+        return [p.reshape(len(p), len(labels)) for p in features.word_values(examples, piece_probabilities, len(sentences))]
+
+    def example_probabilities_in_steps(
+        self, examples: Sequence[features.Example], batch_size: int | None
+    ) -> Generator[None, None, list[np.ndarray]]:
+        """Each model input's ``[pieces, labels]`` probabilities, batched by length, one model call per step."""
         buckets = batches.padding_buckets(self.preprocessor.max_seq_length, getattr(self.backend, "static_shapes", True))
         plan = batches.plan_batches([len(e) for e in examples], batch_size or self.batch_size, buckets)
         piece_probabilities: list[np.ndarray] = [np.empty(0)] * len(examples)
@@ -317,7 +325,7 @@ class Tagger(TextTagger):
                 raise ValueError(f"{self.source}: the model answers {probabilities.shape[-1]} labels, metadata.json lists {len(labels)}")
             for row, i in enumerate(batch.indices):
                 piece_probabilities[i] = probabilities[row]
-        return [p.reshape(len(p), len(labels)) for p in features.word_values(examples, piece_probabilities, len(sentences))]
+        return piece_probabilities
 
     def decode(self, word_probabilities: np.ndarray) -> TaggedSentence:
         """A sentence's tags and their probabilities from its words' label probabilities ``[words, labels]``."""

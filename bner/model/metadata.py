@@ -255,7 +255,7 @@ class TaggerMetadata:
             raise ValueError(f"{source}: spans.dictionary must name a folder inside the model folder, got {spans.get('dictionary')!r:.80}")
         if spans["masking"] == "replace" and not (isinstance(spans.get("mask_token"), str) and spans["mask_token"]):
             raise ValueError(f"{source}: spans.mask_token must name the model's mask piece")
-        odd = [x for x in self.labels[1:] if not x or any(c.isspace() for c in x) or x == NONE]
+        odd = [x for x in self.labels[1:] if corpus.type_name_problem(x)]
         if self.labels[0] != NONE or odd or len(set(self.labels)) != len(self.labels):
             raise ValueError(f"{source}: labels: a span classifier's are {NONE} first, then distinct type names")
 

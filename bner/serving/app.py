@@ -24,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bner.inference.backends import BackendUnavailable
+from bner.inference.span_tagger import SpanTagger
+from bner.inference.tagger import Tagger
 from bner.serving import budget
 from bner.serving.batching import MicroBatcher, Overloaded
 from bner.serving.guard import RequestGuard
@@ -49,8 +51,12 @@ def make_tagger(settings: ServingSettings):
     model_dir = settings.model_dir or (os.path.dirname(settings.metadata_file) if settings.metadata_file else None)
     if not model_dir:
         raise ValueError("no model: pass --model_dir (an export version folder) or set MODEL_DIR / METADATA_FILE")
-    return load(model_dir, signature_name=settings.signature_name, batch_size=settings.max_batch_size,
-                decoding=settings.decoding, consistent=settings.consistent, runtime=settings.runtime)
+    tagger = load(model_dir, signature_name=settings.signature_name, batch_size=settings.max_batch_size,
+                  decoding=settings.decoding, consistent=settings.consistent, runtime=settings.runtime)
+    if not isinstance(tagger, Tagger):
+        raise ValueError(f"{model_dir}: a compiled dictionary alone is not served; serve a model trained with --dictionary "
+                         "(the dictionary and its classifier), or label files with bner predict")
+    return tagger
 
 
 # ---------------------------------------------------------------- API schema
@@ -400,6 +406,8 @@ def add_recognize(app: FastAPI, settings: ServingSettings, tagger, batcher: Micr
         pieces = budget.piece_bound(texts)
         if pieces > settings.max_pieces:
             pieces = await asyncio.to_thread(budget.count_pieces, tagger, texts, settings.max_pieces)
+        if pieces <= settings.max_pieces and isinstance(tagger, SpanTagger):  # an input for every dictionary match
+            pieces = max(pieces, await asyncio.to_thread(budget.candidate_pieces, tagger, texts, settings.max_pieces))
         if pieces > settings.max_pieces:
             return too_large(f"the texts make over {settings.max_pieces} word pieces, the limit")
         tagged = await until_disconnected(batcher.submit(texts, cost=pieces), request) if texts else []

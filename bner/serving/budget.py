@@ -23,6 +23,18 @@ def piece_bound(texts: Sequence[str]) -> int:
     return sum(len(unicodedata.normalize("NFD", t)) for t in texts)
 
 
+def candidate_pieces(tagger, texts: Sequence[str], limit: int | None = None) -> int:
+    """A span classifier's work on the texts: an input for every dictionary match, each at most a
+    window long and no longer than its text (counting stops once past ``limit``)."""
+    total = 0
+    for t in texts:
+        window = min(tagger.preprocessor.max_seq_length, piece_bound([t]) + 2)
+        total += window * len(tagger.matcher.match_text(t)[1])
+        if limit is not None and total > limit:
+            return total
+    return total
+
+
 def count_pieces(tagger: Tagger, texts: Sequence[str], limit: int | None = None) -> int:
     """Word pieces the texts make with the tagger's tokenizer (the model's work, before windows).
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 
 from bner import io
-from bner.config import PATH_SETTINGS, ConfigError, TrainConfig, all_fields
+from bner.config import PATH_LIST_SETTINGS, PATH_SETTINGS, ConfigError, TrainConfig, all_fields, path_list
 from bner.data import batches, corpus, features, spans, text
 from bner.environment import machine_facts
 from bner.folders import exports, model_card, model_folder, run_folder
@@ -212,7 +212,7 @@ def prepare(config: TrainConfig, splits=None) -> Setup:
         labels=labels, label_scheme=label_scheme, data_scheme=data_scheme, max_seq_length=config.model.max_seq_length,
         lowercase=lowercase, strip_accents=strip_accents, encoder=found.config, context_words=config.model.context_words,
         special_tokens=found.special_tokens, document_windows=config.model.document_windows,
-        split_sentences=not config.model.document_windows and not config.data.dictionary and (
+        split_sentences=not config.model.document_windows and (
             bool(config.model.context_words) or text.units_are_sentences([s.words for s in splits["train"]])),
         pretrained={"format": found.format, "source": str(found.source)},
     )
@@ -256,7 +256,7 @@ def dictionary_matcher(config: TrainConfig):
 
     d = config.data
     try:
-        return Matcher.from_files(run_folder.listed_files(d.dictionary), fold_case=not d.dictionary_keep_case,
+        return Matcher.from_files(path_list(d.dictionary), fold_case=not d.dictionary_keep_case,
                                   uninvert=d.dictionary_uninvert, plurals=d.dictionary_plurals)
     except (DictionaryError, OSError) as e:
         raise ConfigError(f"--dictionary: {e}") from None
@@ -271,7 +271,7 @@ def span_examples(config: TrainConfig, preprocessor: features.Preprocessor, trai
 
     matcher = dictionary_matcher(config)
     candidates = labelled_candidates(train, matcher, source=io.join(config.data.data_dir, "train.conll"))
-    for path in run_folder.listed_files(config.data.span_examples or ""):
+    for path in path_list(config.data.span_examples or ""):
         try:
             candidates += spans.read_span_examples(path)
         except OSError as e:
@@ -283,10 +283,10 @@ def span_examples(config: TrainConfig, preprocessor: features.Preprocessor, trai
     mask_id = preprocessor.tokenizer.token_to_id(found.mask_token) if masking == "replace" else None
     if masking == "replace" and mask_id is None:
         raise ConfigError(f"--masking=replace: the model's vocabulary has no {found.mask_token} piece; use --masking=markers")
-    labels = [spans.NONE, *sorted(set(matcher.types) | {c.label for c in candidates} - {spans.NONE})]
+    labels = spans.span_labels(candidates, matcher.types)
     index = {label: i for i, label in enumerate(labels)}
     examples = spans.encode_spans(preprocessor, candidates, masking, mask_id, label_ids=[index[c.label] for c in candidates])
-    metadata = dataclasses.replace(metadata, labels=labels, label_scheme="IOB2", split_sentences=False, spans={
+    metadata = dataclasses.replace(metadata, labels=labels, label_scheme="IOB2", spans={
         "masking": masking, "mask_token": found.mask_token, "dictionary": DICTIONARY_FOLDER, "names": matcher.names})
     return matcher, examples, metadata
 
@@ -612,7 +612,7 @@ def learned_nothing(history: list[dict], config: TrainConfig) -> str | None:
 def result_settings(config: TrainConfig) -> dict:
     """The settings that determine the model (paths of data and model are in the card's own sections)."""
     flat = config.flat()
-    return {name: flat[name] for name, f in all_fields().items() if f.metadata["result"] and name not in PATH_SETTINGS}
+    return {name: flat[name] for name, f in all_fields().items() if f.metadata["result"] and name not in (*PATH_SETTINGS, *PATH_LIST_SETTINGS)}
 
 
 def describe_model(model_dir: str, scores: dict[str, dict], say) -> None:
