@@ -206,3 +206,21 @@ def test_other_encoder_families_train_a_span_classifier_with_their_own_mask_piec
     from_export, from_model = bner.load(result.export_path), bner.load(result.model_dir)
     texts = ["Anna visited Lima today with Acme .", "naïve café in Oslo , 東京"]
     assert from_export.predict(texts) == from_model.predict(texts)
+
+
+def test_beam_labels_files_with_the_dictionary_model_as_bner_predict_does(run, tmp_path):
+    pytest.importorskip("apache_beam")
+    from bner import batch_predict
+    from bner.inference import prediction
+
+    _, _, _, out = run
+    export = f"{out}/export/bner/1"
+    source = tmp_path / "texts.txt"
+    source.write_text("Anna visited Lima today with Acme .\nBoris works for Globex in Oslo .\n\nHana flew to Quito .\n", encoding="utf-8")
+    output = str(tmp_path / "labelled" / "part")
+    batch_predict.run(export, [str(source)], output, batch_size=8)
+    labelled = [json.loads(line) for path in sorted((tmp_path / "labelled").glob("part-*-of-*.jsonl")) for line in open(path)]
+    records = list(prediction.read_records(open(source, encoding="utf-8"), str(source), "text"))
+    expected = {r.where: [e.as_dict() for e in entities] for r, entities in zip(records, prediction.tag_records(bner.load(export), records))}
+    assert {r["source"]: r["entities"] for r in labelled} == expected
+    assert any("identifier" in e for entities in expected.values() for e in entities)
