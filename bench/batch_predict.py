@@ -71,7 +71,7 @@ def main() -> None:
         started = time.perf_counter()
         tagger = load(args.export, batch_size=args.batch_size)
         loaded = time.perf_counter()
-        _, count = prediction.predict_file(tagger, whole, os.path.join(tmp, "predicted.jsonl"), batch_size=args.batch_size)
+        count = prediction.predict_file(tagger, whole, os.path.join(tmp, "predicted.jsonl"), batch_size=args.batch_size).count
         done = time.perf_counter()
         runs["bner predict"] = {"seconds": round(done - started, 1), "load_seconds": round(loaded - started, 1),
                                 "sentences_per_second": round(count / (done - started), 1)}
