@@ -124,6 +124,18 @@ def read_text(path: str) -> str:
         return f.read()
 
 
+def numbered_lines(path: str, error: type[ValueError] = ValueError) -> Iterator[tuple[int, str]]:
+    """A UTF-8 text file's lines one at a time (a file of any size), numbered from 1, without their
+    line breaks or the first line's byte-order mark. A line that is not UTF-8 raises ``error``
+    naming the file and line."""
+    with open_file(path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                raise error(f"{path}:{number}: not UTF-8 ({e.reason} at byte {e.start} of the line)") from None
+
+
 def read_bytes(path: str) -> bytes:
     with open_file(path, "rb") as f:
         return f.read()

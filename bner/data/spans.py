@@ -69,18 +69,13 @@ def read_span_examples(path: str) -> list[SpanExample]:
     boundaries. Errors name the file and line."""
     jsonl = str(path).endswith(".jsonl")
     out = []
-    with io.open_file(path, "rb") as handle:
-        for number, raw in enumerate(handle, 1):
-            where = f"{path}:{number}"
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")  # -sig: drops a byte-order mark
-            except UnicodeDecodeError as e:
-                raise SpanDataError(f"{where}: not UTF-8 ({e.reason} at byte {e.start} of the line)") from None
-            if not line.strip():
-                continue
-            fields = _json_fields(line, where) if jsonl else _tsv_fields(line, where, number)
-            if fields is not None:
-                out.append(span_example(*fields, where=where))
+    for number, line in io.numbered_lines(path, SpanDataError):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        fields = _json_fields(line, where) if jsonl else _tsv_fields(line, where, number)
+        if fields is not None:
+            out.append(span_example(*fields, where=where))
     return out
 
 

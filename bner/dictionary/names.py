@@ -39,26 +39,21 @@ def check_type(entity_type: str, where: str) -> None:
 def read_names(path: str) -> Iterator[Name]:
     """The names of a dictionary file, in order. Blank lines are skipped, and so is a first line
     ``name<TAB>type[<TAB>identifier]`` (a header). Errors name the file and line."""
-    with io.open_file(path, "rb") as handle:
-        for number, raw in enumerate(handle, 1):
-            where = f"{path}:{number}"
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")  # -sig: drops a byte-order mark
-            except UnicodeDecodeError as e:
-                raise DictionaryError(f"{where}: not UTF-8 ({e.reason} at byte {e.start} of the line)") from None
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            if number == 1 and tuple(f.strip().lower() for f in fields) == HEADER[: len(fields)] and len(fields) >= 2:
-                continue
-            if len(fields) not in (2, 3):
-                raise DictionaryError(f"{where}: expected name<TAB>type or name<TAB>type<TAB>identifier, "
-                                      f"got {len(fields)} tab-separated field{'s' * (len(fields) != 1)}: {line[:80]!r}")
-            name, entity_type = fields[0].strip(), fields[1].strip()
-            if not name:
-                raise DictionaryError(f"{where}: the name (first field) is empty")
-            check_type(entity_type, where)
-            yield Name(name, entity_type, fields[2].strip() if len(fields) == 3 else "")
+    for number, line in io.numbered_lines(path, DictionaryError):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        fields = line.split("\t")
+        if number == 1 and tuple(f.strip().lower() for f in fields) == HEADER[: len(fields)] and len(fields) >= 2:
+            continue
+        if len(fields) not in (2, 3):
+            raise DictionaryError(f"{where}: expected name<TAB>type or name<TAB>type<TAB>identifier, "
+                                  f"got {len(fields)} tab-separated field{'s' * (len(fields) != 1)}: {line[:80]!r}")
+        name, entity_type = fields[0].strip(), fields[1].strip()
+        if not name:
+            raise DictionaryError(f"{where}: the name (first field) is empty")
+        check_type(entity_type, where)
+        yield Name(name, entity_type, fields[2].strip() if len(fields) == 3 else "")
 
 
 def write_names(names: Iterable[Name], path: str) -> int:
