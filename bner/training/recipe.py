@@ -139,6 +139,10 @@ def check_before_training(config: TrainConfig, overwrite_output_dir: bool = Fals
         raise ConfigError(f"--data_dir={data_dir}: no such folder")
     if not io.exists(io.join(data_dir, "train.conll")) and not config.data.span_examples:
         raise ConfigError(f"{io.join(data_dir, 'train.conll')}: file not found (training needs train.conll in --data_dir)")
+    for flag in PATH_LIST_SETTINGS:
+        for path in path_list(config.flat()[flag] or ""):
+            if not io.exists(path):
+                raise ConfigError(f"--{flag}: {path}: no such file")
     for flag, given in (("early_stopping_patience", config.optimization.early_stopping_patience),
                         ("hypertune_metric", config.loop.hypertune_metric)):
         if given and not io.exists(io.join(data_dir, "dev.conll")):
