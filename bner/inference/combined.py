@@ -68,7 +68,8 @@ class CombinedTagger(TextTagger):
             for spans_, t in zip(found, checked):
                 spans_ += [(x.start, x.end, x.type, float(t.scores[x.start])) for x in t.spans()]
             return [self._tagged(words, kept) for words, kept in zip(sentences, found)]
-        candidates = [spans.SpanExample(tuple(sentences[i]), start, end) for i, own in enumerate(found) for start, end, _, _ in own]
+        shared = [tuple(words) for words in sentences]  # one tuple a sentence, however many spans it holds
+        candidates = [spans.SpanExample(shared[i], start, end) for i, own in enumerate(found) for start, end, _, _ in own]
         probabilities = iter((yield from self.checker.candidate_probabilities_in_steps(candidates, batch_size)))
         confirmed = []
         for own in found:

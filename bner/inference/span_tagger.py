@@ -46,8 +46,9 @@ class SpanTagger(Tagger):
     def tag_sentences_in_steps(
         self, sentences: Sequence[Sequence[str]], batch_size: int | None = None, documents: Sequence[int] | None = None
     ) -> Generator[None, None, list[TaggedSentence]]:
-        found = [(i, m) for i, words in enumerate(sentences) for m in self.matcher.match_words(words)]
-        candidates = [spans.SpanExample(tuple(sentences[i]), m.start, m.end) for i, m in found]
+        shared = [tuple(words) for words in sentences]  # one tuple a sentence, however many candidates it holds
+        found = [(i, m) for i, words in enumerate(shared) for m in self.matcher.match_words(words)]
+        candidates = [spans.SpanExample(shared[i], m.start, m.end) for i, m in found]
         probabilities = yield from self.candidate_probabilities_in_steps(candidates, batch_size)
         accepted: list[list] = [[] for _ in sentences]
         for (i, match), p in zip(found, probabilities):
