@@ -15,7 +15,6 @@ from bner import io
 from bner.data import corpus
 from bner.dictionary.normal import normalise
 
-NONE = corpus.NONE  # the classifier's answer for a match that is no entity: no type may be called so
 HEADER = ("name", "type", "identifier")
 
 
