@@ -9,6 +9,11 @@ its sentence, whichever dictionary found it), beside that dictionary alone. It a
 the classifier's throughput in candidates per second on test, and how much of the dictionary
 alone's recall it keeps.
 
+The classifier accepts a match above a threshold of probability (0.5 by default, its
+arg-max). For each dictionary the threshold is also chosen on dev: the highest of
+``--thresholds`` at which the classifier keeps ``--keep_recall`` of the dictionary alone's dev
+recall, then applied to test (``at_chosen_threshold``), beside the whole test curve.
+
     python bench/dictionary_classifier.py --data_dir ../shared/data/ncbi_disease \
         --pretrained_model .cache/minilm/model --harvest \
         --dictionary mesh=../shared/data/mesh_diseases/dictionary.tsv \
@@ -36,12 +41,33 @@ from bner.data import corpus  # noqa: E402
 from bner.dictionary import names as dictionary_names  # noqa: E402
 from bner.dictionary.matcher import Matcher  # noqa: E402
 from bner.inference.dictionary_tagger import DictionaryTagger  # noqa: E402
+from bner.inference.evaluate import score  # noqa: E402
+from bner.inference.tagger import run_steps  # noqa: E402
 
 
 def scored(tagger, sentences) -> dict:
     counts = tagger.evaluate(sentences).overall
     return {"precision": round(100 * counts.precision, 2), "recall": round(100 * counts.recall, 2), "f1": round(100 * counts.f1, 2),
             "predicted": counts.predicted, "correct": counts.correct, "gold": counts.gold}
+
+
+def swept(tagger, sentences, thresholds) -> dict:
+    """Scores at each threshold, the classifier run once: its decisions are remade from the same probabilities."""
+    words = [s.words for s in sentences]
+    checked = run_steps(tagger.checked_matches_in_steps(words))
+    out = {}
+    for threshold in thresholds:
+        predicted = [corpus.convert_tags(t.tags, tagger.data_scheme) for t in tagger.decided(words, checked, threshold)]
+        counts = score([s.tags for s in sentences], predicted).overall
+        out[threshold] = {"precision": round(100 * counts.precision, 2), "recall": round(100 * counts.recall, 2),
+                          "f1": round(100 * counts.f1, 2), "predicted": counts.predicted, "correct": counts.correct, "gold": counts.gold}
+    return out
+
+
+def chosen_threshold(dev: dict, dictionary_recall: float, keep: float) -> float:
+    """The highest threshold whose dev recall is at least ``keep`` of the dictionary alone's (the lowest if none is)."""
+    keeping = [t for t, s in dev.items() if s["recall"] >= keep * dictionary_recall]
+    return max(keeping) if keeping else min(dev)
 
 
 def mean(values) -> float:
@@ -60,6 +86,9 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--thresholds", nargs="+", type=float,
+                        default=[0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15, 0.1, 0.05, 0.02, 0.01])
+    parser.add_argument("--keep_recall", type=float, default=0.95, help="the share of the dictionary's dev recall a chosen threshold keeps")
     parser.add_argument("--runs_dir", required=True, help="where the runs (models) and the harvested dictionary go")
     parser.add_argument("--results_dir", required=True, help="where summary.json goes")
     args = parser.parse_args()
@@ -97,6 +126,10 @@ def main() -> None:
             for name, matcher in matchers.items():
                 tagger.matcher = matcher  # the classifier judges whatever candidates a dictionary finds
                 run["scores"][name] = {split: scored(tagger, splits[split]) for split in ("dev", "test")}
+                curves = {split: swept(tagger, splits[split], args.thresholds) for split in ("dev", "test")}
+                chosen = chosen_threshold(curves["dev"], result["alone"][name]["dev"]["recall"], args.keep_recall)
+                run["scores"][name]["at_chosen_threshold"] = {"threshold": chosen, "dev": curves["dev"][chosen], "test": curves["test"][chosen]}
+                run["scores"][name]["test_by_threshold"] = {str(t): curves["test"][t] for t in args.thresholds}
             tagger.matcher = matchers[args.train_dictionary]
             candidates = sum(len(tagger.matcher.match_words(s.words)) for s in splits["test"])
             started = time.perf_counter()
@@ -117,6 +150,14 @@ def main() -> None:
                 "precision_gain_over_dictionary": round(mean(t["precision"] for t in test) - alone["precision"], 2),
                 "recall_kept": round(mean(t["recall"] for t in test) / alone["recall"], 4) if alone["recall"] else None,
                 "candidates_per_second": mean(r["candidates_per_second"] for r in runs),
+            }
+            at_chosen = [r["scores"][name]["at_chosen_threshold"] for r in runs]
+            summary[f"{masking}/{name}/chosen_threshold"] = {
+                "thresholds": [c["threshold"] for c in at_chosen],
+                "test_precision": mean(c["test"]["precision"] for c in at_chosen), "test_recall": mean(c["test"]["recall"] for c in at_chosen),
+                "test_f1": mean(c["test"]["f1"] for c in at_chosen),
+                "precision_gain_over_dictionary": round(mean(c["test"]["precision"] for c in at_chosen) - alone["precision"], 2),
+                "recall_kept": round(mean(c["test"]["recall"] for c in at_chosen) / alone["recall"], 4) if alone["recall"] else None,
             }
     result["summary"] = summary
     write_result(result, os.path.join(args.results_dir, "summary.json"))

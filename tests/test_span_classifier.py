@@ -188,6 +188,47 @@ def test_a_decision_is_none_or_a_type_the_dictionary_lists_and_candidates_count_
         make_tagger(ServingSettings(model_dir=str(tmp_path / "alone")))
 
 
+def test_the_threshold_trades_precision_for_recall_and_reaches_every_shell(run, tiny_model, tmp_path):
+    import numpy as np
+
+    from bner.inference.tagger import run_steps
+
+    _, data, _, out = run
+    export = f"{out}/export/bner/1"
+    tagger = bner.load(export)
+    assert tagger.threshold == 0.5 and tagger.scoring["threshold"] == 0.5
+    # The decision, by hand: labels are none, LOC, ORG.
+    p = np.array([0.6, 0.3, 0.1], np.float32)
+    assert tagger.decide(p, [1, 2]) == 0  # 0.4 of the probability is an entity's: not above 0.5
+    assert tagger.decide(p, [1, 2], 0.3) == 1  # above 0.3: the more probable listed type
+    assert tagger.decide(p, [2], 0.1) == 2 and tagger.decide(p, [2], 0.2) == 0  # ORG alone: 0.1 / 0.7 of it
+    assert tagger.decide(p, []) == 0
+    test = corpus.read_conll(f"{data}/test.conll")
+    words = [s.words for s in test]
+    checked = run_steps(tagger.checked_matches_in_steps(words))
+    assert [t.tags for t in tagger.decided(words, checked)] == [t.tags for t in tagger.tag_sentences(words)]
+    found = {t: sum(len(x.spans()) for x in tagger.decided(words, checked, t)) for t in (0.0, 0.5, 0.9)}
+    assert found[0.0] >= found[0.5] >= found[0.9] and found[0.0] > found[0.9]
+    alone = DictionaryTagger(tagger.matcher).tag_sentences(words)
+    assert found[0.0] == sum(len(x.spans()) for x in alone)  # accepting every match is the dictionary alone
+    with pytest.raises(ValueError, match="threshold 1.0: expected a probability"):
+        tagger.decided(words, checked, 1.0)
+    assert bner.load(export, threshold=0.2).threshold == 0.2
+    token = str(tmp_path / "token")
+    run_task(*tiny_training_flags(tiny_model, data, token), "--do_train", "--num_train_epochs=1")
+    with pytest.raises(ValueError, match="threshold applies to a dictionary model"):
+        bner.load(token, threshold=0.2)
+    assert bner.load(token, combine_with=export, combine="confirm", threshold=0.2).checker.threshold == 0.2
+    done = subprocess.run([sys.executable, "-m", "bner.cli.main", "evaluate", export, f"{data}/test.conll", "--threshold", "0", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["predicted"] == found[0.0]
+    with pytest.raises(ValueError, match="BNER_THRESHOLD=1.5"):
+        ServingSettings(threshold=1.5).check()
+    with TestClient(create_app(ServingSettings(), tagger=bner.load(export, threshold=0.3))) as client:
+        assert client.get("/api/ner/model").json()["threshold"] == 0.3
+
+
 @pytest.mark.parametrize("family", ["roberta", "deberta-v3"])
 def test_other_encoder_families_train_a_span_classifier_with_their_own_mask_piece(family, tmp_path):
     from bner.config import TrainConfig

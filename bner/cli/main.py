@@ -18,6 +18,7 @@ from bner.cli.options import add_decoding_options, flag_type
 from bner.config import SECTIONS, ConfigError, TrainConfig, boolean
 from bner.data.corpus import CorpusError
 from bner.environment import configure_environment, import_tensorflow_quietly
+from bner.inference.decoding import THRESHOLD_HELP
 from bner.inference.prediction import MAX_LINE_BYTES
 
 GROUP_TITLES = {
@@ -206,7 +207,7 @@ def _load(args):
 
     return bner.load(args.model, batch_size=args.batch_size, max_seq_length=args.max_seq_length,
                      decoding=args.decoding, consistent=args.consistent, runtime=args.runtime,
-                     combine_with=args.combine_with, combine=args.combine)
+                     combine_with=args.combine_with, combine=args.combine, threshold=args.threshold)
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -220,6 +221,7 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--combine", default="union", choices=["union", "confirm"],
                         help="union: both models' entities, overlaps longest first; confirm: the tagger's entities the "
                              "classifier gives the same type (default: union)")
+    parser.add_argument("--threshold", type=float, help=THRESHOLD_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,8 @@ Two ways to combine them (:data:`MODES`):
   leftmost, then the more probable), so a dictionary name the tagger cut short is whole, and a name the dictionary
   lacks still comes from the tagger. For recall.
 - ``confirm``: the tagger's entities, each kept only where the span classifier, shown that
-  span as a candidate, gives it the same type. For precision: the tagger finds the spans,
+  span as a candidate, gives it the same type (accepting it at its threshold,
+  :meth:`~bner.inference.span_tagger.SpanTagger.decide`, among all its types). For precision: the tagger finds the spans,
   the classifier checks them whether or not the dictionary lists them.
 
 Either way an entity carries the dictionary's identifier where the dictionary lists its
@@ -71,12 +72,13 @@ class CombinedTagger(TextTagger):
         shared = [tuple(words) for words in sentences]  # one tuple a sentence, however many spans it holds
         candidates = [spans.SpanExample(shared[i], start, end) for i, own in enumerate(found) for start, end, _, _ in own]
         probabilities = iter((yield from self.checker.candidate_probabilities_in_steps(candidates, batch_size)))
+        every_type = range(1, len(self.checker.labels))  # a span the tagger found need not be listed in the dictionary
         confirmed = []
         for own in found:
             kept = []
             for start, end, entity_type, score in own:
                 p = next(probabilities)
-                if self.checker.labels[int(p.argmax())] == entity_type:
+                if self.checker.labels[self.checker.decide(p, every_type)] == entity_type:
                     kept.append((start, end, entity_type, score))
             confirmed.append(kept)
         return [self._tagged(words, kept) for words, kept in zip(sentences, confirmed)]

@@ -8,6 +8,7 @@ from bner.environment import configure_environment, import_tensorflow_quietly
 from bner.folders import model_folder
 from bner.folders.locate import locate
 from bner.inference import backends
+from bner.inference.decoding import THRESHOLD, check_threshold
 from bner.inference.tagger import Tagger, TextTagger
 from bner.model.metadata import METADATA_FILE, SIGNATURE, read_metadata
 
@@ -30,6 +31,7 @@ def load(
     runtime: str = "auto",
     combine_with: str | None = None,
     combine: str = "union",
+    threshold: float | None = None,
 ) -> TextTagger:
     """A :class:`Tagger` for ``path``: a trained-model folder, an export version folder, a folder of
     versions (the latest), a run folder (its latest export, else its model), or an export's
@@ -50,6 +52,10 @@ def load(
     ``combine_with``: a second model, loaded the same way, to combine with this one: a token
     tagger and a dictionary's span classifier, in either order, give one answer as ``combine``
     says (``union`` or ``confirm``, :mod:`bner.inference.combined`).
+
+    ``threshold``: for a dictionary model (trained with ``--dictionary``, alone or combined), the
+    probability of being an entity above which its classifier accepts a match (default 0.5,
+    :meth:`~bner.inference.span_tagger.SpanTagger.decide`); lower keeps more of the dictionary's recall.
     """
     if combine_with is not None:
         from bner.inference.combined import CombinedTagger
@@ -59,9 +65,14 @@ def load(
                        signature_name=signature_name, timeout_seconds=timeout_seconds, batch_size=batch_size,
                        max_seq_length=max_seq_length, verbose=verbose, decoding=decoding, consistent=consistent, runtime=runtime)
         first, second = load(path, **options), load(combine_with, **options)
-        return CombinedTagger(*((second, first) if isinstance(first, SpanTagger) else (first, second)), mode=combine)
+        tagger, checker = (second, first) if isinstance(first, SpanTagger) else (first, second)
+        if threshold is not None and isinstance(checker, SpanTagger):
+            checker.threshold = check_threshold(threshold)
+        return CombinedTagger(tagger, checker, mode=combine)
     kind, folder = locate(path)
     if kind == "dictionary":
+        if threshold is not None:
+            raise ValueError(f"{folder}: threshold applies to a dictionary's classifier; a compiled dictionary alone accepts every match")
         return _dictionary_tagger(folder, host, batch_size)
     # An export's metadata file by any name (METADATA_FILE), else the folder's metadata.json.
     metadata = read_metadata(str(path) if str(path).endswith(".json") else io.within(folder, METADATA_FILE))
@@ -80,7 +91,10 @@ def load(
             backend = backends.SavedModelBackend(folder, signature_name)
         else:
             backend = backends.KerasBackend(_float32(lambda: model_folder.load_network(folder, metadata)))
-    tagger = make_tagger(backend, metadata, tokenizer, batch_size, max_seq_length, source=folder, decoding=decoding, consistent=consistent)
+    if threshold is not None and not metadata.spans:
+        raise ValueError(f"{folder}: threshold applies to a dictionary model (trained with --dictionary), not to a token tagger")
+    tagger = make_tagger(backend, metadata, tokenizer, batch_size, max_seq_length, source=folder, decoding=decoding,
+                         consistent=consistent, threshold=threshold)
     if not host:
         # One full-length call now: a model that cannot answer (too few positions, wrong output
         # shape, NaN weights) is refused at load, in one line, not after it has tagged a file with nothing.
@@ -89,10 +103,10 @@ def load(
 
 
 def make_tagger(backend, metadata, tokenizer, batch_size: int = 32, max_seq_length: int | None = None, source: str = "",
-                decoding: str = "constrained", consistent: bool = True, matcher=None) -> Tagger:
+                decoding: str = "constrained", consistent: bool = True, matcher=None, threshold: float | None = None) -> Tagger:
     """The tagger a model's metadata calls for, over ``backend``: a token :class:`Tagger`, or for a
     span classifier a :class:`~bner.inference.span_tagger.SpanTagger` with its dictionary
-    (``matcher``, else read from the model folder ``source``)."""
+    (``matcher``, else read from the model folder ``source``) accepting matches above ``threshold``."""
     if not metadata.spans:
         return Tagger(backend, metadata, tokenizer, batch_size, max_seq_length, source=source, decoding=decoding, consistent=consistent)
     from bner.dictionary.matcher import Matcher
@@ -100,7 +114,8 @@ def make_tagger(backend, metadata, tokenizer, batch_size: int = 32, max_seq_leng
 
     if matcher is None:
         matcher = Matcher.load(io.within(source, metadata.spans["dictionary"]))
-    return SpanTagger(backend, metadata, tokenizer, matcher, batch_size, max_seq_length, source=source)
+    return SpanTagger(backend, metadata, tokenizer, matcher, batch_size, max_seq_length, source=source,
+                      threshold=THRESHOLD if threshold is None else threshold)
 
 
 def _dictionary_tagger(folder: str, host: str | None, batch_size: int):

@@ -6,6 +6,12 @@ The classifier is a token classifier read at one piece an input (:func:`bner.dat
 so it runs on every backend a token tagger runs on (Keras in training, a SavedModel, ONNX
 Runtime, TensorFlow Serving), batched the same way. Every match gets a decision; the model's
 ``none`` is a decision too.
+
+The decision (:meth:`SpanTagger.decide`) is spaCy spancat's rule: a match is accepted when the
+classifier gives it more than ``threshold`` probability of being an entity, that is of one of
+the types the dictionary lists for it, and it then takes the most probable of those types. At
+the default 0.5 this is the arg-max over ``none`` and the listed types; a lower threshold trades
+precision for recall.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ import numpy as np
 import tokenizers
 
 from bner.data import corpus, spans
-from bner.dictionary.matcher import Matcher, longest_first
+from bner.dictionary.matcher import Match, Matcher, longest_first
+from bner.inference.decoding import THRESHOLD, check_threshold
 from bner.inference.dictionary_tagger import IDENTIFIER_SEPARATOR
 from bner.inference.tagger import TaggedSentence, Tagger
 from bner.model.metadata import TaggerMetadata
@@ -26,9 +33,10 @@ class SpanTagger(Tagger):
     """Tags with a dictionary (:class:`bner.dictionary.matcher.Matcher`) whose every match a trained classifier checks."""
 
     def __init__(self, backend, metadata: TaggerMetadata, tokenizer: tokenizers.Tokenizer, matcher: Matcher, batch_size: int = 32,
-                 max_seq_length: int | None = None, source: str = ""):
+                 max_seq_length: int | None = None, source: str = "", threshold: float = THRESHOLD):
         super().__init__(backend, metadata, tokenizer, batch_size, max_seq_length, source, consistent=False)
         self.matcher = matcher
+        self.threshold = check_threshold(threshold)
         self.masking = metadata.spans["masking"]
         self.mask_id = None
         if self.masking == "replace":
@@ -37,29 +45,56 @@ class SpanTagger(Tagger):
                 raise ValueError(f"{source or 'the model'}: the tokenizer has no {metadata.spans['mask_token']} piece")
 
     def __repr__(self) -> str:
-        return f"SpanTagger({self.source or 'in memory'!s}, types={self.entity_types}, masking={self.masking}, backend={self.backend.name})"
+        return (f"SpanTagger({self.source or 'in memory'!s}, types={self.entity_types}, masking={self.masking}, "
+                f"threshold={self.threshold}, backend={self.backend.name})")
 
     @property
     def scoring(self) -> dict:
-        return {"decoding": "dictionary + span classifier", "masking": self.masking, "overlaps": "longest first"}
+        return {"decoding": "dictionary + span classifier", "masking": self.masking, "threshold": self.threshold, "overlaps": "longest first"}
 
     def tag_sentences_in_steps(
         self, sentences: Sequence[Sequence[str]], batch_size: int | None = None, documents: Sequence[int] | None = None
     ) -> Generator[None, None, list[TaggedSentence]]:
+        checked = yield from self.checked_matches_in_steps(sentences, batch_size)
+        return self.decided(sentences, checked)
+
+    def checked_matches_in_steps(
+        self, sentences: Sequence[Sequence[str]], batch_size: int | None = None
+    ) -> Generator[None, None, list[tuple[int, Match, np.ndarray]]]:
+        """Every dictionary match of the sentences with the classifier's label probabilities:
+        (sentence index, match, probabilities), one model call per step."""
         shared = [tuple(words) for words in sentences]  # one tuple a sentence, however many candidates it holds
         found = [(i, m) for i, words in enumerate(shared) for m in self.matcher.match_words(words)]
         candidates = [spans.SpanExample(shared[i], m.start, m.end) for i, m in found]
         probabilities = yield from self.candidate_probabilities_in_steps(candidates, batch_size)
+        return [(i, m, p) for (i, m), p in zip(found, probabilities)]
+
+    def decided(self, sentences: Sequence[Sequence[str]], checked: Sequence[tuple[int, Match, np.ndarray]],
+                threshold: float | None = None) -> list[TaggedSentence]:
+        """The sentences tagged with the checked matches the decision accepts (at ``threshold``,
+        default the tagger's own), overlaps resolved longest first."""
+        threshold = self.threshold if threshold is None else check_threshold(threshold)
         accepted: list[list] = [[] for _ in sentences]
-        for (i, match), p in zip(found, probabilities):
-            # The decision is none or a type the dictionary lists for the name, as training labelled
-            # candidates (bner.dictionary.candidates).
-            allowed = [0, *(self._label_ids[t] for t in dict.fromkeys(t for t, _ in self.matcher.entries(match.key))
-                            if t in self._label_ids)]
-            label = allowed[int(p[allowed].argmax())]
+        for i, match, p in checked:
+            # The choice is among none and the types the dictionary lists for the name, as training
+            # labelled candidates (bner.dictionary.candidates).
+            listed = [self._label_ids[t] for t in dict.fromkeys(t for t, _ in self.matcher.entries(match.key)) if t in self._label_ids]
+            label = self.decide(p, listed, threshold)
             if label:
                 accepted[i].append((match, self.labels[label], float(p[label])))
         return [self._tagged_spans(len(words), kept) for words, kept in zip(sentences, accepted)]
+
+    def decide(self, probabilities: np.ndarray, types: Sequence[int], threshold: float | None = None) -> int:
+        """The label id a candidate gets: the most probable of ``types`` (label ids) when, among
+        those and ``none``, more than ``threshold`` of the probability is theirs; else 0, ``none``."""
+        if not types:
+            return 0
+        threshold = self.threshold if threshold is None else threshold
+        among = probabilities[[0, *types]].astype(np.float64)
+        total = among.sum()
+        if total <= 0 or among[1:].sum() <= threshold * total:
+            return 0
+        return int(types[int(among[1:].argmax())])
 
     def candidate_probabilities_in_steps(
         self, candidates: Sequence[spans.SpanExample], batch_size: int | None = None

@@ -47,12 +47,13 @@ def make_tagger(settings: ServingSettings):
             version=settings.model_version, version_label=settings.model_version_label,
             signature_name=settings.signature_name, timeout_seconds=settings.backend_timeout_seconds,
             batch_size=settings.max_batch_size, decoding=settings.decoding, consistent=settings.consistent,
+            threshold=settings.threshold,
         )
     model_dir = settings.model_dir or (os.path.dirname(settings.metadata_file) if settings.metadata_file else None)
     if not model_dir:
         raise ValueError("no model: pass --model_dir (an export version folder) or set MODEL_DIR / METADATA_FILE")
     tagger = load(model_dir, signature_name=settings.signature_name, batch_size=settings.max_batch_size,
-                  decoding=settings.decoding, consistent=settings.consistent, runtime=settings.runtime)
+                  decoding=settings.decoding, consistent=settings.consistent, runtime=settings.runtime, threshold=settings.threshold)
     if not isinstance(tagger, Tagger):
         raise ValueError(f"{model_dir}: a compiled dictionary alone is not served; serve a model trained with --dictionary "
                          "(the dictionary and its classifier), or label files with bner predict")

@@ -16,7 +16,7 @@ from typing import Any
 
 from bner.config import boolean
 from bner.inference.backends import RUNTIME_HELP, RUNTIMES
-from bner.inference.decoding import CONSISTENT_HELP, DECODING_HELP, DECODINGS
+from bner.inference.decoding import CONSISTENT_HELP, DECODING_HELP, DECODINGS, THRESHOLD_HELP, check_threshold
 from bner.model.metadata import SIGNATURE
 
 
@@ -61,6 +61,7 @@ class ServingSettings:
     decoding: str = setting("BNER_DECODING", "constrained", DECODING_HELP, flag=True, choices=DECODINGS)
     consistent: bool = setting("BNER_CONSISTENT", True, CONSISTENT_HELP, boolean, flag=True)
     runtime: str = setting("BNER_RUNTIME", "auto", RUNTIME_HELP, flag=True, choices=RUNTIMES)
+    threshold: float | None = setting("BNER_THRESHOLD", None, THRESHOLD_HELP, float, flag=True, shown="0.5")
     # the process
     host: str = setting("BNER_HOST", "0.0.0.0", "address to listen on", flag=True)
     port: int = setting("PORT", 8080, "HTTP port to listen on (unset: Vertex AI's AIP_HTTP_PORT, if set)", int, "positive", flag=True)
@@ -140,6 +141,11 @@ class ServingSettings:
         for env, route in (("AIP_PREDICT_ROUTE", self.vertex_predict_route), ("AIP_HEALTH_ROUTE", self.vertex_health_route)):
             if route is not None and not (route.startswith("/") and len(route) > 1 and " " not in route):
                 raise ValueError(f"{env}={route!r}: expected a path such as /v1/endpoints/1/deployedModels/2:predict")
+        if self.threshold is not None:
+            try:
+                check_threshold(self.threshold)
+            except ValueError as error:
+                raise ValueError(f"BNER_THRESHOLD={self.threshold}: {error}") from None
         if self.max_queued_pieces < self.max_pieces:
             raise ValueError(f"BNER_MAX_QUEUED_PIECES={self.max_queued_pieces}: must be at least BNER_MAX_PIECES={self.max_pieces}, "
                              "or a request within its budget could never be taken")
