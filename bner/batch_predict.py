@@ -35,7 +35,7 @@ import json
 import sys
 from collections.abc import Iterator, Sequence
 
-from bner.cli.options import add_decoding_options
+from bner.cli.options import add_decoding_options, load_options
 from bner.config import ConfigError
 from bner.inference import prediction
 
@@ -99,9 +99,9 @@ def output_json(record: prediction.Record, result) -> str:
     return prediction.json_line(data)
 
 
-def tagger_handler(model: str, batch_size: int, max_batch_size: int, decoding: str = "constrained", consistent: bool = True,
-                   runtime: str = "auto"):
-    """A Beam ``ModelHandler`` over ``bner.load`` (Beam's TensorFlow handler needs a Keras model)."""
+def tagger_handler(model: str, batch_size: int, max_batch_size: int, **load_options):
+    """A Beam ``ModelHandler`` over ``bner.load`` (Beam's TensorFlow handler needs a Keras model);
+    ``load_options`` are its keywords (decoding, consistent, runtime, threshold, combine_with, combine)."""
     beam = _beam()  # noqa: F841 — fails with the install hint before the imports below
     from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
@@ -109,13 +109,12 @@ def tagger_handler(model: str, batch_size: int, max_batch_size: int, decoding: s
         def __init__(self):
             super().__init__()
             self._model, self._batch_size, self._max_batch_size = model, batch_size, max_batch_size
-            self._decoding, self._consistent, self._runtime = decoding, consistent, runtime
+            self._load_options = dict(load_options)
 
         def load_model(self):
             import bner
 
-            return bner.load(self._model, batch_size=self._batch_size, decoding=self._decoding, consistent=self._consistent,
-                             runtime=self._runtime)
+            return bner.load(self._model, batch_size=self._batch_size, **self._load_options)
 
         def run_inference(self, batch: Sequence[tuple[prediction.Record, ...]], tagger, inference_args=None):
             results = tag_units(tagger, batch, self._batch_size)
@@ -132,11 +131,11 @@ def tagger_handler(model: str, batch_size: int, max_batch_size: int, decoding: s
 
 
 def build_pipeline(pipeline, model: str, inputs: Sequence[str], output: str, fmt: str = "auto", batch_size: int = 32,
-                   max_batch_size: int = 256, decoding: str = "constrained", consistent: bool = True, runtime: str = "auto"):
+                   max_batch_size: int = 256, **load_options):
     """Add the labelling steps to ``pipeline``: read → tag → write, with a dead-letter output.
 
-    ``decoding``, ``consistent`` and ``runtime`` are :func:`bner.load`'s (``auto``: ONNX Runtime where the
-    export has model.onnx, so workers need no TensorFlow)."""
+    ``load_options`` are :func:`bner.load`'s keywords (its default runtime, ``auto``, runs ONNX
+    Runtime where the export has model.onnx, so workers need no TensorFlow)."""
     beam = _beam()
     from apache_beam.io import fileio
     from apache_beam.ml.inference.base import RunInference
@@ -168,7 +167,7 @@ def build_pipeline(pipeline, model: str, inputs: Sequence[str], output: str, fmt
         | "Open" >> fileio.ReadMatches()
     )
     read = files | "Read" >> beam.ParDo(ReadRecords()).with_outputs(DEAD_LETTER, main="records")
-    tagged, failures = read.records | "Tag" >> RunInference(tagger_handler(model, batch_size, max_batch_size, decoding, consistent, runtime)).with_exception_handling()
+    tagged, failures = read.records | "Tag" >> RunInference(tagger_handler(model, batch_size, max_batch_size, **load_options)).with_exception_handling()
     lines = tagged | "Format" >> beam.FlatMap(
         lambda result: [output_json(record, r) for record, r in zip(result.example, result.inference, strict=True)])
     lines | "Write" >> beam.io.WriteToText(output, file_name_suffix=".jsonl")
@@ -209,15 +208,15 @@ def local_runner(name: str):
 
 
 def run(model: str, inputs: Sequence[str], output: str, fmt: str = "auto", runner: str | None = None, num_workers: int = 1,
-        batch_size: int = 32, extra_options: Sequence[str] = (), decoding: str = "constrained", consistent: bool = True,
-        runtime: str = "auto", **cloud) -> None:
-    """Build and run the pipeline to the end (the Python API of ``python -m bner.batch_predict``)."""
+        batch_size: int = 32, extra_options: Sequence[str] = (), project: str | None = None, region: str | None = None,
+        temp_location: str | None = None, **load_options) -> None:
+    """Build and run the pipeline to the end (the Python API of ``python -m bner.batch_predict``);
+    ``load_options`` are :func:`bner.load`'s keywords."""
     beam = _beam()
-    args = argparse.Namespace(runner=runner, num_workers=num_workers, project=cloud.get("project"),
-                              region=cloud.get("region"), temp_location=cloud.get("temp_location"))
+    args = argparse.Namespace(runner=runner, num_workers=num_workers, project=project, region=region, temp_location=temp_location)
     options = pipeline_options(args, extra_options)
     with beam.Pipeline(runner=local_runner(runner), options=options) as pipeline:
-        build_pipeline(pipeline, model, inputs, output, fmt, batch_size, decoding=decoding, consistent=consistent, runtime=runtime)
+        build_pipeline(pipeline, model, inputs, output, fmt, batch_size, **load_options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -238,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.num_workers < 1 or args.batch_size < 1:
             raise ConfigError("--num_workers and --batch_size must be at least 1")
         run(args.model, args.inputs, args.output, args.format, args.runner, args.num_workers, args.batch_size, extra,
-            decoding=args.decoding, consistent=args.consistent, runtime=args.runtime, project=args.project, region=args.region, temp_location=args.temp_location)
+            project=args.project, region=args.region, temp_location=args.temp_location, **load_options(args))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

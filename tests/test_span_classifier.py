@@ -37,6 +37,15 @@ def run(tiny_model, tmp_path_factory):
     return root, data, names, out
 
 
+@pytest.fixture(scope="module")
+def token(run, tiny_model):
+    """A token tagger trained on the same data, to combine with the dictionary model."""
+    root, data, _, _ = run
+    out = str(root / "token")
+    run_task(*tiny_training_flags(tiny_model, data, out), "--do_train")
+    return out
+
+
 def test_training_records_the_dictionary_and_the_model_carries_it(run):
     root, _, names, out = run
     record = read_json(f"{out}/run.json")
@@ -142,10 +151,8 @@ def test_span_examples_train_a_classifier_without_train_conll(run, tiny_model, t
     assert missing.returncode != 0 and "train.conll: file not found" in missing.stderr
 
 
-def test_a_tagger_and_the_dictionary_model_combine_by_union_or_confirmation(run, tiny_model, tmp_path):
+def test_a_tagger_and_the_dictionary_model_combine_by_union_or_confirmation(run, token):
     _, data, _, out = run
-    token = str(tmp_path / "token")
-    run_task(*tiny_training_flags(tiny_model, data, token), "--do_train")
     checked = f"{out}/export/bner/1"
     test = corpus.read_conll(f"{data}/test.conll")
 
@@ -169,6 +176,46 @@ def test_a_tagger_and_the_dictionary_model_combine_by_union_or_confirmation(run,
         bner.load(token, combine_with=token)
 
 
+def test_the_server_and_beam_serve_a_combination_as_bner_load_gives_it(run, token, tmp_path):
+    from bner.serving.app import make_tagger
+
+    _, data, _, out = run
+    export = f"{out}/export/bner/1"
+    texts = [" ".join(s.words) for s in corpus.read_conll(f"{data}/test.conll")]
+    for mode in ("union", "confirm"):
+        expected = [[e.as_dict() for e in entities] for entities in bner.load(token, combine_with=export, combine=mode).predict(texts)]
+        with TestClient(create_app(ServingSettings(model_dir=token, combine_with=export, combine=mode))) as client:
+            answer = client.post("/api/ner/recognize", json={"texts": texts})
+            assert answer.status_code == 200
+            assert [r["entities"] for r in answer.json()["results"]] == expected
+            description = client.get("/api/ner/model").json()
+            assert description["combine"] == mode and description["test_f1"] is None  # the tagger's score is not the combination's
+    assert any("identifier" in e for entities in expected for e in entities)
+    # Confirmation checks whatever spans the tagger finds: every word counts as a possible one.
+    many = "Lima . " * 300  # 900 pieces of its own; 300 sentences whose every word could be a span
+    with TestClient(create_app(ServingSettings(model_dir=token, combine_with=export, combine="confirm", max_pieces=2000))) as client:
+        assert client.post("/api/ner/recognize", json={"text": "Anna visited Lima ."}).status_code == 200
+        refused = client.post("/api/ner/recognize", json={"text": many})
+        assert refused.status_code == 413 and "word pieces" in refused.json()["detail"]
+    with TestClient(create_app(ServingSettings(model_dir=token, combine_with=export, max_pieces=2000))) as client:
+        assert client.post("/api/ner/recognize", json={"text": many}).status_code == 413  # union: 300 matches
+    with pytest.raises(ValueError, match="BNER_COMBINE_WITH runs both models in this process"):
+        make_tagger(ServingSettings(host_name="localhost", model_dir=export, combine_with=token))
+    pytest.importorskip("apache_beam")
+    from bner import batch_predict
+    from bner.inference import prediction
+
+    source = tmp_path / "texts.txt"
+    source.write_text("\n".join(texts[:20]) + "\n", encoding="utf-8")
+    output = str(tmp_path / "labelled" / "part")
+    batch_predict.run(token, [str(source)], output, batch_size=8, combine_with=export, combine="confirm", threshold=0.3)
+    labelled = [json.loads(line) for path in sorted((tmp_path / "labelled").glob("part-*-of-*.jsonl")) for line in open(path)]
+    records = list(prediction.read_records(open(source, encoding="utf-8"), str(source), "text"))
+    combined = bner.load(token, combine_with=export, combine="confirm", threshold=0.3)
+    assert {r["source"]: r["entities"] for r in labelled} == {
+        r.where: [e.as_dict() for e in entities] for r, entities in zip(records, prediction.tag_records(combined, records))}
+
+
 def test_a_decision_is_none_or_a_type_the_dictionary_lists_and_candidates_count_against_the_budget(run, tmp_path):
     from bner.dictionary.names import Name
     from bner.serving.app import make_tagger
@@ -188,7 +235,7 @@ def test_a_decision_is_none_or_a_type_the_dictionary_lists_and_candidates_count_
         make_tagger(ServingSettings(model_dir=str(tmp_path / "alone")))
 
 
-def test_the_threshold_trades_precision_for_recall_and_reaches_every_shell(run, tiny_model, tmp_path):
+def test_the_threshold_trades_precision_for_recall_and_reaches_every_shell(run, token):
     import numpy as np
 
     from bner.inference.tagger import run_steps
@@ -214,8 +261,6 @@ def test_the_threshold_trades_precision_for_recall_and_reaches_every_shell(run, 
     with pytest.raises(ValueError, match="threshold 1.0: expected a probability"):
         tagger.decided(words, checked, 1.0)
     assert bner.load(export, threshold=0.2).threshold == 0.2
-    token = str(tmp_path / "token")
-    run_task(*tiny_training_flags(tiny_model, data, token), "--do_train", "--num_train_epochs=1")
     with pytest.raises(ValueError, match="threshold applies to a dictionary model"):
         bner.load(token, threshold=0.2)
     assert bner.load(token, combine_with=export, combine="confirm", threshold=0.2).checker.threshold == 0.2

@@ -14,11 +14,10 @@ import subprocess
 import sys
 
 from bner.arguments import Parser
-from bner.cli.options import add_decoding_options, flag_type
+from bner.cli.options import add_decoding_options, flag_type, load_options
 from bner.config import SECTIONS, ConfigError, TrainConfig, boolean
 from bner.data.corpus import CorpusError
 from bner.environment import configure_environment, import_tensorflow_quietly
-from bner.inference.decoding import THRESHOLD_HELP
 from bner.inference.prediction import MAX_LINE_BYTES
 
 GROUP_TITLES = {
@@ -205,9 +204,7 @@ def add_dictionary_verbs(verbs) -> None:
 def _load(args):
     import bner
 
-    return bner.load(args.model, batch_size=args.batch_size, max_seq_length=args.max_seq_length,
-                     decoding=args.decoding, consistent=args.consistent, runtime=args.runtime,
-                     combine_with=args.combine_with, combine=args.combine, threshold=args.threshold)
+    return bner.load(args.model, batch_size=args.batch_size, max_seq_length=args.max_seq_length, **load_options(args))
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -216,12 +213,6 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="texts or sentences per model call (default: 32; the training flags' names are aliases)")
     parser.add_argument("--max_seq_length", type=int, help="window length in word pieces (default: the model's)")
     add_decoding_options(parser)
-    parser.add_argument("--combine_with", metavar="MODEL", help="a second model: a token tagger and a dictionary model with its "
-                                                                "span classifier (either order) give one answer, as --combine says")
-    parser.add_argument("--combine", default="union", choices=["union", "confirm"],
-                        help="union: both models' entities, overlaps longest first; confirm: the tagger's entities the "
-                             "classifier gives the same type (default: union)")
-    parser.add_argument("--threshold", type=float, help=THRESHOLD_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """A token tagger and a dictionary's span classifier, one answer.
 
-Two ways to combine them (:data:`MODES`):
+Two ways to combine them (:data:`bner.inference.decoding.COMBINE_MODES`):
 
 - ``union``: the entities of both. Where they overlap, the longer is kept (then the
   leftmost, then the more probable), so a dictionary name the tagger cut short is whole, and a name the dictionary
@@ -22,19 +22,18 @@ import numpy as np
 
 from bner.data import corpus, spans
 from bner.dictionary.matcher import longest_first
+from bner.inference.decoding import COMBINE_MODES
 from bner.inference.dictionary_tagger import IDENTIFIER_SEPARATOR
 from bner.inference.span_tagger import SpanTagger
 from bner.inference.tagger import TaggedSentence, Tagger, TextTagger
-
-MODES = ("union", "confirm")
 
 
 class CombinedTagger(TextTagger):
     """``tagger``'s and ``checker``'s entities combined as ``mode`` says."""
 
     def __init__(self, tagger: Tagger, checker: SpanTagger, mode: str = "union"):
-        if mode not in MODES:
-            raise ValueError(f"combine mode {mode!r}: expected one of {', '.join(MODES)}")
+        if mode not in COMBINE_MODES:
+            raise ValueError(f"combine mode {mode!r}: expected one of {', '.join(COMBINE_MODES)}")
         if not isinstance(checker, SpanTagger) or isinstance(tagger, SpanTagger):
             raise ValueError("combining takes a token tagger and a dictionary model with its span classifier, in that order")
         self.tagger, self.checker, self.mode = tagger, checker, mode
@@ -58,6 +57,25 @@ class CombinedTagger(TextTagger):
     @property
     def data_scheme(self) -> str:
         return self.tagger.data_scheme
+
+    # What a server reads of the model it serves: the token tagger's runtime, metadata and
+    # windows (both models run in this process, loaded the same way).
+    @property
+    def backend(self):
+        return self.tagger.backend
+
+    @property
+    def metadata(self):
+        return self.tagger.metadata
+
+    @property
+    def preprocessor(self):
+        return self.tagger.preprocessor
+
+    def check(self, full_length: bool = False) -> None:
+        """Both models' :meth:`~bner.inference.tagger.Tagger.check`."""
+        self.tagger.check(full_length)
+        self.checker.check(full_length)
 
     def tag_sentences_in_steps(
         self, sentences: Sequence[Sequence[str]], batch_size: int | None = None, documents: Sequence[int] | None = None

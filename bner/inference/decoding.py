@@ -31,7 +31,13 @@ CONSISTENT_HELP = "tag a name the same way throughout its document: one text, or
 # the classifier gives it more than this probability of being an entity. 0.5 is the arg-max.
 THRESHOLD = 0.5
 THRESHOLD_HELP = ("a dictionary model accepts a match when its classifier gives more than this probability that it is an "
-                  "entity of a type the dictionary lists for it; lower keeps more of the dictionary's recall (default: 0.5)")
+                  "entity of a type the dictionary lists for it; lower keeps more of the dictionary's recall")
+
+
+# How a token tagger and a dictionary model combine (bner.inference.combined.CombinedTagger).
+COMBINE_MODES = ("union", "confirm")
+COMBINE_HELP = ("union: both models' entities, overlaps longest first; confirm: the tagger's entities the "
+                "classifier gives the same type")
 
 
 def check_threshold(threshold: float) -> float:

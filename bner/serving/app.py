@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bner.inference.backends import BackendUnavailable
-from bner.inference.span_tagger import SpanTagger
+from bner.inference.combined import CombinedTagger
 from bner.inference.tagger import Tagger
 from bner.serving import budget
 from bner.serving.batching import MicroBatcher, Overloaded
@@ -39,6 +39,8 @@ def make_tagger(settings: ServingSettings):
     from bner.inference.loader import load
 
     if settings.host_name:
+        if settings.combine_with:
+            raise ValueError("BNER_COMBINE_WITH runs both models in this process; unset HOST_NAME (TF Serving) to combine")
         metadata = settings.metadata_file or settings.model_dir
         if not metadata:
             raise ValueError("the TF Serving backend needs METADATA_FILE (the export's metadata.json) or --model_dir")
@@ -53,8 +55,9 @@ def make_tagger(settings: ServingSettings):
     if not model_dir:
         raise ValueError("no model: pass --model_dir (an export version folder) or set MODEL_DIR / METADATA_FILE")
     tagger = load(model_dir, signature_name=settings.signature_name, batch_size=settings.max_batch_size,
-                  decoding=settings.decoding, consistent=settings.consistent, runtime=settings.runtime, threshold=settings.threshold)
-    if not isinstance(tagger, Tagger):
+                  decoding=settings.decoding, consistent=settings.consistent, runtime=settings.runtime, threshold=settings.threshold,
+                  combine_with=settings.combine_with, combine=settings.combine)
+    if not isinstance(tagger, (Tagger, CombinedTagger)):
         raise ValueError(f"{model_dir}: a compiled dictionary alone is not served; serve a model trained with --dictionary "
                          "(the dictionary and its classifier), or label files with bner predict")
     return tagger
@@ -407,8 +410,8 @@ def add_recognize(app: FastAPI, settings: ServingSettings, tagger, batcher: Micr
         pieces = budget.piece_bound(texts)
         if pieces > settings.max_pieces:
             pieces = await asyncio.to_thread(budget.count_pieces, tagger, texts, settings.max_pieces)
-        if pieces <= settings.max_pieces and isinstance(tagger, SpanTagger):  # an input for every dictionary match
-            pieces = max(pieces, await asyncio.to_thread(budget.candidate_pieces, tagger, texts, settings.max_pieces))
+        if pieces <= settings.max_pieces and budget.has_classifier(tagger):  # an input for every span it checks
+            pieces = await asyncio.to_thread(budget.with_classifier, tagger, texts, pieces, settings.max_pieces)
         if pieces > settings.max_pieces:
             return too_large(f"the texts make over {settings.max_pieces} word pieces, the limit")
         tagged = await until_disconnected(batcher.submit(texts, cost=pieces), request) if texts else []

@@ -11,6 +11,8 @@ import unicodedata
 from collections.abc import Sequence
 
 from bner.data import features, text
+from bner.inference.combined import CombinedTagger
+from bner.inference.span_tagger import SpanTagger
 from bner.inference.tagger import Tagger
 
 COUNT_CHUNK_WORDS = 2048  # words tokenized at a time when counting a request's pieces against a limit
@@ -23,6 +25,29 @@ def piece_bound(texts: Sequence[str]) -> int:
     return sum(len(unicodedata.normalize("NFD", t)) for t in texts)
 
 
+def has_classifier(tagger) -> bool:
+    """Whether a span classifier adds work beyond the texts' own pieces (:func:`with_classifier`)."""
+    return isinstance(tagger, (SpanTagger, CombinedTagger))
+
+
+def with_classifier(tagger, texts: Sequence[str], pieces: int, limit: int | None = None) -> int:
+    """The model work of a request whose texts make ``pieces``, with a span classifier's inputs:
+
+    - a dictionary model: an input for every dictionary match (its texts' pieces bound its tokenizing);
+    - combined by union: the token tagger's pieces, and an input for every dictionary match;
+    - combined by confirmation: the token tagger's pieces, and an input for every span it could
+      find, which is any run of words: each word counts once, as the start of one span.
+    """
+    if isinstance(tagger, SpanTagger):
+        return max(pieces, candidate_pieces(tagger, texts, limit))
+    if not isinstance(tagger, CombinedTagger):
+        return pieces
+    left = None if limit is None else limit - pieces
+    if tagger.mode == "union":
+        return pieces + candidate_pieces(tagger.checker, texts, left)
+    return pieces + possible_span_pieces(tagger, texts, left)
+
+
 def candidate_pieces(tagger, texts: Sequence[str], limit: int | None = None) -> int:
     """A span classifier's work on the texts: an input for every dictionary match, each at most a
     window long and no longer than its text (counting stops once past ``limit``)."""
@@ -30,6 +55,23 @@ def candidate_pieces(tagger, texts: Sequence[str], limit: int | None = None) -> 
     for t in texts:
         window = min(tagger.preprocessor.max_seq_length, piece_bound([t]) + 2)
         total += window * len(tagger.matcher.match_text(t)[1])
+        if limit is not None and total > limit:
+            return total
+    return total
+
+
+def possible_span_pieces(tagger, texts: Sequence[str], limit: int | None = None) -> int:
+    """The most a classifier checking a tagger's spans can have to read: an input for every word
+    of a text, each at most a window long and no longer than its sentence (a text whole, for a
+    model that does not split sentences), as :meth:`~bner.inference.tagger.TextTagger.tag_texts_in_steps` cuts it."""
+    window, total = tagger.checker.preprocessor.max_seq_length, 0
+    for t in texts:
+        t = text.readable(t)
+        words = text.segment(t)
+        units = text.sentence_spans(t, words) if tagger.split_sentences else [(0, len(words))]
+        for start, end in units:
+            if end > start:
+                total += (end - start) * min(window, piece_bound([t[words[start].start : words[end - 1].end]]) + 2)
         if limit is not None and total > limit:
             return total
     return total

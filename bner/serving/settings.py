@@ -16,7 +16,15 @@ from typing import Any
 
 from bner.config import boolean
 from bner.inference.backends import RUNTIME_HELP, RUNTIMES
-from bner.inference.decoding import CONSISTENT_HELP, DECODING_HELP, DECODINGS, THRESHOLD_HELP, check_threshold
+from bner.inference.decoding import (
+    COMBINE_HELP,
+    COMBINE_MODES,
+    CONSISTENT_HELP,
+    DECODING_HELP,
+    DECODINGS,
+    THRESHOLD_HELP,
+    check_threshold,
+)
 from bner.model.metadata import SIGNATURE
 
 
@@ -62,6 +70,9 @@ class ServingSettings:
     consistent: bool = setting("BNER_CONSISTENT", True, CONSISTENT_HELP, boolean, flag=True)
     runtime: str = setting("BNER_RUNTIME", "auto", RUNTIME_HELP, flag=True, choices=RUNTIMES)
     threshold: float | None = setting("BNER_THRESHOLD", None, THRESHOLD_HELP, float, flag=True, shown="0.5")
+    combine_with: str | None = setting("BNER_COMBINE_WITH", None, "a second model, combined with MODEL_DIR's in this process: "
+                                       "a token tagger and a dictionary model (trained with --dictionary), either order", flag=True)
+    combine: str = setting("BNER_COMBINE", "union", f"how BNER_COMBINE_WITH combines: {COMBINE_HELP}", flag=True, choices=COMBINE_MODES)
     # the process
     host: str = setting("BNER_HOST", "0.0.0.0", "address to listen on", flag=True)
     port: int = setting("PORT", 8080, "HTTP port to listen on (unset: Vertex AI's AIP_HTTP_PORT, if set)", int, "positive", flag=True)
