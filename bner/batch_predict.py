@@ -99,9 +99,24 @@ def output_json(record: prediction.Record, result) -> str:
     return prediction.json_line(data)
 
 
+def check_load_options(options: dict) -> dict:
+    """``options`` if each is a keyword of :func:`bner.load` the pipeline may set, else a ConfigError
+    naming it, before any worker loads the model."""
+    import inspect
+
+    from bner.inference.loader import load
+
+    allowed = set(inspect.signature(load).parameters) - {"path", "batch_size"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ConfigError(f"not a bner.load option: {', '.join(unknown)} (expected some of {', '.join(sorted(allowed))})")
+    return options
+
+
 def tagger_handler(model: str, batch_size: int, max_batch_size: int, **load_options):
     """A Beam ``ModelHandler`` over ``bner.load`` (Beam's TensorFlow handler needs a Keras model);
     ``load_options`` are its keywords (decoding, consistent, runtime, threshold, combine_with, combine)."""
+    check_load_options(load_options)
     beam = _beam()  # noqa: F841 — fails with the install hint before the imports below
     from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
@@ -208,10 +223,11 @@ def local_runner(name: str):
 
 
 def run(model: str, inputs: Sequence[str], output: str, fmt: str = "auto", runner: str | None = None, num_workers: int = 1,
-        batch_size: int = 32, extra_options: Sequence[str] = (), project: str | None = None, region: str | None = None,
+        batch_size: int = 32, extra_options: Sequence[str] = (), *, project: str | None = None, region: str | None = None,
         temp_location: str | None = None, **load_options) -> None:
     """Build and run the pipeline to the end (the Python API of ``python -m bner.batch_predict``);
     ``load_options`` are :func:`bner.load`'s keywords."""
+    check_load_options(load_options)
     beam = _beam()
     args = argparse.Namespace(runner=runner, num_workers=num_workers, project=project, region=region, temp_location=temp_location)
     options = pipeline_options(args, extra_options)

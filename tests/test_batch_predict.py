@@ -108,6 +108,16 @@ def test_the_pipeline_loads_the_model_with_the_decoding_options_given(export):
     assert batch_predict.tagger_handler(export[0], 8, 16).load_model().consistent is True
 
 
+def test_options_bner_load_does_not_take_are_refused_before_the_pipeline_starts():
+    from bner import batch_predict
+    from bner.config import ConfigError
+
+    with pytest.raises(ConfigError, match="not a bner.load option: threshhold"):
+        batch_predict.run("model", ["in.txt"], "out", threshhold=0.3)
+    with pytest.raises(TypeError):
+        batch_predict.run("model", ["in.txt"], "out", "auto", None, 1, 32, (), "argmax")  # the cloud options are keywords
+
+
 def test_the_command_passes_the_decoding_options_on(monkeypatch):
     from bner import batch_predict
 
@@ -115,6 +125,9 @@ def test_the_command_passes_the_decoding_options_on(monkeypatch):
     monkeypatch.setattr(batch_predict, "run", lambda *args, **options: calls.append(options))
     assert batch_predict.main(["model", "in.txt", "--output", "out", "--decoding", "argmax", "--consistent", "false"]) == 0
     assert (calls[0]["decoding"], calls[0]["consistent"]) == ("argmax", False)
+    assert batch_predict.main(["model", "in.txt", "--output", "out", "--threshold", "0.3", "--combine_with", "tagger",
+                               "--combine", "confirm"]) == 0
+    assert (calls[1]["threshold"], calls[1]["combine_with"], calls[1]["combine"]) == (0.3, "tagger", "confirm")
 
 
 def test_a_record_utf8_cannot_hold_is_written_as_valid_utf8():

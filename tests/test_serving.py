@@ -234,8 +234,10 @@ def test_worker_processes_get_the_decoding_settings(export, monkeypatch):
         monkeypatch.setenv(f.metadata["env"], "")  # (empty reads as unset)
     started = []
     monkeypatch.setattr(serve, "run_workers", lambda host, port, workers: started.append(ServingSettings.from_env()))
-    assert serve.main(["--model_dir", export[2], "--workers", "2", "--decoding", "argmax", "--consistent", "false"]) == 0
+    assert serve.main(["--model_dir", export[2], "--workers", "2", "--decoding", "argmax", "--consistent", "false",
+                       "--threshold", "0.3", "--combine_with", export[2], "--combine", "confirm"]) == 0
     assert (started[0].model_dir, started[0].decoding, started[0].consistent) == (export[2], "argmax", False)
+    assert (started[0].threshold, started[0].combine_with, started[0].combine) == (0.3, export[2], "confirm")
 
 
 def test_model_dir_may_be_the_folder_of_versions(tmp_path):

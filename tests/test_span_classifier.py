@@ -197,6 +197,9 @@ def test_the_server_and_beam_serve_a_combination_as_bner_load_gives_it(run, toke
         assert client.post("/api/ner/recognize", json={"text": "Anna visited Lima ."}).status_code == 200
         refused = client.post("/api/ner/recognize", json={"text": many})
         assert refused.status_code == 413 and "word pieces" in refused.json()["detail"]
+    prose = " ".join(f"Anna visited Lima and Oslo on day {i} with Acme , and Boris flew home to Quito later that week ." for i in range(40))
+    with TestClient(create_app(ServingSettings(model_dir=token, combine_with=export, combine="confirm"))) as client:
+        assert client.post("/api/ner/recognize", json={"text": prose}).status_code == 200  # 800 words in 40 sentences
     with TestClient(create_app(ServingSettings(model_dir=token, combine_with=export, max_pieces=2000))) as client:
         assert client.post("/api/ner/recognize", json={"text": many}).status_code == 413  # union: 300 matches
     with pytest.raises(ValueError, match="BNER_COMBINE_WITH runs both models in this process"):
@@ -246,10 +249,16 @@ def test_the_threshold_trades_precision_for_recall_and_reaches_every_shell(run, 
     assert tagger.threshold == 0.5 and tagger.scoring["threshold"] == 0.5
     # The decision, by hand: labels are none, LOC, ORG.
     p = np.array([0.6, 0.3, 0.1], np.float32)
-    assert tagger.decide(p, [1, 2]) == 0  # 0.4 of the probability is an entity's: not above 0.5
-    assert tagger.decide(p, [1, 2], 0.3) == 1  # above 0.3: the more probable listed type
+    assert tagger.decide(p, [1, 2]) == 0  # LOC, the more probable listed type, holds 0.3 / 0.9 of its and none's
+    assert tagger.decide(p, [1, 2], 0.3) == 1  # above 0.3
     assert tagger.decide(p, [2], 0.1) == 2 and tagger.decide(p, [2], 0.2) == 0  # ORG alone: 0.1 / 0.7 of it
     assert tagger.decide(p, []) == 0
+    # At 0.5, the arg-max over none and the listed types, several types included; NaN is no entity.
+    tied = np.array([0.4, 0.3, 0.3], np.float32)
+    assert tagger.decide(tied, [1, 2]) == 0 and tagger.decide(tied, [1, 2], 0.4) == 1
+    assert tagger.decide(np.array([0.3, 0.3, 0.4], np.float32), [1, 2]) == 2
+    assert tagger.decide(np.array([0.5, 0.5, 0.0], np.float32), [1]) == 0  # a tie goes to none
+    assert tagger.decide(np.full(3, np.nan, np.float32), [1, 2], 0.0) == 0
     test = corpus.read_conll(f"{data}/test.conll")
     words = [s.words for s in test]
     checked = run_steps(tagger.checked_matches_in_steps(words))

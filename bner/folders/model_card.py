@@ -204,8 +204,8 @@ def _span_labels(metadata: TaggerMetadata) -> str:
         f"The model holds a compiled dictionary of {spans.get('names', 0):,} names (`{spans['dictionary']}/`). Every match of one of its names in a text is a "
         f"candidate, overlapping and nested ones included, and the classifier gives each one of its labels "
         f"{', '.join(f'`{label}`' for label in metadata.labels)}: `none` (no entity) or a type the dictionary lists for the name. "
-        f"It sees the candidate in its sentence, {shown}; it reads the encoder's output there. A candidate is accepted when "
-        "the classifier gives it more than the threshold's probability of being an entity of a listed type (0.5, the arg-max, "
+        f"It sees the candidate in its sentence, {shown}; it reads the encoder's output there. A candidate takes its most probable "
+        "listed type when that type holds more than the threshold's share of its and `none`'s probability (0.5, the arg-max, "
         "unless loaded with another: `bner.load(..., threshold=)`, `--threshold`, `BNER_THRESHOLD`). Accepted candidates that overlap "
         "are resolved longest first, then leftmost, then the more probable. Entities carry the dictionary's identifiers of their name and type. A name the dictionary lacks is never "
         "found: recall is bounded by the dictionary.\n",

@@ -6,8 +6,8 @@ Two ways to combine them (:data:`bner.inference.decoding.COMBINE_MODES`):
   leftmost, then the more probable), so a dictionary name the tagger cut short is whole, and a name the dictionary
   lacks still comes from the tagger. For recall.
 - ``confirm``: the tagger's entities, each kept only where the span classifier, shown that
-  span as a candidate, gives it the same type (accepting it at its threshold,
-  :meth:`~bner.inference.span_tagger.SpanTagger.decide`, among all its types). For precision: the tagger finds the spans,
+  span as a candidate, gives it the same type: the most probable of all its types, accepted
+  at its threshold (:meth:`~bner.inference.span_tagger.SpanTagger.decide`; at 0.5, its arg-max). For precision: the tagger finds the spans,
   the classifier checks them whether or not the dictionary lists them.
 
 Either way an entity carries the dictionary's identifier where the dictionary lists its

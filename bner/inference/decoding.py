@@ -27,13 +27,11 @@ DECODINGS = ("constrained", "argmax")
 # The two choices a model is loaded with (bner.load's decoding and consistent), as every command explains them.
 DECODING_HELP = "constrained: the most probable label sequence the tag scheme allows; argmax: each word's most probable label alone"
 CONSISTENT_HELP = "tag a name the same way throughout its document: one text, or a -DOCSTART- document of a CoNLL file"
-# A dictionary model's decision (bner.inference.span_tagger.SpanTagger.decide): accept a match when
-# the classifier gives it more than this probability of being an entity. 0.5 is the arg-max.
+# A dictionary model's decision (bner.inference.span_tagger.SpanTagger.decide): accept a match's
+# most probable listed type when it holds more than this share of its and none's probability. 0.5 is the arg-max.
 THRESHOLD = 0.5
-THRESHOLD_HELP = ("a dictionary model accepts a match when its classifier gives more than this probability that it is an "
-                  "entity of a type the dictionary lists for it; lower keeps more of the dictionary's recall")
-
-
+THRESHOLD_HELP = ("a dictionary model accepts a match when its most probable listed type holds more than this share of "
+                  "that type's and none's probability together (0.5: the arg-max); lower keeps more of the dictionary's recall")
 # How a token tagger and a dictionary model combine (bner.inference.combined.CombinedTagger).
 COMBINE_MODES = ("union", "confirm")
 COMBINE_HELP = ("union: both models' entities, overlaps longest first; confirm: the tagger's entities the "
@@ -42,7 +40,7 @@ COMBINE_HELP = ("union: both models' entities, overlaps longest first; confirm: 
 
 def check_threshold(threshold: float) -> float:
     """``threshold`` as a float, or a ValueError saying what a threshold is."""
-    if not 0.0 <= threshold < 1.0:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold < 1.0:
         raise ValueError(f"threshold {threshold!r}: expected a probability from 0 up to (not including) 1")
     return float(threshold)
 

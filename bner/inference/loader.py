@@ -54,9 +54,12 @@ def load(
     says (``union`` or ``confirm``, :mod:`bner.inference.combined`).
 
     ``threshold``: for a dictionary model (trained with ``--dictionary``, alone or combined), the
-    probability of being an entity above which its classifier accepts a match (default 0.5,
-    :meth:`~bner.inference.span_tagger.SpanTagger.decide`); lower keeps more of the dictionary's recall.
+    share of its and ``none``'s probability above which a match's most probable listed type is
+    accepted (default 0.5, the arg-max; :meth:`~bner.inference.span_tagger.SpanTagger.decide`);
+    lower keeps more of the dictionary's recall.
     """
+    if threshold is not None:
+        check_threshold(threshold)
     if combine_with is not None:
         from bner.inference.combined import CombinedTagger
         from bner.inference.span_tagger import SpanTagger
@@ -67,7 +70,7 @@ def load(
         first, second = load(path, **options), load(combine_with, **options)
         tagger, checker = (second, first) if isinstance(first, SpanTagger) else (first, second)
         if threshold is not None and isinstance(checker, SpanTagger):
-            checker.threshold = check_threshold(threshold)
+            checker.threshold = float(threshold)
         return CombinedTagger(tagger, checker, mode=combine)
     kind, folder = locate(path)
     if kind == "dictionary":

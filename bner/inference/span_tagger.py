@@ -7,11 +7,10 @@ so it runs on every backend a token tagger runs on (Keras in training, a SavedMo
 Runtime, TensorFlow Serving), batched the same way. Every match gets a decision; the model's
 ``none`` is a decision too.
 
-The decision (:meth:`SpanTagger.decide`) is spaCy spancat's rule: a match is accepted when the
-classifier gives it more than ``threshold`` probability of being an entity, that is of one of
-the types the dictionary lists for it, and it then takes the most probable of those types. At
-the default 0.5 this is the arg-max over ``none`` and the listed types; a lower threshold trades
-precision for recall.
+The decision (:meth:`SpanTagger.decide`): the most probable of the types the dictionary lists
+for the name is accepted when it holds more than ``threshold`` of its own and ``none``'s
+probability together. At the default 0.5 that is the arg-max over ``none`` and the listed types
+(ties go to ``none``); a lower threshold trades precision for recall, a higher one the reverse.
 """
 
 from __future__ import annotations
@@ -85,16 +84,16 @@ class SpanTagger(Tagger):
         return [self._tagged_spans(len(words), kept) for words, kept in zip(sentences, accepted)]
 
     def decide(self, probabilities: np.ndarray, types: Sequence[int], threshold: float | None = None) -> int:
-        """The label id a candidate gets: the most probable of ``types`` (label ids) when, among
-        those and ``none``, more than ``threshold`` of the probability is theirs; else 0, ``none``."""
+        """The label id a candidate gets: the most probable of ``types`` (label ids) when it holds
+        more than ``threshold`` of its and ``none``'s probability together; else 0, ``none``
+        (also for probabilities that are not numbers)."""
         if not types:
             return 0
-        threshold = self.threshold if threshold is None else threshold
-        among = probabilities[[0, *types]].astype(np.float64)
-        total = among.sum()
-        if total <= 0 or among[1:].sum() <= threshold * total:
-            return 0
-        return int(types[int(among[1:].argmax())])
+        threshold = self.threshold if threshold is None else check_threshold(threshold)
+        best = int(types[int(np.asarray(probabilities)[list(types)].argmax())])
+        entity, none = float(probabilities[best]), float(probabilities[0])
+        # Written so that NaN compares false: a damaged answer is no entity.
+        return best if entity + none > 0 and entity > threshold * (entity + none) else 0
 
     def candidate_probabilities_in_steps(
         self, candidates: Sequence[spans.SpanExample], batch_size: int | None = None

@@ -16,6 +16,9 @@ from bner.inference.span_tagger import SpanTagger
 from bner.inference.tagger import Tagger
 
 COUNT_CHUNK_WORDS = 2048  # words tokenized at a time when counting a request's pieces against a limit
+# A span classifier's input is the candidate's context and up to four pieces more: [CLS], [SEP]
+# and the two markers around the candidate (bner.data.spans.encode_spans).
+SPAN_INPUT_EXTRA = 4
 
 
 def piece_bound(texts: Sequence[str]) -> int:
@@ -53,7 +56,7 @@ def candidate_pieces(tagger, texts: Sequence[str], limit: int | None = None) -> 
     window long and no longer than its text (counting stops once past ``limit``)."""
     total = 0
     for t in texts:
-        window = min(tagger.preprocessor.max_seq_length, piece_bound([t]) + 2)
+        window = min(tagger.preprocessor.max_seq_length, piece_bound([t]) + SPAN_INPUT_EXTRA)
         total += window * len(tagger.matcher.match_text(t)[1])
         if limit is not None and total > limit:
             return total
@@ -62,16 +65,17 @@ def candidate_pieces(tagger, texts: Sequence[str], limit: int | None = None) -> 
 
 def possible_span_pieces(tagger, texts: Sequence[str], limit: int | None = None) -> int:
     """The most a classifier checking a tagger's spans can have to read: an input for every word
-    of a text, each at most a window long and no longer than its sentence (a text whole, for a
-    model that does not split sentences), as :meth:`~bner.inference.tagger.TextTagger.tag_texts_in_steps` cuts it."""
-    window, total = tagger.checker.preprocessor.max_seq_length, 0
+    (a span may start at any word), each as long as its sentence's pieces (a text whole, for a
+    model that does not split sentences, as :meth:`~bner.inference.tagger.TextTagger.tag_texts_in_steps`
+    cuts it) and at most a window. Counting stops once past ``limit``."""
+    preprocessor, total = tagger.checker.preprocessor, 0
     for t in texts:
         t = text.readable(t)
         words = text.segment(t)
         units = text.sentence_spans(t, words) if tagger.split_sentences else [(0, len(words))]
-        for start, end in units:
-            if end > start:
-                total += (end - start) * min(window, piece_bound([t[words[start].start : words[end - 1].end]]) + 2)
+        sentences = [[w.text for w in words[start:end]] for start, end in units if end > start]
+        for sentence in features.tokenize(preprocessor.tokenizer, sentences, preprocessor.max_pieces):
+            total += sentence.num_words * min(preprocessor.max_seq_length, len(sentence.pieces) + SPAN_INPUT_EXTRA)
         if limit is not None and total > limit:
             return total
     return total
