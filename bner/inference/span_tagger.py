@@ -78,7 +78,7 @@ class SpanTagger(Tagger):
             # The choice is among none and the types the dictionary lists for the name, as training
             # labelled candidates (bner.dictionary.candidates).
             listed = [self._label_ids[t] for t in dict.fromkeys(t for t, _ in self.matcher.entries(match.key)) if t in self._label_ids]
-            label = self.decide(p, listed, threshold)
+            label = self._decide(p, listed, threshold)
             if label:
                 accepted[i].append((match, self.labels[label], float(p[label])))
         return [self._tagged_spans(len(words), kept) for words, kept in zip(sentences, accepted)]
@@ -87,9 +87,13 @@ class SpanTagger(Tagger):
         """The label id a candidate gets: the most probable of ``types`` (label ids) when it holds
         more than ``threshold`` of its and ``none``'s probability together; else 0, ``none``
         (also for probabilities that are not numbers)."""
+        return self._decide(probabilities, types, self.threshold if threshold is None else check_threshold(threshold))
+
+    @staticmethod
+    def _decide(probabilities: np.ndarray, types: Sequence[int], threshold: float) -> int:
+        """:meth:`decide` at a threshold already checked (once a call, not once a candidate)."""
         if not types:
             return 0
-        threshold = self.threshold if threshold is None else check_threshold(threshold)
         best = int(types[int(np.asarray(probabilities)[list(types)].argmax())])
         entity, none = float(probabilities[best]), float(probabilities[0])
         # Written so that NaN compares false: a damaged answer is no entity.

@@ -123,6 +123,12 @@ class TextTagger:
         """Raw texts → words (CoNLL-style segmentation) → tags → entities with character offsets."""
         return run_steps(self.tag_texts_in_steps(texts, batch_size))
 
+    def text_units(self, source: str, words: list[text.Word]) -> list[tuple[int, int]]:
+        """The runs of ``words`` (segmented ``source``) tagged as one sentence each: its sentences, or
+        the whole text for a model trained on whole units; none empty."""
+        spans = text.sentence_spans(source, words) if self.split_sentences else [(0, len(words))]
+        return [(start, end) for start, end in spans if end > start]
+
     def tag_texts_in_steps(self, texts: Sequence[str], batch_size: int | None = None) -> Generator[None, None, list[TaggedText]]:
         """:meth:`tag_texts` one model call per step (a server takes turns between requests this way).
 
@@ -139,8 +145,7 @@ class TextTagger:
         # on document windows tags each text whole, windows covering a long one.
         pieces = []  # (text index, first word, last word)
         for i, (source, words) in enumerate(zip(texts, segmented)):
-            spans = text.sentence_spans(source, words) if self.split_sentences else [(0, len(words))]
-            pieces += [(i, start, end) for start, end in spans if end > start]
+            pieces += [(i, start, end) for start, end in self.text_units(source, words)]
         sentences = [[w.text for w in segmented[i][start:end]] for i, start, end in pieces]
         # Each text is a document of its own (numbered from 1: 0 means outside any document).
         tagged = yield from self.tag_sentences_in_steps(sentences, batch_size, documents=[i + 1 for i, _, _ in pieces])

@@ -65,15 +65,13 @@ def candidate_pieces(tagger, texts: Sequence[str], limit: int | None = None) -> 
 
 def possible_span_pieces(tagger, texts: Sequence[str], limit: int | None = None) -> int:
     """The most a classifier checking a tagger's spans can have to read: an input for every word
-    (a span may start at any word), each as long as its sentence's pieces (a text whole, for a
-    model that does not split sentences, as :meth:`~bner.inference.tagger.TextTagger.tag_texts_in_steps`
-    cuts it) and at most a window. Counting stops once past ``limit``."""
+    (a span may start at any word), each as long as its sentence's pieces (the units
+    :meth:`~bner.inference.tagger.TextTagger.text_units` cuts) and at most a window. Counting stops once past ``limit``."""
     preprocessor, total = tagger.checker.preprocessor, 0
     for t in texts:
         t = text.readable(t)
         words = text.segment(t)
-        units = text.sentence_spans(t, words) if tagger.split_sentences else [(0, len(words))]
-        sentences = [[w.text for w in words[start:end]] for start, end in units if end > start]
+        sentences = [[w.text for w in words[start:end]] for start, end in tagger.text_units(t, words)]
         for sentence in features.tokenize(preprocessor.tokenizer, sentences, preprocessor.max_pieces):
             total += sentence.num_words * min(preprocessor.max_seq_length, len(sentence.pieces) + SPAN_INPUT_EXTRA)
         if limit is not None and total > limit:
