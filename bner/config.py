@@ -111,6 +111,8 @@ class OutputConfig:
     export_dir: str | None = setting(None, "Where exports go: <export_dir>/<model_name>/<version>/. Default: <output_dir>/export.", kind=str)
     model_name: str = setting("bner", "Model name in the export path and in TensorFlow Serving.")
     export: bool = setting(True, "Export a versioned SavedModel at the end of training.")
+    export_int8: bool = setting(False, "Also write model.int8.onnx into the export: model.onnx with int8 weights, faster on CPUs but not exact (--runtime onnx-int8 runs it). It is kept only if its F1 on each of the run's dev and test files is at most --int8_f1_budget points below float32's; the model card says what was measured.")
+    int8_f1_budget: float = setting(0.3, "With --export_int8: the largest F1 loss, in points on each of the dev and test files, at which the int8 model is kept.")
 
 
 SECTIONS = {
@@ -220,7 +222,7 @@ class TrainConfig:
                 continue  # chosen from the encoder's size (training.recipe.default_learning_rate)
             if not value > 0:
                 raise ConfigError(f"--{name}={value}: must be greater than 0")
-        for name, value in {"early_stopping_patience": o.early_stopping_patience, "weight_decay": o.weight_decay, "adam_epsilon": o.adam_epsilon, "max_grad_norm": o.max_grad_norm}.items():
+        for name, value in {"int8_f1_budget": self.output.int8_f1_budget, "early_stopping_patience": o.early_stopping_patience, "weight_decay": o.weight_decay, "adam_epsilon": o.adam_epsilon, "max_grad_norm": o.max_grad_norm}.items():
             if not value >= 0:
                 raise ConfigError(f"--{name}={value}: must be 0 or more")
         if not 0 <= o.warmup_proportion <= 1:

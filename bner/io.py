@@ -8,6 +8,7 @@ complete, so a half-written file is never picked up.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -304,3 +305,12 @@ def _relative_files(local_folder: str) -> list[str]:
         for folder, _, files in os.walk(local_folder)
         for name in files
     ]
+
+
+def file_sha256(path: str) -> str:
+    """SHA-256 of a local file, read a megabyte at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -15,7 +15,7 @@ import sys
 
 from bner.arguments import Parser
 from bner.cli.options import add_decoding_options, flag_type, load_options
-from bner.config import SECTIONS, ConfigError, TrainConfig, boolean
+from bner.config import SECTIONS, ConfigError, TrainConfig, all_fields, boolean
 from bner.data.corpus import CorpusError
 from bner.environment import configure_environment, import_tensorflow_quietly
 from bner.inference.prediction import MAX_LINE_BYTES
@@ -154,7 +154,8 @@ def export_command(args: argparse.Namespace) -> int:
         run_dir = run_of(args.run_dir)  # the run, its model folder, or one of its exports
     except FileNotFoundError as e:
         raise ConfigError(str(e)) from None
-    config = TrainConfig.from_settings(output_dir=run_dir, export_dir=args.export_dir, model_name=args.model_name)
+    config = TrainConfig.from_settings(output_dir=run_dir, export_dir=args.export_dir, model_name=args.model_name,
+                                       export_int8=args.export_int8, int8_f1_budget=args.int8_f1_budget)
     config.check()
     import_tensorflow_quietly()
     export_model(config, print)
@@ -255,6 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir", help="the run's --output_dir")
     export.add_argument("--export_dir", help="where exports go (default: <run_dir>/export)")
     export.add_argument("--model_name", default="bner", help="model name in the export path (default: bner)")
+    fields = all_fields()
+    export.add_argument("--export_int8", type=boolean, nargs="?", const=True, default=False, metavar="true|false",
+                        help=fields["export_int8"].metadata["help"])
+    export.add_argument("--int8_f1_budget", type=float, default=fields["int8_f1_budget"].default,
+                        help=f"{fields['int8_f1_budget'].metadata['help']} (default: {fields['int8_f1_budget'].default})")
     export.set_defaults(handler=export_command)
     add_dictionary_verbs(verbs)
     serve = verbs.add_parser("serve", help="serve an export over HTTP (all of bner-serve's options)", add_help=False)

@@ -15,6 +15,11 @@ Runtime (bner's light install serves it without TensorFlow). It is converted by 
 the same network built with operators ONNX has (erf-based GELU: TensorFlow's uses erfc, which
 ONNX lacks) and LayerNorms in the form ONNX Runtime fuses; ``metadata.json`` names it with its
 opset and SHA-256.
+
+On request (``int8_check``), ``model.int8.onnx`` too: an int8 copy of model.onnx
+(:mod:`bner.model.quantize`), faster on CPUs but not exact. It is kept only if the check,
+which tags the run's dev and test files with both, finds its F1 within budget; metadata.json
+and the model card say what the check measured either way.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import dataclasses
 import hashlib
 import os
 import re
+from collections.abc import Callable
 
 from bner import io
 from bner.dictionary.matcher import copy_compiled
@@ -32,6 +38,7 @@ from bner.folders.model_card import render as render_card
 from bner.model.metadata import INPUTS, METADATA_FILE, SIGNATURE, TOKENIZER_FILE, read_metadata, write_metadata
 
 ONNX_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
 ONNX_OPSET = 17  # ONNX Runtime 1.14 and later run it
 
 
@@ -65,9 +72,10 @@ def model_digest(model_dir: str) -> str:
     return hashlib.sha256(io.read_bytes(io.join(model_dir, model_folder.WEIGHTS_FILE))).hexdigest()
 
 
-def existing_export(model_dir: str, export_dir: str, model_name: str) -> str | None:
+def existing_export(model_dir: str, export_dir: str, model_name: str, int8: bool = False) -> str | None:
     """The latest version already exported from exactly this model, if there is one (and it has its ONNX model:
-    an export written before bner wrote model.onnx is exported again)."""
+    an export written before bner wrote model.onnx is exported again; with ``int8``, one whose int8 copy was
+    asked for, kept or not)."""
     found = versions(io.join(export_dir, model_name))
     if not found:
         return None
@@ -77,11 +85,18 @@ def existing_export(model_dir: str, export_dir: str, model_name: str) -> str | N
     except ValueError:
         return None
     exported = metadata.training.get("export", {}).get("model_sha256")
-    return latest if exported == model_digest(model_dir) and metadata.onnx else None
+    int8_asked = "int8" in metadata.training.get("export", {})
+    return latest if exported == model_digest(model_dir) and metadata.onnx and (int8_asked or not int8) else None
 
 
-def export_tagger(model_dir: str, export_dir: str, model_name: str, version: int | None = None) -> str:
-    """Export the tagger saved in ``model_dir``; returns the version folder's path."""
+def export_tagger(model_dir: str, export_dir: str, model_name: str, version: int | None = None,
+                  int8_check: Callable[[str], dict] | None = None) -> str:
+    """Export the tagger saved in ``model_dir``; returns the version folder's path.
+
+    With ``int8_check``, an int8 copy of model.onnx is written too, and ``int8_check(folder)``
+    decides whether it stays: given the version folder (complete, not yet published), it
+    returns what it measured, with ``kept`` true or false.
+    """
     import keras
     import tensorflow as tf
 
@@ -107,6 +122,8 @@ def export_tagger(model_dir: str, export_dir: str, model_name: str, version: int
         tokenizer.save(os.path.join(staging, TOKENIZER_FILE))
         if metadata.spans:
             copy_compiled(io.within(model_dir, metadata.spans["dictionary"]), os.path.join(staging, metadata.spans["dictionary"]))
+        if int8_check is not None:
+            exported = with_int8(exported, staging, int8_check)
         write_metadata(exported, staging)
         io.write_text(os.path.join(staging, CARD_FILE), render_card(exported, final))
     return final
@@ -137,6 +154,28 @@ def write_onnx(model_dir: str, metadata, folder: str) -> dict:
         f.write(data)
     return {"file": ONNX_FILE, "opset": ONNX_OPSET, "sha256": hashlib.sha256(data).hexdigest(), "inputs": list(INPUTS),
             "outputs": ["logits"], "precision": "float32"}
+
+
+def with_int8(metadata, folder: str, check: Callable[[str], dict]):
+    """``metadata`` with ``model.int8.onnx`` written into ``folder`` beside model.onnx, if ``check`` keeps it.
+
+    What the check found goes into the export's facts (``training.export.int8``) either way,
+    and into ``onnx_int8`` when the file stays.
+    """
+    from bner.model.quantize import QUANTIZATION, quantize
+
+    path = os.path.join(folder, INT8_FILE)
+    quantize(os.path.join(folder, metadata.onnx["file"]), path)
+    facts = {**metadata.onnx, "file": INT8_FILE, "sha256": io.file_sha256(path), "precision": "int8", "quantization": QUANTIZATION}
+    candidate = dataclasses.replace(metadata, onnx_int8=facts)
+    write_metadata(candidate, folder)  # the check loads the folder as bner.load does
+    verdict = check(folder)
+    export = {**metadata.training.get("export", {}), "int8": verdict}
+    training = {**metadata.training, "export": export}
+    if verdict.get("kept"):
+        return dataclasses.replace(candidate, onnx_int8={**facts, "check": verdict}, training=training)
+    os.remove(path)
+    return dataclasses.replace(metadata, onnx_int8={}, training=training)
 
 
 def restore_means(graph) -> None:

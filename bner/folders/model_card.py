@@ -86,7 +86,30 @@ def _usage(metadata: TaggerMetadata, folder: str, export: dict) -> str:
             "`onnxruntime` is installed, with no TensorFlow (`--runtime tensorflow` runs the SavedModel instead). Its SHA-256 "
             "is in `metadata.json`.\n",
         ]
+    lines += _int8_lines(metadata)
     return "\n".join(lines)
+
+
+def _int8_lines(metadata) -> list[str]:
+    """What the card says of the int8 model: what it is, what it cost on the run's files, or why it was not kept."""
+    check = metadata.training.get("export", {}).get("int8")
+    if not check:
+        return []
+    measured = "; ".join(
+        f"on the run's {split} file ({m.get('sentences', 0):,} sentences) F1 {m.get('f1_int8', 0):.2f} against "
+        f"{m.get('f1_float32', 0):.2f} in float32 ({m.get('f1_change', 0):+.2f}; {m.get('sentences_differing', 0):,} "
+        "sentences tagged differently)" for split, m in (check.get("splits") or {}).items())
+    budget = f"the budget of {check.get('budget')} points on each file"
+    if metadata.onnx_int8:
+        return [
+            f"`{metadata.onnx_int8['file']}`: {metadata.onnx_int8.get('quantization', 'int8')}. Faster on CPUs, but not exact: "
+            f"{measured}. That is within {budget}, so it was kept. It runs only when asked for "
+            "(`--runtime onnx-int8`, `BNER_RUNTIME=onnx-int8`, `bner.load(..., runtime=\"onnx-int8\")`); the scores above "
+            "are float32's. Its activations are quantised per model call, so a text's entities can also depend on the texts "
+            "batched with it.\n",
+        ]
+    reason = f"{measured}: more than {budget}" if measured else check.get("reason", "")
+    return [f"An int8 model was asked for and not kept: {reason}.\n"]
 
 
 def _results(evaluation: dict) -> str:

@@ -47,7 +47,8 @@ def load(
     ``-DOCSTART-`` document of a CoNLL file), by a vote of the model's probabilities
     (:mod:`bner.inference.consistency`); ``False`` leaves each sentence as decoded.
     ``runtime``: ``auto`` (an export's ``model.onnx`` with ONNX Runtime where both are there,
-    else TensorFlow), ``onnx`` or ``tensorflow``. Both compute the same entities.
+    else TensorFlow), ``onnx`` or ``tensorflow``: both compute the same entities. ``onnx-int8``
+    runs the export's int8 copy (written on request; its F1 cost is in the model card).
 
     ``combine_with``: a second model, loaded the same way, to combine with this one: a token
     tagger and a dictionary's span classifier, in either order, give one answer as ``combine``
@@ -81,9 +82,9 @@ def load(
     metadata = read_metadata(str(path) if str(path).endswith(".json") else io.within(folder, METADATA_FILE))
     tokenizer = features.read_tokenizer(io.within(folder, metadata.tokenizer_file), metadata.special_tokens)
     chosen = choose_runtime(runtime, kind, metadata, folder, remote=bool(host))
-    if chosen == "onnx":
+    if chosen in ("onnx", "onnx-int8"):
         configure_environment(quiet=not verbose)
-        backend = backends.OnnxBackend(folder, metadata.onnx)
+        backend = backends.OnnxBackend(folder, metadata.onnx_int8 if chosen == "onnx-int8" else metadata.onnx, name=chosen)
     else:
         _quiet_tensorflow(verbose, without_keras=bool(host) or kind == "export")
         if host:
@@ -131,18 +132,22 @@ def _dictionary_tagger(folder: str, host: str | None, batch_size: int):
 
 
 def choose_runtime(runtime: str, kind: str, metadata, folder: str, remote: bool = False) -> str:
-    """``onnx`` or ``tensorflow`` for a model: ``auto`` runs an export's model.onnx with ONNX
-    Runtime when both are there, else TensorFlow (a trained-model folder, an older export)."""
+    """``onnx``, ``onnx-int8`` or ``tensorflow`` for a model: ``auto`` runs an export's model.onnx
+    with ONNX Runtime when both are there, else TensorFlow (a trained-model folder, an older export)."""
     if runtime not in backends.RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(backends.RUNTIMES)}, got {runtime!r}")
     if remote:
-        if runtime == "onnx":
-            raise ValueError("a model in TensorFlow Serving runs there: runtime onnx applies to a model loaded in this process")
+        if runtime.startswith("onnx"):
+            raise ValueError(f"a model in TensorFlow Serving runs there: runtime {runtime} applies to a model loaded in this process")
         return "tensorflow"
     has_onnx = kind == "export" and bool(metadata.onnx)
     if runtime == "onnx" and not has_onnx:
         raise ValueError(f"{folder}: no model.onnx here (a trained-model folder, or an export written before exports held one: "
                          "bner export writes a new version that does)")
+    if runtime == "onnx-int8" and not (kind == "export" and metadata.onnx_int8):
+        raise ValueError(f"{folder}: no int8 model here: it is written only on request (bner export --export_int8, or "
+                         "bner train --export_int8), and kept only where its F1 on the run's dev and test files stays "
+                         "within budget (the model card says)")
     if runtime == "auto":
         return "onnx" if has_onnx and onnx_runtime_installed() else "tensorflow"
     return runtime

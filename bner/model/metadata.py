@@ -160,6 +160,9 @@ class TaggerMetadata:
     spans: dict = dataclasses.field(default_factory=dict)
     # An export's ONNX model for ONNX Runtime: {"file": "model.onnx", "opset": 17, "sha256": ...}; empty when none.
     onnx: dict = dataclasses.field(default_factory=dict)
+    # Its int8 copy, where the export was asked for one and it kept its F1 (bner.model.quantize):
+    # the same keys, and "check", what the F1 check at export measured; empty when none.
+    onnx_int8: dict = dataclasses.field(default_factory=dict)
     pretrained: dict = dataclasses.field(default_factory=dict)
     training: dict = dataclasses.field(default_factory=dict)  # how it was trained: data files, settings, machine, steps
     evaluation: dict = dataclasses.field(default_factory=dict)  # dev and test scores of this model, overall and per type
@@ -236,9 +239,11 @@ class TaggerMetadata:
             raise ValueError(f"{source}: special_tokens must name the {', '.join(BERT_SPECIAL_TOKENS)} tokens, got {tokens!r}")
         if not is_file_name(self.tokenizer_file):
             raise ValueError(f"{source}: tokenizer_file must be a file name inside the model folder, got {self.tokenizer_file!r}")
-        if self.onnx and not (isinstance(self.onnx, dict) and is_file_name(self.onnx.get("file"))
-                              and isinstance(self.onnx.get("sha256"), str) and isinstance(self.onnx.get("opset"), int)):
-            raise ValueError(f"{source}: onnx must name a file inside the model folder with its opset and sha256, got {self.onnx!r}")
+        for key in ("onnx", "onnx_int8"):
+            facts = getattr(self, key)
+            if facts and not (isinstance(facts, dict) and is_file_name(facts.get("file"))
+                              and isinstance(facts.get("sha256"), str) and isinstance(facts.get("opset"), int)):
+                raise ValueError(f"{source}: {key} must name a file inside the model folder with its opset and sha256, got {facts!r:.200}")
 
 
     def _check_tags(self, source: str) -> None:

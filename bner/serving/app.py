@@ -303,6 +303,7 @@ def model_description(settings: ServingSettings, tagger) -> dict:
     metadata = tagger.metadata
     export = metadata.training.get("export", {})
     test = metadata.evaluation.get("test") or {}
+    int8 = tagger.backend.name == "onnx-int8"
     return {
         "name": export.get("model_name") or settings.model_name,
         "version": export.get("version"),
@@ -310,14 +311,16 @@ def model_description(settings: ServingSettings, tagger) -> dict:
         "label_scheme": metadata.label_scheme,
         "base_model": base_model_name(str(metadata.pretrained.get("source", ""))),
         "backend": tagger.backend.name,
-        "runtime": "onnx" if tagger.backend.name == "onnx" else "tensorflow",
+        "runtime": tagger.backend.name if tagger.backend.name.startswith("onnx") else "tensorflow",
         # how a raw text is cut before tagging: into sentences, or not at all (whole texts; documents:
         # whole, by a model trained on document windows, however its sentences end)
         "text_units": "documents" if metadata.document_windows else "sentences" if metadata.split_sentences else "texts",
         **tagger.scoring,
         # not shown for a server set to decode otherwise than the score was made (models from before
         # scores recorded their scoring keep showing theirs)
-        "test_f1": test.get("f1") if test.get("scoring", tagger.scoring) == tagger.scoring else None,
+        # (nor for the int8 model, which was not what was scored: its own check at export is shown instead)
+        "test_f1": test.get("f1") if test.get("scoring", tagger.scoring) == tagger.scoring and not int8 else None,
+        **({"int8_check": metadata.onnx_int8.get("check")} if int8 else {}),
     }
 
 

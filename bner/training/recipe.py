@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from bner import io
 from bner.config import PATH_LIST_SETTINGS, PATH_SETTINGS, ConfigError, TrainConfig, all_fields, path_list
@@ -28,7 +28,7 @@ from bner.inference import evaluate
 from bner.inference.backends import KerasBackend
 from bner.inference.loader import load, make_tagger
 from bner.model import pretrained
-from bner.model.metadata import DICTIONARY_FOLDER, FAMILY_NAMES, TaggerMetadata, read_metadata, write_metadata
+from bner.model.metadata import DICTIONARY_FOLDER, FAMILY_NAMES, METADATA_FILE, TaggerMetadata, read_metadata, write_metadata
 from bner.training import plots
 
 log = logging.getLogger(__name__)
@@ -673,22 +673,62 @@ def export_model(config: TrainConfig, say) -> str | None:
     out = config.output.output_dir
     model_dir = run_folder.model_dir(out)
     export_dir = run_folder.export_dir(out, config.output.export_dir)
-    existing = exports.existing_export(model_dir, export_dir, config.output.model_name)
+    int8 = config.output.export_int8
+    existing = exports.existing_export(model_dir, export_dir, config.output.model_name, int8=int8)
     if existing:
         say(f"{existing} is already an export of this model")
         return existing
     if keras.backend.backend() != "tensorflow":
         command = ["-m", "bner.ner.task", "--do_export", f"--output_dir={out}", f"--export_dir={export_dir}",
-                   f"--model_name={config.output.model_name}"]
+                   f"--model_name={config.output.model_name}", f"--export_int8={int8}",
+                   f"--int8_f1_budget={config.output.int8_f1_budget}"]
         if importlib.util.find_spec("tensorflow") is None:
             say("TensorFlow is not installed here: export on a machine that has it with\n  KERAS_BACKEND=tensorflow python " + " ".join(command))
             return None
         say("exporting under the TensorFlow backend")
         subprocess.run([sys.executable, *command], env={**os.environ, "KERAS_BACKEND": "tensorflow"}, check=True)
         return exports.latest_export(io.join(export_dir, config.output.model_name))
-    path = exports.export_tagger(model_dir, export_dir, config.output.model_name)
-    say(f"exported the SavedModel and model.onnx to {path}")
+    check = int8_check(config.output.int8_f1_budget, say) if int8 else None
+    path = exports.export_tagger(model_dir, export_dir, config.output.model_name, int8_check=check)
+    files = "model.onnx and model.int8.onnx" if int8 and io.exists(io.join(path, exports.INT8_FILE)) else "model.onnx"
+    say(f"exported the SavedModel and {files} to {path}")
     return path
+
+
+def int8_check(budget: float, say) -> Callable[[str], dict]:
+    """What decides whether an export keeps its int8 model: the float32 and int8 ONNX models tag
+    the run's dev and test files, and int8 stays only if on each its F1 is at most ``budget``
+    points below float32's. Its F1 cost depends on the model, so it is measured for each one;
+    both files, because one file's change is noisy (a few dozen sentences tagged differently
+    move it by half a point either way)."""
+
+    def check(folder: str) -> dict:
+        metadata = read_metadata(io.join(folder, METADATA_FILE))
+        files = metadata.training.get("data_files", {})
+        found = [(split, files[split]["path"]) for split in ("dev", "test") if files.get(split) and io.exists(files[split]["path"])]
+        if not found:
+            reason = "the run's dev and test files are not where training read them, so its F1 cost cannot be measured"
+            say(f"model.int8.onnx not kept: {reason}")
+            return {"kept": False, "reason": reason, "budget": budget}
+        columns = metadata.training.get("settings", {}).get("columns")
+        taggers = {runtime: load(folder, runtime=runtime) for runtime in ("onnx", "onnx-int8")}
+        splits = {}
+        for split, path in found:
+            f1, predicted = {}, {}
+            for runtime, tagger in taggers.items():
+                scores, predicted[runtime] = tagger.evaluation(path, columns=columns)
+                f1[runtime] = round(100 * scores.as_dict()["f1"], 2)
+            splits[split] = {"file": path, "sentences": len(predicted["onnx"]),
+                             "sentences_differing": sum(a != b for a, b in zip(predicted["onnx"], predicted["onnx-int8"])),
+                             "f1_float32": f1["onnx"], "f1_int8": f1["onnx-int8"], "f1_change": round(f1["onnx-int8"] - f1["onnx"], 2)}
+        verdict = {"kept": all(m["f1_change"] >= -budget for m in splits.values()), "budget": budget, "splits": splits}
+        outcome = "kept" if verdict["kept"] else f"not kept (the budget is {budget} points on each)"
+        measured = "; ".join(f"{split} F1 {m['f1_int8']:.2f} against {m['f1_float32']:.2f} in float32 ({m['f1_change']:+.2f}), "
+                             f"{m['sentences_differing']} of {m['sentences']} sentences tagged differently" for split, m in splits.items())
+        say(f"model.int8.onnx: {measured}: {outcome}")
+        return verdict
+
+    return check
 
 
 def finished_result(config: TrainConfig, record: dict, out: str, say) -> TrainResult:

@@ -1,0 +1,161 @@
+"""The int8 model an export holds on request: how it is made, when it is kept, and how it runs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import bner
+from bner.cli.main import main
+from bner.config import TrainConfig
+from bner.folders import exports
+from tests.conftest import write_synthetic_data
+
+SETTINGS = dict(num_train_epochs=5, learning_rate=1e-3, train_batch_size=16, max_seq_length=32, precision="float32",
+                progress=False, export=False)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model, tmp_path_factory):
+    """A run trained without an export: each test exports it as it needs."""
+    root = tmp_path_factory.mktemp("int8")
+    data = write_synthetic_data(root / "data")
+    config = TrainConfig.from_settings(pretrained_model=tiny_model, data_dir=data, output_dir=str(root / "out"), **SETTINGS)
+    bner.train(config, say=lambda line: None)
+    return config, root
+
+
+@pytest.fixture(scope="module")
+def int8_export(trained):
+    """Exported with --export_int8 by the command line, with a budget it keeps."""
+    config, root = trained
+    assert main(["export", str(root / "out"), "--export_dir", str(root / "kept"), "--export_int8", "--int8_f1_budget", "100"]) == 0
+    return str(root / "kept" / "bner" / "1")
+
+
+def test_gemms_written_as_matmuls_compute_the_same():
+    import onnx
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    from bner.model.quantize import gemms_as_matmuls
+
+    rng = np.random.default_rng(0)
+    weight, bias = rng.normal(size=(5, 4)).astype(np.float32), rng.normal(size=(5,)).astype(np.float32)
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["with_bias"], transB=1),
+             helper.make_node("Gemm", ["x", "w", "b"], ["no_bias"], transB=1, beta=0.0),
+             helper.make_node("Gemm", ["x", "w", "b"], ["scaled"], transB=1, alpha=2.0)]  # not plain: left as it is
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, 5]) for name in ("with_bias", "no_bias", "scaled")],
+        initializer=[numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.normal(size=(3, 4)).astype(np.float32)
+
+    def run(m):
+        return onnxruntime.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+
+    before = run(model)
+    gemms_as_matmuls(model.graph)
+    assert [n.op_type for n in model.graph.node] == ["MatMul", "Add", "MatMul", "Gemm"]
+    for a, b in zip(before, run(model)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    onnx.checker.check_model(model)
+
+
+def test_an_int8_export_holds_its_file_digest_check_and_card(int8_export):
+    import onnx
+
+    from bner.inference.loader import read_metadata
+
+    metadata = read_metadata(f"{int8_export}/metadata.json")
+    facts = metadata.onnx_int8
+    assert facts["file"] == exports.INT8_FILE and facts["precision"] == "int8" and facts["opset"] == metadata.onnx["opset"]
+    check = facts["check"]
+    assert check["kept"] and check["budget"] == 100 and sorted(check["splits"]) == ["dev", "test"]  # both held-out files
+    for measured in check["splits"].values():
+        assert measured["sentences"] == 60 and 0 <= measured["sentences_differing"] <= 60
+        assert measured["f1_change"] == pytest.approx(measured["f1_int8"] - measured["f1_float32"], abs=0.011)
+    assert metadata.training["export"]["int8"] == check
+    ops = {node.op_type for node in onnx.load(f"{int8_export}/{exports.INT8_FILE}").graph.node}
+    assert "MatMulInteger" in ops and "Gemm" not in ops  # the attention projections are quantised too
+    card = open(f"{int8_export}/README.md", encoding="utf-8").read()
+    assert "`model.int8.onnx`" in card and "so it was kept" in card and "--runtime onnx-int8" in card
+
+
+def test_the_int8_model_runs_only_when_asked_and_tags_as_float32_does_here(int8_export):
+    import onnxruntime
+
+    assert bner.load(int8_export).backend.name == "onnx"  # float32 by default
+    tagger = bner.load(int8_export, runtime="onnx-int8")
+    assert tagger.backend.name == "onnx-int8"
+    entities = [(e.text, e.type, e.start, e.end) for e in tagger("Anna Kowalski visited Lisbon .")]
+    assert entities == [("Anna Kowalski", "PER", 0, 13), ("Lisbon", "LOC", 22, 28)]
+    # The logits stay close to float32's: the same argmax nearly everywhere.
+    rng = np.random.default_rng(1)
+    feed = {"input_ids": rng.integers(5, 50, size=(8, 20)).astype(np.int32), "attention_mask": np.ones((8, 20), np.int32),
+            "token_type_ids": np.zeros((8, 20), np.int32)}
+    logits = [onnxruntime.InferenceSession(f"{int8_export}/{name}", providers=["CPUExecutionProvider"]).run(["logits"], feed)[0]
+              for name in (exports.ONNX_FILE, exports.INT8_FILE)]
+    assert np.mean(logits[0].argmax(-1) == logits[1].argmax(-1)) > 0.95
+
+
+def test_the_server_says_it_runs_int8_and_shows_its_check_not_the_float32_test_score(int8_export):
+    from fastapi.testclient import TestClient
+
+    from bner.serving.app import create_app
+    from bner.serving.settings import ServingSettings
+
+    client = TestClient(create_app(ServingSettings(model_dir=int8_export, runtime="onnx-int8")))
+    model = client.get("/api/ner/model").json()
+    assert model["runtime"] == "onnx-int8" and model["test_f1"] is None and model["int8_check"]["kept"]
+    answer = client.post("/api/ner/recognize", json={"text": "Anna Kowalski visited Lisbon ."}).json()
+    assert [e["text"] for e in answer["entities"]] == ["Anna Kowalski", "Lisbon"]
+
+
+def test_an_export_without_int8_refuses_that_runtime_with_what_to_do(trained, tmp_path):
+    config, root = trained
+    assert main(["export", str(root / "out"), "--export_dir", str(tmp_path)]) == 0
+    with pytest.raises(ValueError, match="no int8 model here.*--export_int8"):
+        bner.load(str(tmp_path / "bner" / "1"), runtime="onnx-int8")
+    with pytest.raises(ValueError, match="runtime onnx-int8 applies to a model loaded in this process"):
+        bner.load(str(tmp_path / "bner" / "1"), runtime="onnx-int8", host="localhost")
+
+
+def test_an_int8_model_over_budget_is_not_kept_and_the_card_says_why(trained, tmp_path):
+    _, root = trained
+    measured = {"file": "dev.conll", "sentences": 60, "sentences_differing": 4, "f1_float32": 90.0, "f1_int8": 89.0, "f1_change": -1.0}
+    verdict = {"kept": False, "budget": 0.3, "splits": {"dev": measured, "test": {**measured, "f1_int8": 90.0, "f1_change": 0.0}}}
+    path = exports.export_tagger(str(root / "out" / "model"), str(tmp_path), "bner", int8_check=lambda folder: verdict)
+    metadata = json.loads(open(f"{path}/metadata.json", encoding="utf-8").read())
+    assert not (tmp_path / "bner" / "1" / exports.INT8_FILE).exists()
+    assert metadata["onnx_int8"] == {} and metadata["training"]["export"]["int8"] == verdict
+    card = open(f"{path}/README.md", encoding="utf-8").read()
+    assert "An int8 model was asked for and not kept: on the run's dev file (60 sentences) F1 89.00 against 90.00 in float32" in card
+    assert "on the run's test file (60 sentences) F1 90.00 against 90.00" in card and "more than the budget of 0.3 points" in card
+
+
+def test_the_check_needs_the_runs_dev_or_test_file(int8_export, tmp_path):
+    import shutil
+
+    from bner.training.recipe import int8_check
+
+    folder = tmp_path / "version"
+    shutil.copytree(int8_export, folder)
+    data = json.loads((folder / "metadata.json").read_text())
+    for split in data["training"]["data_files"].values():
+        split["path"] = str(tmp_path / "moved.conll")
+    (folder / "metadata.json").write_text(json.dumps(data))
+    lines = []
+    verdict = int8_check(0.3, lines.append)(str(folder))
+    assert not verdict["kept"] and "not where training read them" in verdict["reason"] and "not kept" in lines[0]
+
+
+def test_an_export_asked_for_int8_again_is_not_the_one_without(trained, tmp_path):
+    _, root = trained
+    model_dir = str(root / "out" / "model")
+    exports.export_tagger(model_dir, str(tmp_path), "bner")
+    assert exports.existing_export(model_dir, str(tmp_path), "bner") is not None
+    assert exports.existing_export(model_dir, str(tmp_path), "bner", int8=True) is None
