@@ -4,14 +4,15 @@
 For each ``--export`` and its ``--data`` CoNLL file, every sentence is tagged three ways through
 ``bner.load``'s shared tokenizer, windows, decoding and consistency: the export's SavedModel
 (TensorFlow), its ``model.onnx`` (ONNX Runtime, float32) and, with ``--int8``, copies whose
-model.onnx is quantised dynamically (``onnxruntime.quantization.quantize_dynamic``, int8
-weights, made in a temporary folder), four ways (INT8_VARIANTS): every weight per tensor
-(ONNX Runtime's default), and per output channel the feed-forward layers' matrices, only their
-first (intermediate) or only their second (output) matrix. Attention's projections are Gemm
-nodes, which dynamic quantisation leaves in float32, and the classifier head is kept in
-float32 in the per-channel variants. It reports the sentences whose tags differ from
-TensorFlow's, entity F1 (conlleval's) of each, and the seconds each took, one after the other
-in one process.
+model.onnx is quantised, made in a temporary folder (INT8_VARIANTS). The first, ``int8``, is
+what ``bner export --export_int8`` writes as model.int8.onnx (:mod:`bner.model.quantize`: every
+matrix product of the encoder, attention projections included, per output channel). The others
+are the candidates measured before it, ``onnxruntime.quantization.quantize_dynamic`` on
+model.onnx as it is (which leaves the attention projections, Gemm nodes, in float32): every
+weight per tensor (ONNX Runtime's default), and per output channel the feed-forward layers'
+matrices, only their first (intermediate) or only their second (output) matrix, the classifier
+head in float32. It reports the sentences whose tags differ from TensorFlow's, entity F1
+(conlleval's) of each, and the seconds each took, one after the other in one process.
 
     python bench/runtime_equality.py --int8 \\
         --export runs/wnut17/export/bner/1 --data ../shared/data/wnut17/test.conll \\
@@ -34,8 +35,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from common import write_result  # noqa: E402
 
-# Which matrices each variant quantises, by the names bner's network gives its layers (bner.model.network).
+# Which matrices each earlier candidate quantises, by the names bner's network gives its layers
+# (bner.model.network); "int8" is bner's own (bner.model.quantize).
 INT8_VARIANTS = {
+    "int8": "bner",
     "int8_all_per_tensor": None,
     "int8_ffn_per_channel": ("/intermediate", "/output_"),
     "int8_intermediate_per_channel": ("/intermediate",),
@@ -44,9 +47,11 @@ INT8_VARIANTS = {
 
 
 def quantised_copy(export: str, folder: str, variant: str) -> str:
-    """A copy of the export whose model.onnx has int8 weights as ``variant`` says (and metadata.json its new digest)."""
+    """A copy of the export whose model.onnx is quantised as ``variant`` says (and metadata.json its new digest)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from bner.model.quantize import quantize
 
     target = os.path.join(folder, variant)
     shutil.copytree(export, target)
@@ -55,13 +60,16 @@ def quantised_copy(export: str, folder: str, variant: str) -> str:
         metadata = json.load(f)
     model = os.path.join(target, metadata["onnx"]["file"])
     chosen = INT8_VARIANTS[variant]
-    if chosen is None:
-        options = {}
+    if chosen == "bner":
+        quantize(model, model + ".int8")
     else:
-        matmuls = [n.name for n in onnx.load(model).graph.node if n.op_type == "MatMul"]
-        options = {"per_channel": True, "op_types_to_quantize": ["MatMul"],
-                   "nodes_to_exclude": [name for name in matmuls if not any(part in name for part in chosen)]}
-    quantize_dynamic(model, model + ".int8", weight_type=QuantType.QInt8, **options)
+        if chosen is None:
+            options = {}
+        else:
+            matmuls = [n.name for n in onnx.load(model).graph.node if n.op_type == "MatMul"]
+            options = {"per_channel": True, "op_types_to_quantize": ["MatMul"],
+                       "nodes_to_exclude": [name for name in matmuls if not any(part in name for part in chosen)]}
+        quantize_dynamic(model, model + ".int8", weight_type=QuantType.QInt8, **options)
     os.replace(model + ".int8", model)
     with open(model, "rb") as f:
         metadata["onnx"] = {**metadata["onnx"], "sha256": hashlib.sha256(f.read()).hexdigest(), "precision": f"{variant} (dynamic)"}
@@ -107,7 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--export", action="append", required=True, help="an export version folder (repeat, one per --data)")
     parser.add_argument("--data", action="append", required=True, help="its CoNLL test file")
-    parser.add_argument("--int8", action="store_true", help="also a dynamically quantised copy of model.onnx")
+    parser.add_argument("--int8", action="store_true", help="also quantised copies of model.onnx (bner's int8 and earlier candidates)")
     parser.add_argument("--output_json", default=os.path.join(HERE, "results", "runtime_equality.json"))
     args = parser.parse_args()
     if len(args.export) != len(args.data):

@@ -404,7 +404,7 @@ def load_server(server: Server, args, bodies: list[bytes]) -> list[dict]:
     for i, n in enumerate(args.clients):
         if i and args.pause > 0:
             time.sleep(args.pause)
-        batches_before = scrape_batches(server) if server.name == "bner" else None
+        batches_before = scrape_batches(server) if server.name.startswith("bner") else None  # bner's own metrics
         cpu_before, gen_before, wall_before = server.cpu_seconds(), time.process_time(), time.perf_counter()
         level = asyncio.run(run_level(server.port, n, bodies, args.warmup, args.duration, args.request_timeout, args.client,
                                       args.max_requests))
@@ -426,7 +426,7 @@ def load_server(server: Server, args, bodies: list[bytes]) -> list[dict]:
     return results
 
 
-def library_ceiling(export: str, sentences: list[str], batch_sizes: list[int], seconds: float) -> list[dict]:
+def library_ceiling(export: str, sentences: list[str], batch_sizes: list[int], seconds: float, runtime: str = "auto") -> list[dict]:
     """What the server's work costs without the server: ``bner.load(export).predict`` in this process.
 
     Per batch size: sentences per second of the whole library call (tokenizer, windows, model,
@@ -435,7 +435,7 @@ def library_ceiling(export: str, sentences: list[str], batch_sizes: list[int], s
     """
     import bner
 
-    tagger = bner.load(export)
+    tagger = bner.load(export, runtime=runtime)
     rows = []
     for size in batch_sizes:
         batches = [sentences[i:i + size] for i in range(0, len(sentences), size)]
@@ -448,7 +448,7 @@ def library_ceiling(export: str, sentences: list[str], batch_sizes: list[int], s
         elapsed, model = time.perf_counter() - start, tagger.backend.model_seconds - model_before
         rows.append({"batch_size": size, "library_sentences_per_s": round(done / elapsed, 1),
                      "model_only_sentences_per_s": round(done / model, 1) if model > 0 else None})
-        print(f"  library, batch {size}: {rows[-1]['library_sentences_per_s']} sentences/s "
+        print(f"  library ({tagger.backend.name}), batch {size}: {rows[-1]['library_sentences_per_s']} sentences/s "
               f"(model alone {rows[-1]['model_only_sentences_per_s']})", flush=True)
     return rows
 
@@ -603,8 +603,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--bner_python", default=sys.executable, help="python for bner's server (default: this one)")
     parser.add_argument("--bner_env", action="append", default=[], metavar="KEY=VALUE",
                         help="environment for bner's server, e.g. BNER_MAX_WAIT_MS=2 (repeatable)")
-    parser.add_argument("--systems", nargs="+", choices=["bner", "bner-tensorflow", "hf"], default=["bner", "hf"],
+    parser.add_argument("--systems", nargs="+", choices=["bner", "bner-int8", "bner-tensorflow", "hf"], default=["bner", "hf"],
                         help="what to run, in order (bner: the export's default runtime, ONNX Runtime where it has model.onnx; "
+                             "bner-int8: its model.int8.onnx, BNER_RUNTIME=onnx-int8; "
                              "bner-tensorflow: its SavedModel, BNER_RUNTIME=tensorflow)")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per client count")
@@ -677,7 +678,8 @@ def main(argv=None) -> int:
             "export": export,
             "export_metadata": {k: metadata.get(k) for k in ("pretrained", "encoder", "max_seq_length", "lowercase")},
             "num_labels": len(metadata.get("labels", [])),
-            "backend": "in-process: model.onnx in ONNX Runtime (bner-tensorflow: the SavedModel)",
+            "backend": "in-process: model.onnx in ONNX Runtime (bner-int8: model.int8.onnx; bner-tensorflow: the SavedModel)",
+            "int8": metadata.get("onnx_int8") or None,
             "BNER_MAX_BATCH_SIZE": setting("BNER_MAX_BATCH_SIZE", defaults["max_batch_size"]),
             "BNER_MAX_WAIT_MS": setting("BNER_MAX_WAIT_MS", defaults["max_wait_ms"]),
             "bner_env": bner_env_extra,
@@ -694,11 +696,12 @@ def main(argv=None) -> int:
         port = free_port()
         servers["bner"] = Server("bner", [args.bner_python, "-m", "bner.serving", "--model_dir", export, "--host", "127.0.0.1",
                                           "--port", str(port)], bner_env, port, "/api/ner/ready", log_dir)
-    if "bner-tensorflow" in args.systems:
-        port = free_port()
-        servers["bner-tensorflow"] = Server(
-            "bner-tensorflow", [args.bner_python, "-m", "bner.serving", "--model_dir", export, "--host", "127.0.0.1",
-                                "--port", str(port)], {**bner_env, "BNER_RUNTIME": "tensorflow"}, port, "/api/ner/ready", log_dir)
+    for name, runtime in (("bner-int8", "onnx-int8"), ("bner-tensorflow", "tensorflow")):
+        if name in args.systems:
+            port = free_port()
+            servers[name] = Server(
+                name, [args.bner_python, "-m", "bner.serving", "--model_dir", export, "--host", "127.0.0.1",
+                       "--port", str(port)], {**bner_env, "BNER_RUNTIME": runtime}, port, "/api/ner/ready", log_dir)
     if "hf" in args.systems:
         port = free_port()
         cmd = [args.hf_python, str(REPO / "bench" / "hf_serving_app.py"), "--model_dir", args.hf_model_dir,
@@ -737,27 +740,31 @@ def main(argv=None) -> int:
         if done and name not in report["systems"]:
             report["systems"][name] = median_of_rounds(done)
 
-    if not interrupted and args.ceiling_batches and "bner" in args.systems:
-        print("the same sentences through bner.load(export).predict, no server:", flush=True)
-        import statistics
+    import statistics
 
-        measured = [library_ceiling(export, sentences, args.ceiling_batches, args.ceiling_seconds) for _ in range(args.rounds)]
-        report["library_ceiling"] = [
+    for system, runtime, key in (("bner", "auto", ""), ("bner-int8", "onnx-int8", "_int8")):
+        if interrupted or not args.ceiling_batches or system not in args.systems:
+            continue
+        print(f"the same sentences through bner.load(export, runtime={runtime!r}).predict, no server:", flush=True)
+        measured = [library_ceiling(export, sentences, args.ceiling_batches, args.ceiling_seconds, runtime) for _ in range(args.rounds)]
+        report[f"library_ceiling{key}"] = [
             {"batch_size": rows[0]["batch_size"],
-             **{key: statistics.median(row[key] for row in rows) for key in ("library_sentences_per_s", "model_only_sentences_per_s")},
+             **{name: statistics.median(row[name] for row in rows) for name in ("library_sentences_per_s", "model_only_sentences_per_s")},
              "rounds_library_sentences_per_s": [row["library_sentences_per_s"] for row in rows]}
             for rows in zip(*measured)
         ]
-        if "levels" in report["systems"].get("bner", {}):
-            report["server_share_of_library"] = server_share(report["systems"]["bner"]["levels"], report["library_ceiling"])
-            for row in report["server_share_of_library"]:
-                print(f"  clients={row['clients']}: the server keeps {row['share_of_library']:.0%} of the library's throughput "
-                      f"at batch {row['library_batch_size']} ({row['share_of_model_only']:.0%} of the model alone)")
+        if "levels" in report["systems"].get(system, {}):
+            report[f"server_share_of_library{key}"] = server_share(report["systems"][system]["levels"], report[f"library_ceiling{key}"])
+            for row in report[f"server_share_of_library{key}"]:
+                print(f"  {system}, clients={row['clients']}: the server keeps {row['share_of_library']:.0%} of the library's "
+                      f"throughput at batch {row['library_batch_size']} ({row['share_of_model_only']:.0%} of the model alone)")
     report["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     report["finished_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     report["comparison"] = compare(report["systems"].get("bner"), report["systems"].get("hf"))
     # ONNX Runtime against the same export's SavedModel, both served by bner
     report["comparison_onnx_over_tensorflow"] = compare(report["systems"].get("bner"), report["systems"].get("bner-tensorflow"))
+    report["comparison_int8_over_tensorflow"] = compare(report["systems"].get("bner-int8"), report["systems"].get("bner-tensorflow"))
+    report["comparison_int8_over_onnx"] = compare(report["systems"].get("bner-int8"), report["systems"].get("bner"))
     if interrupted:
         report["interrupted"] = True
     print_table(report["systems"], report["comparison"])
