@@ -183,6 +183,7 @@ def test_each_family_trains_exports_loads_and_tags(family, tmp_path):
     config = TrainConfig.from_settings(
         pretrained_model=str(FIXTURES / family), data_dir=data, output_dir=str(tmp_path / "out"), num_train_epochs=2,
         learning_rate=1e-3, train_batch_size=16, max_seq_length=24, precision="float32", progress=False,
+        export_int8=True, int8_f1_budget=100,  # kept whatever it costs: this checks that every family quantises and runs
     )
     result = bner.train(config, say=lambda line: None)
     assert result.export_path and 0.0 <= result.test["f1"] <= 100.0
@@ -198,6 +199,9 @@ def test_each_family_trains_exports_loads_and_tags(family, tmp_path):
     for text, entities in zip(texts, predicted):  # offsets are the raw text's, whatever the pieces
         assert all(text[e.start:e.end] == e.text for e in entities)
     assert fused_layer_norms(result.export_path, tmp_path / "optimized.onnx") == (True, 0)
+    assert metadata.onnx_int8["check"]["kept"], metadata.training["export"]["int8"]
+    for text, entities in zip(texts, bner.load(result.export_path, runtime="onnx-int8").predict(texts)):
+        assert all(text[e.start:e.end] == e.text for e in entities)
     words = [["Angela", "Merkel", "flew"], ["x"] * 30]  # the second is longer than a window
     tagged = from_export.tag(words)
     assert tagged == from_model.tag(words) == saved_model.tag(words) and [len(tags) for tags in tagged] == [3, 30]

@@ -32,6 +32,7 @@ from collections.abc import Callable
 
 from bner import io
 from bner.dictionary.matcher import copy_compiled
+from bner.errors import first_line
 from bner.folders import model_folder
 from bner.folders.model_card import CARD_FILE
 from bner.folders.model_card import render as render_card
@@ -72,10 +73,10 @@ def model_digest(model_dir: str) -> str:
     return hashlib.sha256(io.read_bytes(io.join(model_dir, model_folder.WEIGHTS_FILE))).hexdigest()
 
 
-def existing_export(model_dir: str, export_dir: str, model_name: str, int8: bool = False) -> str | None:
+def existing_export(model_dir: str, export_dir: str, model_name: str, int8_budget: float | None = None) -> str | None:
     """The latest version already exported from exactly this model, if there is one (and it has its ONNX model:
-    an export written before bner wrote model.onnx is exported again; with ``int8``, one whose int8 copy was
-    asked for, kept or not)."""
+    an export written before bner wrote model.onnx is exported again). With ``int8_budget`` (an int8 model
+    asked for), only one holding an int8 model whose measured F1 changes are all within that budget."""
     found = versions(io.join(export_dir, model_name))
     if not found:
         return None
@@ -85,8 +86,13 @@ def existing_export(model_dir: str, export_dir: str, model_name: str, int8: bool
     except ValueError:
         return None
     exported = metadata.training.get("export", {}).get("model_sha256")
-    int8_asked = "int8" in metadata.training.get("export", {})
-    return latest if exported == model_digest(model_dir) and metadata.onnx and (int8_asked or not int8) else None
+    if exported != model_digest(model_dir) or not metadata.onnx:
+        return None
+    if int8_budget is None:
+        return latest
+    measured = (metadata.onnx_int8.get("check") or {}).get("splits") or {}
+    within = bool(metadata.onnx_int8 and measured) and all(m.get("f1_change", -1e9) >= -int8_budget for m in measured.values())
+    return latest if within else None
 
 
 def export_tagger(model_dir: str, export_dir: str, model_name: str, version: int | None = None,
@@ -165,16 +171,21 @@ def with_int8(metadata, folder: str, check: Callable[[str], dict]):
     from bner.model.quantize import QUANTIZATION, quantize
 
     path = os.path.join(folder, INT8_FILE)
-    quantize(os.path.join(folder, metadata.onnx["file"]), path)
-    facts = {**metadata.onnx, "file": INT8_FILE, "sha256": io.file_sha256(path), "precision": "int8", "quantization": QUANTIZATION}
-    candidate = dataclasses.replace(metadata, onnx_int8=facts)
-    write_metadata(candidate, folder)  # the check loads the folder as bner.load does
-    verdict = check(folder)
+    facts = {**metadata.onnx, "file": INT8_FILE, "precision": "int8", "quantization": QUANTIZATION}
+    try:
+        quantize(os.path.join(folder, metadata.onnx["file"]), path)
+        facts["sha256"] = io.file_sha256(path)
+        candidate = dataclasses.replace(metadata, onnx_int8=facts)
+        write_metadata(candidate, folder)  # the check loads the folder as bner.load does
+        verdict = check(folder)
+    except Exception as e:  # noqa: BLE001 — any failure of the optional int8 model leaves the float32 export whole
+        verdict = {"kept": False, "reason": f"it could not be made or run ({first_line(e)})"}
     export = {**metadata.training.get("export", {}), "int8": verdict}
     training = {**metadata.training, "export": export}
     if verdict.get("kept"):
         return dataclasses.replace(candidate, onnx_int8={**facts, "check": verdict}, training=training)
-    os.remove(path)
+    if os.path.exists(path):
+        os.remove(path)
     return dataclasses.replace(metadata, onnx_int8={}, training=training)
 
 

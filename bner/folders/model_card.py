@@ -95,22 +95,25 @@ def _int8_lines(metadata) -> list[str]:
     check = metadata.training.get("export", {}).get("int8")
     if not check:
         return []
+    splits = check.get("splits") or {}
     measured = "; ".join(
         f"on the run's {split} file ({m.get('sentences', 0):,} sentences) F1 {m.get('f1_int8', 0):.2f} against "
         f"{m.get('f1_float32', 0):.2f} in float32 ({m.get('f1_change', 0):+.2f}; {m.get('sentences_differing', 0):,} "
-        "sentences tagged differently)" for split, m in (check.get("splits") or {}).items())
-    budget = f"the budget of {check.get('budget')} points on each file"
+        "sentences tagged differently)" for split, m in splits.items())
+    unmeasured = "".join(f" Its {split} file was not measured: {why}." for split, why in (check.get("not_measured") or {}).items())
+    budget = check.get("budget")
     if metadata.onnx_int8:
         return [
             f"`{metadata.onnx_int8['file']}`: {metadata.onnx_int8.get('quantization', 'int8')}. Faster on CPUs, but not exact: "
-            f"{measured}. That is within {budget}, so it was kept. It runs only when asked for "
-            "(`--runtime onnx-int8`, `BNER_RUNTIME=onnx-int8`, `bner.load(..., runtime=\"onnx-int8\")`); the scores above "
-            "are float32's. Its activations are quantised per model call, so a text's entities can also depend on the texts "
-            "batched with it.\n",
+            f"{measured}. That is within the budget of {budget} points, so it was kept.{unmeasured} It runs only when asked "
+            "for (`--runtime onnx-int8`, `BNER_RUNTIME=onnx-int8`, `bner.load(..., runtime=\"onnx-int8\")`); the scores "
+            "above are float32's. Its activations are quantised per model call, so a text's entities can also depend on "
+            "the texts batched with it.\n",
         ]
-    reason = f"{measured}: more than {budget}" if measured else check.get("reason", "")
-    return [f"An int8 model was asked for and not kept: {reason}.\n"]
-
+    over = [split for split, m in splits.items() if m.get("f1_change", 0) < -(budget or 0)]
+    reason = (f"{measured}: more than the budget of {budget} points on the {' and '.join(over)} file{'s' if len(over) > 1 else ''}"
+              if over else check.get("reason", "not measured"))
+    return [f"An int8 model was asked for and not kept: {reason}.{unmeasured}\n"]
 
 def _results(evaluation: dict) -> str:
     splits = [s for s in ("dev", "test") if evaluation.get(s)]

@@ -11,8 +11,9 @@ What is quantised, and why (``bench/runtime_equality.py`` measures what it costs
   Runtime multiplies uint8 activations by int8 weights with instructions that add pairs of
   products in 16 bits, which can saturate with full 8-bit weights;
 - activations quantised per call at run time (dynamic): no calibration data is needed;
-- the classifier head (``logits``) and the embeddings stay float32: the head is small and
-  decides every tag.
+- the classifier head (``logits``) and the embedding tables stay float32: the head is small
+  and decides every tag (an embedding projection, as ELECTRA and ALBERT have, is a matrix
+  product like the others and is quantised).
 
 The attention's own products (query by key, probabilities by value) and everything else stay float32.
 """
@@ -25,7 +26,7 @@ import re
 
 # What metadata.json and the model card say of the quantised file.
 QUANTIZATION = ("dynamic int8 (ONNX Runtime): the encoder's attention projections and feed-forward matrices, "
-                "weights per output channel in 7 bits; embeddings and classifier head float32")
+                "weights per output channel in 7 bits; embedding tables and classifier head float32")
 # The classifier head's nodes, by the layer name bner.model.network gives it (tf2onnx keeps
 # TensorFlow's names, which may add a "_1" to it).
 HEAD = re.compile(r"(^|/)logits(_\d+)?/")
@@ -52,23 +53,42 @@ def quantize(source: str, target: str) -> None:
         if os.path.exists(folded):
             os.remove(folded)
     gemms_as_matmuls(model.graph)
-    constants = {tensor.name for tensor in model.graph.initializer}
-    chosen = [node.name for node in model.graph.node
-              if node.op_type == "MatMul" and node.input[1] in constants and not HEAD.search(node.name)]
+    chosen = chosen_matmuls(model.graph)
     if not chosen:
         raise ValueError(f"{source}: no matrix product with a constant weight to quantise (not a bner export?)")
     rewritten = target + ".float32"
     onnx.save(model, rewritten)
-    # quantize_dynamic logs a root-logger warning advising shape pre-processing, which is for
-    # models with unknown shapes to fuse; nothing a user could act on here.
-    quiet = logging.Filter("bner")  # passes only bner's records
-    logging.getLogger().addFilter(quiet)
+    root = logging.getLogger()
+    root.addFilter(not_the_preprocessing_advice)
     try:
         quantize_dynamic(rewritten, target, weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
                          op_types_to_quantize=["MatMul"], nodes_to_quantize=chosen)
     finally:
-        logging.getLogger().removeFilter(quiet)
+        root.removeFilter(not_the_preprocessing_advice)
         os.remove(rewritten)
+    quantised = sum(node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for node in onnx.load(target).graph.node)
+    if quantised != len(chosen):
+        os.remove(target)
+        raise ValueError(f"{source}: ONNX Runtime quantised {quantised} of the {len(chosen)} matrix products chosen")
+
+
+def chosen_matmuls(graph) -> list[str]:
+    """The matrix products to quantise: each ``MatMul`` by a constant 2-D weight, except the head's.
+
+    Per-channel quantisation needs a plain [in, out] matrix: DeBERTa's relative-position
+    embeddings, once projected and folded, are 3-D constants that ONNX Runtime cannot quantise
+    that way, so they stay float32.
+    """
+    matrices = {tensor.name for tensor in graph.initializer if len(tensor.dims) == 2}
+    return [node.name for node in graph.node
+            if node.op_type == "MatMul" and node.input[1] in matrices and not HEAD.search(node.name)]
+
+
+def not_the_preprocessing_advice(record: logging.LogRecord) -> bool:
+    """A logging filter: quantize_dynamic logs a warning advising shape pre-processing, which is
+    for models whose shapes need inferring before fusion; nothing a user could act on here.
+    Every other record passes."""
+    return "pre-processing before quantization" not in record.getMessage()
 
 
 def gemms_as_matmuls(graph) -> None:

@@ -320,8 +320,13 @@ def model_description(settings: ServingSettings, tagger) -> dict:
         # scores recorded their scoring keep showing theirs)
         # (nor for the int8 model, which was not what was scored: its own check at export is shown instead)
         "test_f1": test.get("f1") if test.get("scoring", tagger.scoring) == tagger.scoring and not int8 else None,
-        **({"int8_check": metadata.onnx_int8.get("check")} if int8 else {}),
+        **({"int8_check": public_check(metadata.onnx_int8.get("check") or {})} if int8 else {}),
     }
+
+
+def public_check(check: dict) -> dict:
+    """The int8 model's check without the paths of the files it read (the training machine's, not a client's business)."""
+    return {**check, "splits": {split: {k: v for k, v in m.items() if k != "file"} for split, m in (check.get("splits") or {}).items()}}
 
 
 def add_probes_and_metrics(app: FastAPI, settings: ServingSettings, tagger, metrics: Metrics) -> None:

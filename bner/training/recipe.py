@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -674,7 +675,8 @@ def export_model(config: TrainConfig, say) -> str | None:
     model_dir = run_folder.model_dir(out)
     export_dir = run_folder.export_dir(out, config.output.export_dir)
     int8 = config.output.export_int8
-    existing = exports.existing_export(model_dir, export_dir, config.output.model_name, int8=int8)
+    existing = exports.existing_export(model_dir, export_dir, config.output.model_name,
+                                       int8_budget=config.output.int8_f1_budget if int8 else None)
     if existing:
         say(f"{existing} is already an export of this model")
         return existing
@@ -704,13 +706,19 @@ def int8_check(budget: float, say) -> Callable[[str], dict]:
 
     def check(folder: str) -> dict:
         metadata = read_metadata(io.join(folder, METADATA_FILE))
-        files = metadata.training.get("data_files", {})
-        found = [(split, files[split]["path"]) for split in ("dev", "test") if files.get(split) and io.exists(files[split]["path"])]
+        files = {split: facts for split, facts in metadata.training.get("data_files", {}).items() if split in ("dev", "test") and facts}
+        # Only the files the run recorded, unchanged since (their SHA-256): "the run's dev file" must be that.
+        found = [(split, facts["path"]) for split, facts in files.items()
+                 if io.exists(facts["path"]) and hashlib.sha256(io.read_bytes(facts["path"])).hexdigest() == facts.get("sha256")]
         if not found:
-            reason = "the run's dev and test files are not where training read them, so its F1 cost cannot be measured"
+            reason = ("the run had no dev or test file to measure its F1 cost on" if not files else
+                      "the run's dev and test files are no longer where training read them, or have changed since, "
+                      "so its F1 cost cannot be measured")
             say(f"model.int8.onnx not kept: {reason}")
             return {"kept": False, "reason": reason, "budget": budget}
         columns = metadata.training.get("settings", {}).get("columns")
+        say(f"model.int8.onnx: tagging the run's {' and '.join(split for split, _ in found)} file(s) with it and with "
+            "model.onnx, to measure its F1 cost")
         taggers = {runtime: load(folder, runtime=runtime) for runtime in ("onnx", "onnx-int8")}
         splits = {}
         for split, path in found:
@@ -722,6 +730,9 @@ def int8_check(budget: float, say) -> Callable[[str], dict]:
                              "sentences_differing": sum(a != b for a, b in zip(predicted["onnx"], predicted["onnx-int8"])),
                              "f1_float32": f1["onnx"], "f1_int8": f1["onnx-int8"], "f1_change": round(f1["onnx-int8"] - f1["onnx"], 2)}
         verdict = {"kept": all(m["f1_change"] >= -budget for m in splits.values()), "budget": budget, "splits": splits}
+        missing = sorted(set(files) - set(splits))
+        if missing:
+            verdict["not_measured"] = {split: "no longer where training read it, or changed since" for split in missing}
         outcome = "kept" if verdict["kept"] else f"not kept (the budget is {budget} points on each)"
         measured = "; ".join(f"{split} F1 {m['f1_int8']:.2f} against {m['f1_float32']:.2f} in float32 ({m['f1_change']:+.2f}), "
                              f"{m['sentences_differing']} of {m['sentences']} sentences tagged differently" for split, m in splits.items())
