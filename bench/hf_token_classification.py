@@ -290,7 +290,7 @@ def cpu_facts():
             if line.startswith("flags"):
                 flags = set(line.split(":", 1)[1].split())
                 break
-        for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16"):
+        for flag in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16"):
             facts[f"flag_{flag}"] = flag in flags
     except OSError:
         pass

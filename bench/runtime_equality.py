@@ -12,7 +12,8 @@ model.onnx as it is (which leaves the attention projections, Gemm nodes, in floa
 weight per tensor (ONNX Runtime's default), and per output channel the feed-forward layers'
 matrices, only their first (intermediate) or only their second (output) matrix, the classifier
 head in float32. It reports the sentences whose tags differ from TensorFlow's, entity F1
-(conlleval's) of each, and the seconds each took, one after the other in one process.
+(conlleval's) of each, and the seconds each took, one after the other in one process. With ``--int8``, float32 and bner's int8 also tag the file one sentence per model
+call, against 32 (the default), to show whether a sentence's answer depends on its batch.
 
     python bench/runtime_equality.py --int8 \\
         --export runs/wnut17/export/bner/1 --data ../shared/data/wnut17/test.conll \\
@@ -88,7 +89,7 @@ def compare(export: str, data: str, int8: bool) -> dict:
         ways = {"tensorflow": (export, "tensorflow"), "onnx": (export, "onnx")}
         if int8:
             ways.update({variant: (quantised_copy(export, work, variant), "onnx") for variant in INT8_VARIANTS})
-        results, reference = {}, None
+        results, reference, predictions = {}, None, {}
         for name, (path, runtime) in ways.items():
             tagger = bner.load(path, runtime=runtime)
             tagger.evaluation(sentences[:8])  # warm-up, unmeasured
@@ -96,12 +97,22 @@ def compare(export: str, data: str, int8: bool) -> dict:
             scores, predicted = tagger.evaluation(sentences)
             seconds = time.perf_counter() - started
             reference = reference if reference is not None else predicted
+            predictions[name] = predicted
             differing = sum(p != r for p, r in zip(predicted, reference))
             f1 = scores.as_dict()["f1"]
             results[name] = {"f1": round(100 * f1, 2), "sentences_differing_from_tensorflow": differing,
                              "seconds": round(seconds, 2), "sentences_per_second": round(len(sentences) / seconds, 1)}
             print(f"{os.path.basename(os.path.dirname(data))} {name:11s} F1 {100 * f1:6.2f}  differing sentences {differing:4d}"
                   f"  {len(sentences) / seconds:7.1f} sentences/s", flush=True)
+        if int8:
+            # Dynamic quantisation scales activations per model call: does a sentence's answer depend on
+            # the sentences batched with it? The same file tagged one sentence per call.
+            for name in ("onnx", "int8"):
+                alone = bner.load(ways[name][0], runtime="onnx", batch_size=1).evaluation(sentences)[1]
+                batched = predictions[name]
+                results[name]["sentences_differing_batch_1_vs_32"] = sum(a != b for a, b in zip(alone, batched))
+                print(f"{name}: {results[name]['sentences_differing_batch_1_vs_32']} sentences tagged differently "
+                      "one per call than 32 per call", flush=True)
         for variant in INT8_VARIANTS if int8 else ():
             results[variant]["f1_change"] = round(results[variant]["f1"] - results["onnx"]["f1"], 2)
             results[variant]["size_mb"] = round(os.path.getsize(os.path.join(ways[variant][0], "model.onnx")) / 2**20, 1)

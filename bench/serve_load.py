@@ -564,6 +564,30 @@ def compare(bner: dict | None, hf: dict | None) -> dict:
     return result
 
 
+def runtime_ratios(faster: dict | None, baseline: dict | None) -> dict:
+    """One of bner's runtimes against another, served the same way: throughput and latency ratios per
+    client count, and the runtime targets (at the most clients >= 1.5x the throughput, at the fewest
+    p50 <= 0.7x)."""
+    if not faster or not baseline or "levels" not in faster or "levels" not in baseline:
+        return {}
+    base = {level["clients"]: level for level in baseline["levels"]}
+    rows = []
+    for a in faster["levels"]:
+        b = base.get(a["clients"])
+        if b is None or not a["throughput_rps"] or not b["throughput_rps"]:
+            continue
+        rows.append({"clients": a["clients"], "throughput_ratio": round(a["throughput_rps"] / b["throughput_rps"], 3),
+                     "p50_ratio": round(a["latency_ms"]["p50"] / b["latency_ms"]["p50"], 3) if b["latency_ms"]["p50"] else None,
+                     "p99_ratio": round(a["latency_ms"]["p99"] / b["latency_ms"]["p99"], 3) if b["latency_ms"]["p99"] else None})
+    if not rows:
+        return {}
+    top, single = max(rows, key=lambda r: r["clients"]), min(rows, key=lambda r: r["clients"])
+    return {"per_clients": rows, "target": {
+        "goal": "at the most clients throughput >= 1.5x; at the fewest p50 <= 0.7x",
+        "throughput_ratio": top["throughput_ratio"], "single_client_p50_ratio": single["p50_ratio"],
+        "met": top["throughput_ratio"] >= 1.5 and single["p50_ratio"] is not None and single["p50_ratio"] <= 0.7}}
+
+
 def print_table(systems: dict, comparison: dict) -> None:
     print()
     print(f"{'system':<7} {'clients':>7} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'mean ms':>8} "
@@ -762,9 +786,10 @@ def main(argv=None) -> int:
     report["finished_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     report["comparison"] = compare(report["systems"].get("bner"), report["systems"].get("hf"))
     # ONNX Runtime against the same export's SavedModel, both served by bner
-    report["comparison_onnx_over_tensorflow"] = compare(report["systems"].get("bner"), report["systems"].get("bner-tensorflow"))
-    report["comparison_int8_over_tensorflow"] = compare(report["systems"].get("bner-int8"), report["systems"].get("bner-tensorflow"))
-    report["comparison_int8_over_onnx"] = compare(report["systems"].get("bner-int8"), report["systems"].get("bner"))
+    systems = report["systems"]
+    report["comparison_onnx_over_tensorflow"] = runtime_ratios(systems.get("bner"), systems.get("bner-tensorflow"))
+    report["comparison_int8_over_tensorflow"] = runtime_ratios(systems.get("bner-int8"), systems.get("bner-tensorflow"))
+    report["comparison_int8_over_onnx"] = runtime_ratios(systems.get("bner-int8"), systems.get("bner"))
     if interrupted:
         report["interrupted"] = True
     print_table(report["systems"], report["comparison"])

@@ -140,5 +140,5 @@ def machine_facts() -> dict:
     flags = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
     if flags:
         present = set(flags.group(1).split())
-        facts["cpu_flags"] = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in present]
+        facts["cpu_flags"] = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_tile") if f in present]
     return facts
