@@ -692,8 +692,9 @@ def export_model(config: TrainConfig, say) -> str | None:
         return exports.latest_export(io.join(export_dir, config.output.model_name))
     check = int8_check(config.output.int8_f1_budget, say) if int8 else None
     path = exports.export_tagger(model_dir, export_dir, config.output.model_name, int8_check=check)
-    files = "model.onnx and model.int8.onnx" if int8 and io.exists(io.join(path, exports.INT8_FILE)) else "model.onnx"
-    say(f"exported the SavedModel and {files} to {path}")
+    files = "the SavedModel, model.onnx and model.int8.onnx" if int8 and io.exists(io.join(path, exports.INT8_FILE)) \
+        else "the SavedModel and model.onnx"
+    say(f"exported {files} to {path}")
     return path
 
 
