@@ -111,12 +111,12 @@ def gemms_as_matmuls(graph) -> None:
         if not plain:
             nodes.append(node)
             continue
-        weight = numpy_helper.to_array(constants[node.input[1]])
         name = node.input[1]
         if attributes.get("transB", 0):
             name = f"{node.input[1]}/transposed"
             replaced.add(node.input[1])
             if name not in used:
+                weight = numpy_helper.to_array(constants[node.input[1]])
                 graph.initializer.append(numpy_helper.from_array(weight.T.copy(), name))
         used.add(name)
         product = f"{node.output[0]}/product" if with_bias else node.output[0]
