@@ -227,6 +227,11 @@ class TrainConfig:
                 raise ConfigError(f"--{name}={value}: must be 0 or more")
         if not 0 <= o.warmup_proportion <= 1:
             raise ConfigError(f"--warmup_proportion={o.warmup_proportion}: must be between 0 and 1")
+        out = self.output
+        if out.export_int8 and not out.export:
+            raise ConfigError("--export_int8 writes model.int8.onnx into the export: it needs --export (drop --export=false)")
+        if not out.export_int8 and out.int8_f1_budget != OutputConfig.int8_f1_budget:
+            raise ConfigError(f"--int8_f1_budget={out.int8_f1_budget} applies to the int8 model: add --export_int8")
         if m.context_words < 0:
             raise ConfigError(f"--context_words={m.context_words}: must be 0 or more")
         if m.document_windows and m.context_words:

@@ -195,3 +195,14 @@ def test_an_int8_model_that_fails_leaves_the_float32_export_whole(trained, tmp_p
     assert metadata["training"]["export"]["int8"]["reason"].startswith("it could not be made or run (MatmulInteger")
     assert "not kept: it could not be made or run" in open(f"{path}/README.md", encoding="utf-8").read()
     assert bner.load(path)("Anna Kowalski visited Lisbon .")  # the float32 model serves
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(export_int8=True, export=False), "--export_int8 writes model.int8.onnx into the export: it needs --export"),
+    (dict(int8_f1_budget=1.0), "--int8_f1_budget=1.0 applies to the int8 model: add --export_int8"),
+])
+def test_int8_settings_that_would_do_nothing_are_refused(settings, message):
+    from bner.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig.from_settings(**settings).check()
