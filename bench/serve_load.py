@@ -522,15 +522,20 @@ def version(name: str) -> str | None:
         return None
 
 
+def same_levels(first: dict | None, second: dict | None) -> list[tuple[dict, dict]]:
+    """The two systems' levels at the client counts both measured, in the first's order."""
+    if not first or not second or "levels" not in first or "levels" not in second:
+        return []
+    by_clients = {level["clients"]: level for level in second["levels"]}
+    return [(level, by_clients[level["clients"]]) for level in first["levels"] if level["clients"] in by_clients]
+
+
 def compare(bner: dict | None, hf: dict | None) -> dict:
-    if not bner or not hf or "levels" not in bner or "levels" not in hf:
+    pairs = same_levels(bner, hf)
+    if not pairs:
         return {}
-    hf_levels = {level["clients"]: level for level in hf["levels"]}
     rows = []
-    for b in bner["levels"]:
-        h = hf_levels.get(b["clients"])
-        if h is None:
-            continue
+    for b, h in pairs:
         ratio = b["throughput_rps"] / h["throughput_rps"] if b["throughput_rps"] is not None and h["throughput_rps"] else None
         p99_b, p99_h = b["latency_ms"]["p99"], h["latency_ms"]["p99"]
         measured = p99_b is not None and p99_h is not None
@@ -568,13 +573,9 @@ def runtime_ratios(faster: dict | None, baseline: dict | None) -> dict:
     """One of bner's runtimes against another, served the same way: throughput and latency ratios per
     client count, and the runtime targets (at the most clients >= 1.5x the throughput, at the fewest
     p50 <= 0.7x)."""
-    if not faster or not baseline or "levels" not in faster or "levels" not in baseline:
-        return {}
-    base = {level["clients"]: level for level in baseline["levels"]}
     rows = []
-    for a in faster["levels"]:
-        b = base.get(a["clients"])
-        if b is None or not a["throughput_rps"] or not b["throughput_rps"]:
+    for a, b in same_levels(faster, baseline):
+        if not a["throughput_rps"] or not b["throughput_rps"]:
             continue
         rows.append({"clients": a["clients"], "throughput_ratio": round(a["throughput_rps"] / b["throughput_rps"], 3),
                      "p50_ratio": round(a["latency_ms"]["p50"] / b["latency_ms"]["p50"], 3) if b["latency_ms"]["p50"] else None,
