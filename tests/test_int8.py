@@ -65,6 +65,88 @@ def test_gemms_written_as_matmuls_compute_the_same():
     onnx.checker.check_model(model)
 
 
+@pytest.mark.parametrize("opset", [17, 18])  # ReduceMax takes its axes as an attribute before 18, as an input since
+def test_per_row_quantisation_is_close_to_float32_and_each_row_depends_on_itself_alone(opset):
+    import onnx
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    from bner.model.quantize import quantize_per_row
+
+    rng = np.random.default_rng(0)
+    weights = {"query": rng.normal(size=(8, 6)), "value": rng.normal(size=(8, 6)), "next": rng.normal(size=(6, 3))}
+    weights["value"][:, 2] = 0.0  # an all-zero column
+    nodes = [helper.make_node("MatMul", ["x", "query"], ["q"], name="query"),  # two products read the graph input
+             helper.make_node("MatMul", ["x", "value"], ["v"], name="value"),
+             helper.make_node("Add", ["q", "v"], ["sum"]),
+             helper.make_node("MatMul", ["sum", "next"], ["y"], name="next")]  # one reads a node's output
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None, 3])],
+        initializer=[numpy_helper.from_array(w.astype(np.float32), name) for name, w in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+    def run(m, x):
+        return onnxruntime.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(["y"], {"x": x})[0]
+
+    x = rng.normal(size=(2, 5, 8)).astype(np.float32)
+    x[0, 1] *= 50.0  # one token with large activations
+    x[1, 3] = 0.0  # and one of zeros
+    expected = run(model, x)
+    quantize_per_row(model, ["query", "value", "next"])
+    onnx.checker.check_model(model)
+    assert sum(n.op_type == "MatMulIntegerToFloat" for n in model.graph.node) == 3
+    assert not {"query", "value", "next"} & {t.name for t in model.graph.initializer}  # float32 weights gone
+    got = run(model, x)
+    # Each token's error is relative to its own size: the large token does not coarsen the others.
+    for sentence in range(2):
+        for token in range(5):
+            size = np.abs(expected[sentence, token]).max() + 1e-6
+            assert np.abs(got[sentence, token] - expected[sentence, token]).max() <= 0.05 * size
+    assert np.all(got[1, 3] == 0.0)
+    # A sentence's result does not depend on what it is batched with: bit for bit the same alone.
+    np.testing.assert_array_equal(run(model, x[1:]), got[1:])
+    np.testing.assert_array_equal(run(model, np.concatenate([x[1:], 100 * x[:1]]))[:1], got[1:])
+
+
+def test_smoothing_keeps_each_product_and_flattens_its_input():
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    from bner.model.quantize import activation_ranges, smooth
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("MatMul", ["x", "a"], ["ya"], name="a"), helper.make_node("MatMul", ["x", "b"], ["yb"], name="b"),
+             helper.make_node("MatMul", ["x", "shared"], ["ys"], name="s"),  # its weight is also read below
+             helper.make_node("Add", ["shared", "shared"], ["twice"])]
+    weights = {name: rng.normal(size=(6, 4)).astype(np.float32) for name in ("a", "b", "shared")}
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 6])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("ya", "yb", "ys", "twice")],
+        initializer=[numpy_helper.from_array(w, name) for name, w in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    def run(x):
+        return onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+
+    x = rng.normal(size=(5, 6)).astype(np.float32)
+    x[:, 2] *= 40.0  # an outlier channel
+    before = run(x)
+    ranges = activation_ranges(model, ["a", "b"], [{"x": x}])
+    np.testing.assert_allclose(ranges["x"], np.abs(x).max(axis=0))
+    assert smooth(model, ["a", "b"], ranges) == 1  # a and b share their input's smoothing
+    for a, b in zip(before, run(x)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    smoothed = [n for n in model.graph.node if n.op_type == "Mul"]
+    assert len(smoothed) == 1 and model.graph.node[0] == smoothed[0]  # before its readers
+    scale = 1 / numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "x/smoothing"))
+    spread = np.abs(x / scale).max(axis=0)
+    assert spread.max() / spread.min() < np.abs(x).max(axis=0).max() / np.abs(x).max(axis=0).min()
+    # A weight something else reads is not changed, nor is its product's input.
+    assert smooth(model, ["s"], activation_ranges(model, ["s"], [{"x": x}])) == 0
+    np.testing.assert_array_equal(numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "shared")), weights["shared"])
+
+
 def test_an_int8_export_holds_its_file_digest_check_and_card(int8_export):
     import onnx
 
@@ -73,6 +155,8 @@ def test_an_int8_export_holds_its_file_digest_check_and_card(int8_export):
     metadata = read_metadata(f"{int8_export}/metadata.json")
     facts = metadata.onnx_int8
     assert facts["file"] == exports.INT8_FILE and facts["precision"] == "int8" and facts["opset"] == metadata.onnx["opset"]
+    smoothing = facts["smoothing"]  # calibrated on the run's training sentences
+    assert smoothing["inputs_smoothed"] > 0 and smoothing["sample_sentences"] > 0 and smoothing["alpha"] == 0.5
     check = facts["check"]
     assert check["kept"] and check["budget"] == 100 and sorted(check["splits"]) == ["dev", "test"]  # both held-out files
     for measured in check["splits"].values():
@@ -80,9 +164,10 @@ def test_an_int8_export_holds_its_file_digest_check_and_card(int8_export):
         assert measured["f1_change"] == pytest.approx(measured["f1_int8"] - measured["f1_float32"], abs=0.011)
     assert metadata.training["export"]["int8"] == check
     ops = {node.op_type for node in onnx.load(f"{int8_export}/{exports.INT8_FILE}").graph.node}
-    assert "MatMulInteger" in ops and "Gemm" not in ops  # the attention projections are quantised too
+    assert "MatMulIntegerToFloat" in ops and "Gemm" not in ops  # the attention projections are quantised too
     card = open(f"{int8_export}/README.md", encoding="utf-8").read()
     assert "`model.int8.onnx`" in card and "so it was kept" in card and "--runtime onnx-int8" in card
+    assert f"calibrated on {smoothing['sample_sentences']:,} of the run's training sentences" in card
 
 
 def test_the_int8_model_runs_only_when_asked_and_tags_as_float32_does_here(int8_export):
@@ -100,6 +185,10 @@ def test_the_int8_model_runs_only_when_asked_and_tags_as_float32_does_here(int8_
     logits = [onnxruntime.InferenceSession(f"{int8_export}/{name}", providers=["CPUExecutionProvider"]).run(["logits"], feed)[0]
               for name in (exports.ONNX_FILE, exports.INT8_FILE)]
     assert np.mean(logits[0].argmax(-1) == logits[1].argmax(-1)) > 0.95
+    # Activations are scaled per token, so a text's tags do not depend on the texts batched with it.
+    texts = [["Anna", "Kowalski", "visited", "Lisbon", "."], ["Bob", "Smith", "met", "Maria", "Lopez", "in", "Porto", "yesterday", "."]] * 4
+    alone = [tagger.tag_sentences([words])[0].tags for words in texts]
+    assert [t.tags for t in tagger.tag_sentences(texts, batch_size=8)] == alone
 
 
 def test_the_server_says_it_runs_int8_and_shows_its_check_not_the_float32_test_score(int8_export):

@@ -103,12 +103,16 @@ def _int8_lines(metadata) -> list[str]:
     unmeasured = "".join(f" Its {split} file was not measured: {why}." for split, why in (check.get("not_measured") or {}).items())
     budget = check.get("budget")
     if metadata.onnx_int8:
+        smoothing = metadata.onnx_int8.get("smoothing") or {}
+        smoothed = (f" Before quantisation the activations of {smoothing['inputs_smoothed']} matrix-product inputs were "
+                    f"smoothed into their weights (alpha {smoothing.get('alpha')}), calibrated on {smoothing.get('sample_sentences', 0):,} "
+                    "of the run's training sentences." if smoothing.get("inputs_smoothed") else
+                    " Its activations were not smoothed (the run's training file was not available to calibrate on).")
         return [
-            f"`{metadata.onnx_int8['file']}`: {metadata.onnx_int8.get('quantization', 'int8')}. Faster on CPUs, but not exact: "
-            f"{measured}. That is within the budget of {budget} points, so it was kept.{unmeasured} It runs only when asked "
-            "for (`--runtime onnx-int8`, `BNER_RUNTIME=onnx-int8`, `bner.load(..., runtime=\"onnx-int8\")`); the scores "
-            "above are float32's. Its activations are quantised per model call, so a text's entities can also depend on "
-            "the texts batched with it.\n",
+            f"`{metadata.onnx_int8['file']}`: {metadata.onnx_int8.get('quantization', 'int8')}.{smoothed} Faster on CPUs, "
+            f"but not exact: {measured}. That is within the budget of {budget} points, so it was kept.{unmeasured} It runs "
+            "only when asked for (`--runtime onnx-int8`, `BNER_RUNTIME=onnx-int8`, `bner.load(..., runtime=\"onnx-int8\")`); "
+            "the scores above are float32's.\n",
         ]
     over = [split for split, m in splits.items() if m.get("f1_change", 0) < -(budget or 0)]
     reason = (f"{measured}: more than the budget of {budget} points on the {' and '.join(over)} file{'s' if len(over) > 1 else ''}"
