@@ -1,19 +1,24 @@
 #!/usr/bin/env python3
-"""ONNX Runtime against TensorFlow on real test sets: the same entities, and what int8 would cost.
+"""ONNX Runtime against TensorFlow on real test sets: the same entities, and what int8 costs.
 
-For each ``--export`` and its ``--data`` CoNLL file, every sentence is tagged three ways through
-``bner.load``'s shared tokenizer, windows, decoding and consistency: the export's SavedModel
+For each ``--export`` and its ``--data`` CoNLL file, every sentence is tagged through
+``bner.load``'s shared tokenizer, windows, decoding and consistency by the export's SavedModel
 (TensorFlow), its ``model.onnx`` (ONNX Runtime, float32) and, with ``--int8``, copies whose
-model.onnx is quantised, made in a temporary folder (INT8_VARIANTS). The first, ``int8``, is
-what ``bner export --export_int8`` writes as model.int8.onnx (:mod:`bner.model.quantize`: every
-matrix product of the encoder, attention projections included, per output channel). The others
-are the candidates measured before it, ``onnxruntime.quantization.quantize_dynamic`` on
-model.onnx as it is (which leaves the attention projections, Gemm nodes, in float32): every
-weight per tensor (ONNX Runtime's default), and per output channel the feed-forward layers'
-matrices, only their first (intermediate) or only their second (output) matrix, the classifier
-head in float32. It reports the sentences whose tags differ from TensorFlow's, entity F1
-(conlleval's) of each, and the seconds each took, one after the other in one process. With ``--int8``, float32 and bner's int8 also tag the file one sentence per model
-call, against 32 (the default), to show whether a sentence's answer depends on its batch.
+model.onnx is quantised, made in a temporary folder (INT8_VARIANTS):
+
+- ``int8``: what ``bner export --export_int8`` writes as model.int8.onnx (:mod:`bner.model.quantize`:
+  every matrix product of the encoder, attention projections included, weights per output
+  channel, activations per token, smoothed as calibrated on the run's training sentences), run
+  as ``--runtime onnx-int8`` runs it;
+- ``int8_per_call``: the same matrices quantised by ONNX Runtime's ``quantize_dynamic``
+  (activations with one scale per model call), what bner wrote before;
+- ``int8_all_per_tensor``: ``quantize_dynamic`` with its defaults on model.onnx as it is (every
+  weight per tensor; the attention projections, Gemm nodes, stay float32).
+
+It reports the sentences whose tags differ from TensorFlow's, entity F1 (conlleval's) of each,
+and the seconds each took, one after the other in one process. With ``--int8``, float32 and the
+int8 models also tag the file one sentence per model call, against 32 (the default): does a
+sentence's answer depend on the sentences batched with it?
 
     python bench/runtime_equality.py --int8 \\
         --export runs/wnut17/export/bner/1 --data ../shared/data/wnut17/test.conll \\
@@ -36,47 +41,47 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from common import write_result  # noqa: E402
 
-# Which matrices each earlier candidate quantises, by the names bner's network gives its layers
-# (bner.model.network); "int8" is bner's own (bner.model.quantize).
-INT8_VARIANTS = {
-    "int8": "bner",
-    "int8_all_per_tensor": None,
-    "int8_ffn_per_channel": ("/intermediate", "/output_"),
-    "int8_intermediate_per_channel": ("/intermediate",),
-    "int8_ffn_output_per_channel": ("/output_",),
-}
+INT8_VARIANTS = ("int8", "int8_per_call", "int8_all_per_tensor")
 
 
-def quantised_copy(export: str, folder: str, variant: str) -> str:
-    """A copy of the export whose model.onnx is quantised as ``variant`` says (and metadata.json its new digest)."""
+def quantised_copy(export: str, folder: str, variant: str) -> tuple[str, str]:
+    """A copy of the export holding the ``variant`` int8 model, and the runtime that runs it.
+
+    bner's own (``int8``) is made by the export's code, as ``bner export --export_int8`` makes it
+    (model.int8.onnx, calibrated on the run's training sentences), but always kept. ONNX
+    Runtime's variants replace model.onnx (and metadata.json its digest).
+    """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from bner.model.quantize import quantize
+    from bner.folders.exports import with_int8
+    from bner.model.metadata import read_metadata, write_metadata
+    from bner.model.quantize import chosen_matmuls, prepared
+    from bner.training.recipe import int8_samples
 
     target = os.path.join(folder, variant)
     shutil.copytree(export, target)
     metadata_path = os.path.join(target, "metadata.json")
+    if variant == "int8":
+        write_metadata(with_int8(read_metadata(metadata_path), target, lambda folder: {"kept": True}, int8_samples(print)), target)
+        return target, "onnx-int8"
     with open(metadata_path, encoding="utf-8") as f:
         metadata = json.load(f)
     model = os.path.join(target, metadata["onnx"]["file"])
-    chosen = INT8_VARIANTS[variant]
-    if chosen == "bner":
-        quantize(model, model + ".int8")
+    if variant == "int8_per_call":
+        rewritten = prepared(model, model + ".folded")
+        onnx.save(rewritten, model + ".float32")
+        quantize_dynamic(model + ".float32", model + ".int8", weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
+                         op_types_to_quantize=["MatMul"], nodes_to_quantize=chosen_matmuls(rewritten.graph))
+        os.remove(model + ".float32")
     else:
-        if chosen is None:
-            options = {}
-        else:
-            matmuls = [n.name for n in onnx.load(model).graph.node if n.op_type == "MatMul"]
-            options = {"per_channel": True, "op_types_to_quantize": ["MatMul"],
-                       "nodes_to_exclude": [name for name in matmuls if not any(part in name for part in chosen)]}
-        quantize_dynamic(model, model + ".int8", weight_type=QuantType.QInt8, **options)
+        quantize_dynamic(model, model + ".int8", weight_type=QuantType.QInt8)
     os.replace(model + ".int8", model)
     with open(model, "rb") as f:
-        metadata["onnx"] = {**metadata["onnx"], "sha256": hashlib.sha256(f.read()).hexdigest(), "precision": f"{variant} (dynamic)"}
+        metadata["onnx"] = {**metadata["onnx"], "sha256": hashlib.sha256(f.read()).hexdigest(), "precision": variant}
     with open(metadata_path, "w", encoding="utf-8") as f:
         json.dump(metadata, f)
-    return target
+    return target, "onnx"
 
 
 def compare(export: str, data: str, int8: bool) -> dict:
@@ -88,7 +93,7 @@ def compare(export: str, data: str, int8: bool) -> dict:
     try:
         ways = {"tensorflow": (export, "tensorflow"), "onnx": (export, "onnx")}
         if int8:
-            ways.update({variant: (quantised_copy(export, work, variant), "onnx") for variant in INT8_VARIANTS})
+            ways.update({variant: quantised_copy(export, work, variant) for variant in INT8_VARIANTS})
         results, reference, predictions = {}, None, {}
         for name, (path, runtime) in ways.items():
             tagger = bner.load(path, runtime=runtime)
@@ -105,10 +110,10 @@ def compare(export: str, data: str, int8: bool) -> dict:
             print(f"{os.path.basename(os.path.dirname(data))} {name:11s} F1 {100 * f1:6.2f}  differing sentences {differing:4d}"
                   f"  {len(sentences) / seconds:7.1f} sentences/s", flush=True)
         if int8:
-            # Dynamic quantisation scales activations per model call: does a sentence's answer depend on
-            # the sentences batched with it? The same file tagged one sentence per call.
-            for name in ("onnx", "int8"):
-                alone = bner.load(ways[name][0], runtime="onnx", batch_size=1).evaluation(sentences)[1]
+            # Does a sentence's answer depend on the sentences batched with it? The same file tagged
+            # one sentence per call.
+            for name in ("onnx", *INT8_VARIANTS):
+                alone = bner.load(ways[name][0], runtime=ways[name][1], batch_size=1).evaluation(sentences)[1]
                 batched = predictions[name]
                 results[name]["sentences_differing_batch_1_vs_32"] = sum(a != b for a, b in zip(alone, batched))
                 print(f"{name}: {results[name]['sentences_differing_batch_1_vs_32']} sentences tagged differently "
@@ -126,7 +131,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--export", action="append", required=True, help="an export version folder (repeat, one per --data)")
     parser.add_argument("--data", action="append", required=True, help="its CoNLL test file")
-    parser.add_argument("--int8", action="store_true", help="also quantised copies of model.onnx (bner's int8 and earlier candidates)")
+    parser.add_argument("--int8", action="store_true", help="also quantised copies of model.onnx (bner's int8 and ONNX Runtime's)")
     parser.add_argument("--output_json", default=os.path.join(HERE, "results", "runtime_equality.json"))
     args = parser.parse_args()
     if len(args.export) != len(args.data):
