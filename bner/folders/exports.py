@@ -97,13 +97,13 @@ def existing_export(model_dir: str, export_dir: str, model_name: str, int8_budge
 
 def export_tagger(model_dir: str, export_dir: str, model_name: str, version: int | None = None,
                   int8_check: Callable[[str], dict] | None = None,
-                  int8_samples: Callable[[str], list[dict]] | None = None) -> str:
+                  int8_samples: Callable[[str], tuple[list[dict], int]] | None = None) -> str:
     """Export the tagger saved in ``model_dir``; returns the version folder's path.
 
     With ``int8_check``, an int8 copy of model.onnx is written too, and ``int8_check(folder)``
     decides whether it stays: given the version folder (complete, not yet published), it
     returns what it measured, with ``kept`` true or false. ``int8_samples(folder)`` gives the
-    model inputs its smoothing is calibrated on (none: not smoothed).
+    model inputs its smoothing is calibrated on (none: not smoothed) and how many sentences they hold.
     """
     import keras
     import tensorflow as tf
@@ -164,10 +164,11 @@ def write_onnx(model_dir: str, metadata, folder: str) -> dict:
             "outputs": ["logits"], "precision": "float32"}
 
 
-def with_int8(metadata, folder: str, check: Callable[[str], dict], samples: Callable[[str], list[dict]] | None = None):
+def with_int8(metadata, folder: str, check: Callable[[str], dict], samples: Callable[[str], tuple[list[dict], int]] | None = None):
     """``metadata`` with ``model.int8.onnx`` written into ``folder`` beside model.onnx, if ``check`` keeps it.
 
-    ``samples(folder)`` gives the model inputs the int8 model's smoothing is calibrated on. What
+    ``samples(folder)`` gives the model inputs the int8 model's smoothing is calibrated on (and how
+    many sentences they hold). What
     the check found goes into the export's facts (``training.export.int8``) either way, and into
     ``onnx_int8`` when the file stays.
     """
@@ -177,11 +178,11 @@ def with_int8(metadata, folder: str, check: Callable[[str], dict], samples: Call
     facts = {**metadata.onnx, "file": INT8_FILE, "precision": "int8", "quantization": QUANTIZATION}
     try:
         write_metadata(metadata, folder)  # the float32 export, loadable as bner.load reads it, gives the samples
-        batches = samples(folder) if samples is not None else []
+        batches, sentences = samples(folder) if samples is not None else ([], 0)
         done = quantize(os.path.join(folder, metadata.onnx["file"]), path, batches)
         facts["sha256"] = io.file_sha256(path)
         facts["smoothing"] = {"alpha": SMOOTHING, "inputs_smoothed": done["smoothed_inputs"],
-                              "sample_sentences": sum(len(batch[INPUTS[0]]) for batch in batches)}
+                              "sample_sentences": sentences}
         candidate = dataclasses.replace(metadata, onnx_int8=facts)
         write_metadata(candidate, folder)  # the check loads the folder as bner.load does
         verdict = check(folder)

@@ -713,22 +713,22 @@ def run_files(metadata: TaggerMetadata, splits: Sequence[str]) -> tuple[dict, li
     return files, found
 
 
-def int8_samples(say) -> Callable[[str], list[dict]]:
+def int8_samples(say) -> Callable[[str], tuple[list[dict], int]]:
     """What an export's int8 model is calibrated on: the model inputs of up to INT8_SAMPLE_SENTENCES
     of the run's training sentences, spread evenly over its training file (none if that file is
-    gone or changed: the int8 model is then made without smoothing)."""
+    gone or changed: the int8 model is then made without smoothing), and how many sentences they hold."""
 
-    def samples(folder: str) -> list[dict]:
+    def samples(folder: str) -> tuple[list[dict], int]:
         metadata = read_metadata(io.join(folder, METADATA_FILE))
         _, found = run_files(metadata, ("train",))
         if not found:
             say("model.int8.onnx: the run's training file is no longer where training read it, or has changed, "
                 "so its activations are not smoothed")
-            return []
+            return [], 0
         sentences = corpus.read_conll(found[0][1], columns=metadata.training.get("settings", {}).get("columns"))
         step = max(1, len(sentences) // INT8_SAMPLE_SENTENCES)
         chosen = [s.words for s in sentences[::step][:INT8_SAMPLE_SENTENCES]]
-        return load(folder, runtime="onnx").model_inputs(chosen)
+        return load(folder, runtime="onnx").model_inputs(chosen), len(chosen)
 
     return samples
 
