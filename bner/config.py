@@ -111,7 +111,7 @@ class OutputConfig:
     export_dir: str | None = setting(None, "Where exports go: <export_dir>/<model_name>/<version>/. Default: <output_dir>/export.", kind=str)
     model_name: str = setting("bner", "Model name in the export path and in TensorFlow Serving.")
     export: bool = setting(True, "Export a versioned SavedModel at the end of training.")
-    export_int8: bool = setting(False, "Also write model.int8.onnx into the export: model.onnx with int8 weights, faster on CPUs but not exact (--runtime onnx-int8 runs it). It is kept only if its F1 on each of the run's dev and test files is at most --int8_f1_budget points below float32's; the model card says what was measured.")
+    export_int8: bool = setting(False, "Also write model.int8.onnx into the export: model.onnx with its matrix products in int8 (activations per token, smoothed as calibrated on 256 training sentences), faster on CPUs but not exact (--runtime onnx-int8 runs it). It is kept only if its F1 on each of the run's dev and test files is at most --int8_f1_budget points below float32's; the model card says what was measured.")
     int8_f1_budget: float = setting(0.3, "With --export_int8: the largest F1 loss, in points on each of the dev and test files, at which the int8 model is kept.")
 
 

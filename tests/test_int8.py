@@ -74,29 +74,32 @@ def test_per_row_quantisation_is_close_to_float32_and_each_row_depends_on_itself
     from bner.model.quantize import quantize_per_row
 
     rng = np.random.default_rng(0)
-    weights = {"query": rng.normal(size=(8, 6)), "value": rng.normal(size=(8, 6)), "next": rng.normal(size=(6, 3))}
+    weights = {"query": rng.normal(size=(8, 6)), "value": rng.normal(size=(8, 6)), "next": rng.normal(size=(6, 3)),
+               "chain": rng.normal(size=(6, 2))}
     weights["value"][:, 2] = 0.0  # an all-zero column
     nodes = [helper.make_node("MatMul", ["x", "query"], ["q"], name="query"),  # two products read the graph input
              helper.make_node("MatMul", ["x", "value"], ["v"], name="value"),
              helper.make_node("Add", ["q", "v"], ["sum"]),
-             helper.make_node("MatMul", ["sum", "next"], ["y"], name="next")]  # one reads a node's output
+             helper.make_node("MatMul", ["sum", "next"], ["y"], name="next"),  # one reads a node's output
+             helper.make_node("MatMul", ["q", "chain"], ["z"], name="chain")]  # and one another product's
     graph = helper.make_graph(
         nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None, 3]), helper.make_tensor_value_info("z", TensorProto.FLOAT, [None, None, 2])],
         initializer=[numpy_helper.from_array(w.astype(np.float32), name) for name, w in weights.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
-    def run(m, x):
-        return onnxruntime.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(["y"], {"x": x})[0]
+    def run(m, x, output="y"):
+        return onnxruntime.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run([output], {"x": x})[0]
 
     x = rng.normal(size=(2, 5, 8)).astype(np.float32)
     x[0, 1] *= 50.0  # one token with large activations
     x[1, 3] = 0.0  # and one of zeros
-    expected = run(model, x)
-    quantize_per_row(model, ["query", "value", "next"])
-    onnx.checker.check_model(model)
-    assert sum(n.op_type == "MatMulIntegerToFloat" for n in model.graph.node) == 3
-    assert not {"query", "value", "next"} & {t.name for t in model.graph.initializer}  # float32 weights gone
+    expected, chained = run(model, x), run(model, x, "z")
+    quantize_per_row(model, ["query", "value", "next", "chain"])
+    onnx.checker.check_model(model)  # every node after the nodes that compute its inputs
+    assert sum(n.op_type == "MatMulIntegerToFloat" for n in model.graph.node) == 4
+    assert not set(weights) & {t.name for t in model.graph.initializer}  # float32 weights gone
+    np.testing.assert_allclose(run(model, x, "z"), chained, rtol=0.1, atol=0.05 * np.abs(chained).max())
     got = run(model, x)
     # Each token's error is relative to its own size: the large token does not coarsen the others.
     for sentence in range(2):
@@ -138,7 +141,8 @@ def test_smoothing_keeps_each_product_and_flattens_its_input():
     for a, b in zip(before, run(x)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     smoothed = [n for n in model.graph.node if n.op_type == "Mul"]
-    assert len(smoothed) == 1 and model.graph.node[0] == smoothed[0]  # before its readers
+    order = [n.name for n in model.graph.node]
+    assert len(smoothed) == 1 and order.index("x/smooth") < min(order.index("a"), order.index("b"))  # before its products
     scale = 1 / numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "x/smoothing"))
     spread = np.abs(x / scale).max(axis=0)
     assert spread.max() / spread.min() < np.abs(x).max(axis=0).max() / np.abs(x).max(axis=0).min()
@@ -185,7 +189,8 @@ def test_the_int8_model_runs_only_when_asked_and_tags_as_float32_does_here(int8_
     logits = [onnxruntime.InferenceSession(f"{int8_export}/{name}", providers=["CPUExecutionProvider"]).run(["logits"], feed)[0]
               for name in (exports.ONNX_FILE, exports.INT8_FILE)]
     assert np.mean(logits[0].argmax(-1) == logits[1].argmax(-1)) > 0.95
-    # Activations are scaled per token, so a text's tags do not depend on the texts batched with it.
+    # Activations are scaled per token: end to end, a text's tags are the same alone and batched
+    # (the unit test above shows each row's numbers bit for bit).
     texts = [["Anna", "Kowalski", "visited", "Lisbon", "."], ["Bob", "Smith", "met", "Maria", "Lopez", "in", "Porto", "yesterday", "."]] * 4
     alone = [tagger.tag_sentences([words])[0].tags for words in texts]
     assert [t.tags for t in tagger.tag_sentences(texts, batch_size=8)] == alone
@@ -242,6 +247,27 @@ def test_the_check_needs_the_runs_dev_or_test_file(int8_export, tmp_path):
     lines = []
     verdict = int8_check(0.3, lines.append)(str(folder))
     assert not verdict["kept"] and "no longer where training read them" in verdict["reason"] and "not kept" in lines[0]
+
+
+def test_the_calibration_samples_are_the_runs_training_sentences_as_tagged(int8_export, tmp_path):
+    import shutil
+
+    from bner.training import recipe
+
+    samples, sentences = recipe.int8_samples(lambda line: None)(int8_export)
+    training = bner.load(int8_export).metadata.training["data_files"]["train"]
+    assert sentences == min(recipe.INT8_SAMPLE_SENTENCES, training["sentences"])
+    assert sum(len(batch["input_ids"]) for batch in samples) >= sentences  # one window or more each
+    assert all(sorted(batch) == sorted(("input_ids", "attention_mask", "token_type_ids")) for batch in samples)
+    # A run whose training file is gone: no samples, said once, and the int8 model is made unsmoothed.
+    folder = tmp_path / "version"
+    shutil.copytree(int8_export, folder)
+    data = json.loads((folder / "metadata.json").read_text())
+    data["training"]["data_files"]["train"]["path"] = str(tmp_path / "moved.conll")
+    (folder / "metadata.json").write_text(json.dumps(data))
+    lines = []
+    assert recipe.int8_samples(lines.append)(str(folder)) == ([], 0)
+    assert "not smoothed" in lines[0] and "no longer where training read it" in lines[0]
 
 
 def test_an_export_is_reused_for_int8_only_if_it_holds_one_within_the_budget_asked(trained, int8_export, tmp_path):

@@ -37,6 +37,7 @@ from bner.folders import model_folder
 from bner.folders.model_card import CARD_FILE
 from bner.folders.model_card import render as render_card
 from bner.model.metadata import INPUTS, METADATA_FILE, SIGNATURE, TOKENIZER_FILE, read_metadata, write_metadata
+from bner.model.quantize import QUANTIZATION
 
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -76,7 +77,8 @@ def model_digest(model_dir: str) -> str:
 def existing_export(model_dir: str, export_dir: str, model_name: str, int8_budget: float | None = None) -> str | None:
     """The latest version already exported from exactly this model, if there is one (and it has its ONNX model:
     an export written before bner wrote model.onnx is exported again). With ``int8_budget`` (an int8 model
-    asked for), only one holding an int8 model whose measured F1 changes are all within that budget."""
+    asked for), only one holding an int8 model made as bner makes it now, whose measured F1 changes are all
+    within that budget."""
     found = versions(io.join(export_dir, model_name))
     if not found:
         return None
@@ -92,6 +94,7 @@ def existing_export(model_dir: str, export_dir: str, model_name: str, int8_budge
         return latest
     measured = (metadata.onnx_int8.get("check") or {}).get("splits") or {}
     within = bool(metadata.onnx_int8 and measured) and all(m.get("f1_change", -1e9) >= -int8_budget for m in measured.values())
+    within = within and metadata.onnx_int8.get("quantization") == QUANTIZATION  # an int8 model made as bner makes it now
     return latest if within else None
 
 
@@ -168,21 +171,24 @@ def with_int8(metadata, folder: str, check: Callable[[str], dict], samples: Call
     """``metadata`` with ``model.int8.onnx`` written into ``folder`` beside model.onnx, if ``check`` keeps it.
 
     ``samples(folder)`` gives the model inputs the int8 model's smoothing is calibrated on (and how
-    many sentences they hold). What
-    the check found goes into the export's facts (``training.export.int8``) either way, and into
-    ``onnx_int8`` when the file stays.
+    many sentences they hold). What the check found goes into the export's facts
+    (``training.export.int8``) either way, and into ``onnx_int8`` when the file stays.
     """
-    from bner.model.quantize import QUANTIZATION, SMOOTHING, quantize
+    from bner.model.quantize import SMOOTHING, quantize
 
     path = os.path.join(folder, INT8_FILE)
     facts = {**metadata.onnx, "file": INT8_FILE, "precision": "int8", "quantization": QUANTIZATION}
     try:
         write_metadata(metadata, folder)  # the float32 export, loadable as bner.load reads it, gives the samples
-        batches, sentences = samples(folder) if samples is not None else ([], 0)
+        why = ""
+        try:
+            batches, sentences = samples(folder) if samples is not None else ([], 0)
+        except Exception as e:  # noqa: BLE001 — calibration is optional: without it, no smoothing
+            batches, sentences, why = [], 0, f"its training sentences could not be tagged ({first_line(e)})"
         done = quantize(os.path.join(folder, metadata.onnx["file"]), path, batches)
         facts["sha256"] = io.file_sha256(path)
-        facts["smoothing"] = {"alpha": SMOOTHING, "inputs_smoothed": done["smoothed_inputs"],
-                              "sample_sentences": sentences}
+        facts["smoothing"] = {"alpha": SMOOTHING, "inputs_smoothed": done["inputs_smoothed"], "sample_sentences": sentences,
+                              **({"not_calibrated": why} if why else {})}
         candidate = dataclasses.replace(metadata, onnx_int8=facts)
         write_metadata(candidate, folder)  # the check loads the folder as bner.load does
         verdict = check(folder)

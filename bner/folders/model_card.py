@@ -104,10 +104,15 @@ def _int8_lines(metadata) -> list[str]:
     budget = check.get("budget")
     if metadata.onnx_int8:
         smoothing = metadata.onnx_int8.get("smoothing") or {}
-        smoothed = (f" Before quantisation the activations of {smoothing['inputs_smoothed']} matrix-product inputs were "
-                    f"smoothed into their weights (alpha {smoothing.get('alpha')}), calibrated on {smoothing.get('sample_sentences', 0):,} "
-                    "of the run's training sentences." if smoothing.get("inputs_smoothed") else
-                    " Its activations were not smoothed (the run's training file was not available to calibrate on).")
+        if smoothing.get("inputs_smoothed"):
+            smoothed = (f" Before quantisation the activations of {smoothing['inputs_smoothed']} matrix-product inputs were "
+                        f"smoothed into their weights (alpha {smoothing.get('alpha')}), calibrated on "
+                        f"{smoothing.get('sample_sentences', 0):,} of the run's training sentences.")
+        elif smoothing.get("sample_sentences"):
+            smoothed = " Its activations were not smoothed: none of its matrix-product inputs could be (their weights are shared)."
+        else:
+            smoothed = (" Its activations were not smoothed: " + smoothing.get(
+                "not_calibrated", "the run's training file was not available to calibrate on") + ".")
         return [
             f"`{metadata.onnx_int8['file']}`: {metadata.onnx_int8.get('quantization', 'int8')}.{smoothed} Faster on CPUs, "
             f"but not exact: {measured}. That is within the budget of {budget} points, so it was kept.{unmeasured} It runs "

@@ -121,6 +121,21 @@ class OnnxBackend:
         return probabilities_of(logits)
 
 
+class RecordingBackend:
+    """``backend``, keeping the inputs of every model call it answers (``inputs``): what a tagger
+    really feeds its model (windows, document context, span markers), as samples to calibrate on."""
+
+    def __init__(self, backend):
+        self.backend, self.inputs = backend, []
+
+    def __getattr__(self, name: str):
+        return getattr(self.backend, name)
+
+    def piece_probabilities(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        self.inputs.append({k: np.array(v) for k, v in inputs.items()})
+        return self.backend.piece_probabilities(inputs)
+
+
 class SavedModelBackend:
     """The exported SavedModel, run in this process (TensorFlow only, no Keras)."""
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 
 import numpy as np
 import tokenizers
@@ -318,9 +318,11 @@ class Tagger(TextTagger):
         self, examples: Sequence[features.Example], batch_size: int | None
     ) -> Generator[None, None, list[np.ndarray]]:
         """Each model input's ``[pieces, labels]`` probabilities, batched by length, one model call per step."""
+        buckets = batches.padding_buckets(self.preprocessor.max_seq_length, getattr(self.backend, "static_shapes", True))
+        plan = batches.plan_batches([len(e) for e in examples], batch_size or self.batch_size, buckets)
         piece_probabilities: list[np.ndarray] = [np.empty(0)] * len(examples)
         labels = self.labels
-        for call, batch in enumerate(self.model_batches(examples, batch_size)):
+        for call, batch in enumerate(batches.iterate_batches(examples, plan, self.preprocessor.pad_id)):
             if call:
                 yield  # a step ends before each model call after the first, so a one-call text is done in one step
             probabilities = self.backend.piece_probabilities(batch.inputs)
@@ -329,17 +331,6 @@ class Tagger(TextTagger):
             for row, i in enumerate(batch.indices):
                 piece_probabilities[i] = probabilities[row]
         return piece_probabilities
-
-    def model_batches(self, examples: Sequence[features.Example], batch_size: int | None = None) -> Iterator[batches.Batch]:
-        """The model calls for ``examples``: batched by length and padded, as every tagging step makes them."""
-        buckets = batches.padding_buckets(self.preprocessor.max_seq_length, getattr(self.backend, "static_shapes", True))
-        plan = batches.plan_batches([len(e) for e in examples], batch_size or self.batch_size, buckets)
-        return batches.iterate_batches(examples, plan, self.preprocessor.pad_id)
-
-    def model_inputs(self, sentences: Sequence[Sequence[str]], batch_size: int | None = None) -> list[dict[str, np.ndarray]]:
-        """The inputs the model is called with to tag ``sentences`` (each alone), batch by batch:
-        samples of what it reads, for calibrating a quantised copy."""
-        return [batch.inputs for batch in self.model_batches(self.preprocessor.encode(sentences), batch_size)]
 
     def decode(self, word_probabilities: np.ndarray) -> TaggedSentence:
         """A sentence's tags and their probabilities from its words' label probabilities ``[words, labels]``."""

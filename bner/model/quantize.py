@@ -28,7 +28,7 @@ Why bner writes the quantised graph itself rather than calling ONNX Runtime's
 so one token's large activations coarsen every other token's, and a text's answer depends on
 the texts batched with it (measured: 20 to 47 of about 1,000 sentences tagged differently one
 per call than 32 per call; docs/benchmarks.md). No ONNX Runtime operator or quantisation mode
-scales per row, so each product becomes a few standard ONNX operators (the row's largest
+scales per row with int8 weights, so each product becomes a few standard ONNX operators (the row's largest
 magnitude, the scale, the uint8 rows) and ONNX Runtime's public ``MatMulIntegerToFloat``
 (com.microsoft), which multiplies the integers and applies the weights' per-channel scales;
 the row scales are applied after it.
@@ -74,7 +74,7 @@ def quantize(source: str, target: str, samples: Sequence[dict[str, np.ndarray]] 
         raise ValueError(f"{source}: {quantised} of the {len(chosen)} matrix products chosen were quantised")
     onnx.checker.check_model(model)
     onnx.save(model, target)
-    return {"products": quantised, "smoothed_inputs": smoothed, "sample_batches": len(samples)}
+    return {"products": quantised, "inputs_smoothed": smoothed, "sample_batches": len(samples)}
 
 
 def prepared(source: str, scratch: str):
@@ -113,8 +113,9 @@ def chosen_matmuls(graph) -> list[str]:
 
 
 def activation_ranges(model, chosen: list[str], samples: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Each chosen product's input: its largest magnitude per channel (last axis) over ``samples``,
-    the float32 model run by ONNX Runtime with those inputs as extra outputs."""
+    """Each chosen product's input: its largest magnitude per channel (last axis) over ``samples``
+    (the padding's pieces left out), the float32 model run by ONNX Runtime with those inputs as
+    extra outputs."""
     import onnx
     import onnxruntime
     from onnx import helper
@@ -130,9 +131,15 @@ def activation_ranges(model, chosen: list[str], samples: Sequence[dict[str, np.n
     inputs = [i.name for i in session.get_inputs()]
     ranges: dict[str, np.ndarray] = {}
     for batch in samples:
+        mask = batch.get("attention_mask")
+        real = None if mask is None else np.asarray(mask).reshape(-1) > 0
         for name, value in zip(names, session.run(names, {k: batch[k] for k in inputs})):
-            largest = np.abs(value).reshape(-1, value.shape[-1]).max(axis=0)
-            ranges[name] = largest if name not in ranges else np.maximum(ranges[name], largest)
+            rows = np.abs(value).reshape(-1, value.shape[-1])
+            if real is not None and len(rows) == len(real):  # one row per piece: the padding's rows are left out
+                rows = rows[real]
+            if len(rows):
+                largest = rows.max(axis=0)
+                ranges[name] = largest if name not in ranges else np.maximum(ranges[name], largest)
     return ranges
 
 
@@ -143,8 +150,8 @@ def smooth(model, chosen: list[str], ranges: dict[str, np.ndarray], alpha: float
 
     An input is left as it is where one of its products' weights is read by anything else (it
     would change that reader) or its range does not match the weights' rows; a channel where
-    either maximum is 0 keeps ``s = 1``. The division is a ``Mul`` node placed before the input's
-    first reader.
+    either maximum is 0 keeps ``s = 1``. The division is a ``Mul`` node between the input and its
+    products.
     """
     from onnx import helper, numpy_helper
 
@@ -158,7 +165,7 @@ def smooth(model, chosen: list[str], ranges: dict[str, np.ndarray], alpha: float
     for node in graph.node:
         for name in node.input:
             readers.setdefault(name, set()).add(node.name)
-    before: dict[str, list] = {}  # the Mul nodes, by the first node that reads the input
+    muls = []
     for x, group in products.items():
         names = {node.name for node in group}
         matrices = [numpy_helper.to_array(weights[node.input[1]]) for node in group]
@@ -171,19 +178,16 @@ def smooth(model, chosen: list[str], ranges: dict[str, np.ndarray], alpha: float
         scale = np.where((ranges[x] > 0) & (largest_row > 0) & np.isfinite(scale) & (scale > 0), scale, 1.0)
         for node, matrix in zip(group, matrices):
             weights[node.input[1]].CopyFrom(numpy_helper.from_array((matrix * scale[:, None]).astype(np.float32), node.input[1]))
+        if np.all(scale == 1.0):
+            continue
         inverse, smoothed = f"{x}/smoothing", f"{x}/smoothed"
         graph.initializer.append(numpy_helper.from_array((1.0 / scale).astype(np.float32), inverse))
-        first = next(node.name for node in graph.node if node.name in names)
-        before.setdefault(first, []).append(helper.make_node("Mul", [x, inverse], [smoothed], name=f"{x}/smooth"))
+        muls.append(helper.make_node("Mul", [x, inverse], [smoothed], name=f"{x}/smooth"))
         for node in group:
             node.input[0] = smoothed
-    ordered = []
-    for node in graph.node:
-        ordered.extend(before.get(node.name, ()))
-        ordered.append(node)
-    del graph.node[:]
-    graph.node.extend(ordered)
-    return sum(len(muls) for muls in before.values())
+    graph.node.extend(muls)
+    sort_nodes(graph)
+    return len(muls)
 
 
 def quantize_per_row(model, chosen: list[str]) -> None:
@@ -207,6 +211,7 @@ def quantize_per_row(model, chosen: list[str]) -> None:
     readers: dict[str, list] = {}
     for name in chosen:
         readers.setdefault(nodes[name].input[0], []).append(nodes[name])
+    float_weights = {nodes[name].input[1] for name in chosen}
 
     prefix = "int8"
     constants = {f"{prefix}/inverse_127": np.array(1 / 127, np.float32),
@@ -218,7 +223,7 @@ def quantize_per_row(model, chosen: list[str]) -> None:
     graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in constants.items())
     largest = 2 ** (WEIGHT_BITS - 1) - 1  # 63
     written: set[str] = set()
-    after: dict[str, list] = {}  # the new nodes, by the tensor they must follow
+    new_nodes = []
     for x, products in readers.items():
         p = f"{x}/{prefix}"
         # ReduceMax takes its axes as an attribute before opset 18, as an input since.
@@ -246,26 +251,55 @@ def quantize_per_row(model, chosen: list[str]) -> None:
             new += [helper.make_node("MatMulIntegerToFloat", [f"{p}/uint8", int8_name, f"{prefix}/one", scale_name, f"{prefix}/zero_point"],
                                      [f"{out}/{prefix}"], name=f"{node.name}/{prefix}", domain=MICROSOFT),
                     helper.make_node("Mul", [f"{out}/{prefix}", f"{p}/scale"], [out], name=f"{node.name}/{prefix}_rows")]
-        after[x] = new
+        new_nodes.append(new)
 
-    # The graph's nodes stay in an order that computes each input before its readers: each
-    # input's new nodes go right after the node that writes it (or first, for a graph input).
     replaced = set(chosen)
-    written_by_nodes = {output for node in graph.node for output in node.output}
-    ordered = [n for x in list(after) if x not in written_by_nodes for n in after.pop(x)]
-    for node in graph.node:
-        if node.name in replaced:
-            continue
-        ordered.append(node)
-        for output in node.output:
-            ordered.extend(after.pop(output, ()))
+    kept = [node for node in graph.node if node.name not in replaced]
+    del graph.node[:]
+    graph.node.extend(kept + [node for group in new_nodes for node in group])
+    sort_nodes(graph)
+    # The float32 weights go, unless something else still reads them, and so do the constants unused.
+    needed = {name for node in graph.node for name in node.input}
+    unused = (float_weights | set(constants)) - needed
+    remaining = [tensor for tensor in graph.initializer if tensor.name not in unused]
+    del graph.initializer[:]
+    graph.initializer.extend(remaining)
+
+
+def sort_nodes(graph) -> None:
+    """Order ``graph``'s nodes so that each comes after the nodes that compute its inputs (ONNX
+    requires it), keeping their present order wherever it already allows."""
+    import heapq
+
+    def reads(node) -> set[str]:  # its inputs, and those of the graphs it holds (If, Loop)
+        names = set(node.input)
+        for attribute in node.attribute:
+            for sub in [attribute.g, *attribute.graphs]:
+                for inner in sub.node:
+                    names |= reads(inner)
+        return names
+
+    nodes = list(graph.node)
+    writer = {output: i for i, node in enumerate(nodes) for output in node.output if output}
+    waiting = [{writer[name] for name in reads(node) if name in writer and writer[name] != i} for i, node in enumerate(nodes)]
+    readers: dict[int, list[int]] = {}
+    for i, before in enumerate(waiting):
+        for j in before:
+            readers.setdefault(j, []).append(i)
+    ready = [i for i, before in enumerate(waiting) if not before]
+    heapq.heapify(ready)
+    ordered = []
+    while ready:
+        i = heapq.heappop(ready)
+        ordered.append(nodes[i])
+        for j in readers.get(i, ()):
+            waiting[j].discard(i)
+            if not waiting[j]:
+                heapq.heappush(ready, j)
+    if len(ordered) != len(nodes):
+        raise ValueError("the graph has a cycle: its nodes cannot be ordered")
     del graph.node[:]
     graph.node.extend(ordered)
-    # The float32 weights go, unless something else still reads them.
-    needed = {name for node in graph.node for name in node.input}
-    kept = [tensor for tensor in graph.initializer if tensor.name in needed]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
 
 
 def gemms_as_matmuls(graph) -> None:

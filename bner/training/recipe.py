@@ -26,7 +26,7 @@ from bner.data import batches, corpus, features, spans, text
 from bner.environment import machine_facts
 from bner.folders import exports, model_card, model_folder, run_folder
 from bner.inference import evaluate
-from bner.inference.backends import KerasBackend
+from bner.inference.backends import KerasBackend, RecordingBackend
 from bner.inference.loader import load, make_tagger
 from bner.model import pretrained
 from bner.model.metadata import DICTIONARY_FOLDER, FAMILY_NAMES, METADATA_FILE, TaggerMetadata, read_metadata, write_metadata
@@ -699,8 +699,8 @@ def export_model(config: TrainConfig, say) -> str | None:
     return path
 
 
-# How many training sentences calibrate an int8 model's smoothing: its largest activations per
-# channel settle within a few hundred (WNUT-17's and NCBI-disease's runs: 256 gave 12 to 14 model calls).
+# How many training sentences calibrate an int8 model's smoothing: the largest activation of each
+# channel, which is all the smoothing reads, is found within a few hundred.
 INT8_SAMPLE_SENTENCES = 256
 
 
@@ -715,20 +715,27 @@ def run_files(metadata: TaggerMetadata, splits: Sequence[str]) -> tuple[dict, li
 
 def int8_samples(say) -> Callable[[str], tuple[list[dict], int]]:
     """What an export's int8 model is calibrated on: the model inputs of up to INT8_SAMPLE_SENTENCES
-    of the run's training sentences, spread evenly over its training file (none if that file is
-    gone or changed: the int8 model is then made without smoothing), and how many sentences they hold."""
+    of the run's training sentences, spread evenly over its training file and tagged as any file
+    is (with their documents' context or windows, or as span candidates), and how many sentences
+    that was. None if the run had no training file or it has moved or changed: the int8 model is
+    then made without smoothing."""
 
     def samples(folder: str) -> tuple[list[dict], int]:
         metadata = read_metadata(io.join(folder, METADATA_FILE))
-        _, found = run_files(metadata, ("train",))
+        files, found = run_files(metadata, ("train",))
         if not found:
-            say("model.int8.onnx: the run's training file is no longer where training read it, or has changed, "
-                "so its activations are not smoothed")
+            say("model.int8.onnx: its activations are not smoothed: " + (
+                "the run's training file is no longer where training read it, or has changed" if files else
+                "the run had no training file to calibrate on"))
             return [], 0
         sentences = corpus.read_conll(found[0][1], columns=metadata.training.get("settings", {}).get("columns"))
-        step = max(1, len(sentences) // INT8_SAMPLE_SENTENCES)
-        chosen = [s.words for s in sentences[::step][:INT8_SAMPLE_SENTENCES]]
-        return load(folder, runtime="onnx").model_inputs(chosen), len(chosen)
+        count = min(INT8_SAMPLE_SENTENCES, len(sentences))
+        chosen = [sentences[i * len(sentences) // count] for i in range(count)]
+        # Small calls: the calibration reads every product's input of a call at once.
+        tagger = load(folder, runtime="onnx", batch_size=8)
+        tagger.backend = RecordingBackend(tagger.backend)
+        tagger.evaluation(chosen)
+        return tagger.backend.inputs, count
 
     return samples
 
