@@ -28,10 +28,11 @@ Why bner writes the quantised graph itself rather than calling ONNX Runtime's
 so one token's large activations coarsen every other token's, and a text's answer depends on
 the texts batched with it (measured: 20 to 47 of about 1,000 sentences tagged differently one
 per call than 32 per call; docs/benchmarks.md). No ONNX Runtime operator or quantisation mode
-scales per row with int8 weights, so each product becomes a few standard ONNX operators (the row's largest
-magnitude, the scale, the uint8 rows) and ONNX Runtime's public ``MatMulIntegerToFloat``
-(com.microsoft), which multiplies the integers and applies the weights' per-channel scales;
-the row scales are applied after it.
+with int8 weights scales per row, so each product becomes a few standard ONNX operators (the
+row's largest magnitude, the scale, the uint8 rows) and ONNX Runtime's public
+``MatMulIntegerToFloat`` (com.microsoft), which multiplies the integers and applies the
+weights' per-channel scales; the row scales are applied after it. The uint8 rows rely on
+ONNX Runtime's Cast truncating toward zero, as C++ does.
 """
 
 from __future__ import annotations
@@ -176,10 +177,10 @@ def smooth(model, chosen: list[str], ranges: dict[str, np.ndarray], alpha: float
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             scale = ranges[x] ** alpha / largest_row ** (1 - alpha)
         scale = np.where((ranges[x] > 0) & (largest_row > 0) & np.isfinite(scale) & (scale > 0), scale, 1.0)
-        for node, matrix in zip(group, matrices):
-            weights[node.input[1]].CopyFrom(numpy_helper.from_array((matrix * scale[:, None]).astype(np.float32), node.input[1]))
         if np.all(scale == 1.0):
             continue
+        for node, matrix in zip(group, matrices):
+            weights[node.input[1]].CopyFrom(numpy_helper.from_array((matrix * scale[:, None]).astype(np.float32), node.input[1]))
         inverse, smoothed = f"{x}/smoothing", f"{x}/smoothed"
         graph.initializer.append(numpy_helper.from_array((1.0 / scale).astype(np.float32), inverse))
         muls.append(helper.make_node("Mul", [x, inverse], [smoothed], name=f"{x}/smooth"))
